@@ -1,0 +1,75 @@
+"""Checkpoint names and checks that need no torch: Hub ids, local directories, remote code."""
+
+from __future__ import annotations
+
+import os
+import socket
+import urllib.parse
+from pathlib import Path
+
+DEFAULT_CHECKPOINT = "florence-community/Florence-2-base-ft"
+# transformers' native Florence-2 format, safetensors weights, no remote code.
+NATIVE_CHECKPOINTS = (
+    "florence-community/Florence-2-base",
+    "florence-community/Florence-2-base-ft",
+    "florence-community/Florence-2-large",
+    "florence-community/Florence-2-large-ft",
+)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot or must not be loaded."""
+
+
+def looks_like_path(name: str) -> bool:
+    """Whether ``name`` is meant as a local path rather than a Hub id (``org/name``)."""
+    return name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") != 1 or os.path.exists(name)
+
+
+def resolve_checkpoint(name: str | os.PathLike | None) -> str:
+    """Returns a local checkpoint as an absolute, checked directory, or a Hub id unchanged."""
+    name = os.fspath(name).strip() if name is not None else ""
+    if not name:
+        raise CheckpointError("No checkpoint given: pass a Hub id or a local directory.")
+    if not looks_like_path(name):
+        return name
+    path = Path(name).expanduser().resolve()
+    if not path.is_dir():
+        raise CheckpointError(f"Local checkpoint {str(path)!r} is not a directory that exists.")
+    missing = [f for f in ("config.json", "preprocessor_config.json|processor_config.json") if not _has(path, f)]
+    if not any(path.glob("*.safetensors")):
+        missing.append("*.safetensors weights")
+    if missing:
+        raise CheckpointError(
+            f"Local checkpoint {str(path)!r} lacks {', '.join(m.split('|')[-1] for m in missing)}; "
+            "only checkpoints in transformers' native Florence-2 format, with safetensors weights, load."
+        )
+    return str(path)
+
+
+def _has(path: Path, names: str) -> bool:
+    return any((path / name).is_file() for name in names.split("|"))
+
+
+def check_native_config(config: dict, name: str) -> None:
+    """Refuses checkpoints that need remote code or are not Florence-2."""
+    if "auto_map" in config:
+        raise CheckpointError(
+            f"Checkpoint {name!r} declares remote code (auto_map), which is never run. "
+            f"Use a native checkpoint such as {DEFAULT_CHECKPOINT!r}."
+        )
+    if config.get("model_type") != "florence2":
+        raise CheckpointError(f"Checkpoint {name!r} is a {config.get('model_type')!r} model, not Florence-2.")
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face Hub answers a TCP connection within ``timeout`` seconds."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return False
+    endpoint = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+        with socket.create_connection((endpoint.hostname, port), timeout=timeout):
+            return True
+    except (OSError, ValueError):
+        return False

@@ -1,0 +1,128 @@
+"""Parsed geometry to FiftyOne labels: the only module that knows label semantics."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import fiftyone.core.labels as fol
+
+from .parsing import Box, Generation, Polygon, TextAnswer, parse, span_confidence
+from .tasks import Task, get_task
+
+# Tasks whose boxes are named by the prompt that asked for them.
+_LABELLED_BY_PROMPT = frozenset({"open_vocabulary_detection", "segmentation"})
+
+
+@dataclass(frozen=True)
+class Result:
+    """One generation with what asked for it: a prompt, or an input region."""
+
+    generation: Generation
+    prompt: str | None = None
+    region: fol.Detection | None = None
+
+
+def to_label(task: str | Task, text: str) -> fol.Label:
+    """Turns one decoded Florence-2 generation into the label for ``task``.
+
+    ``text`` is the decoder output as is (special tokens and padding
+    included). Coordinates are relative, so no image size is needed. Region
+    tasks return the region the model echoed, labelled with its answer.
+    """
+    return build_label(get_task(task), [Result(Generation(text))])
+
+
+def build_label(
+    task: Task,
+    results: Sequence[Result],
+    masks: bool = False,
+    image_wh: tuple[int, int] | None = None,
+) -> fol.Label:
+    """Merges the generations made for one sample and ``task`` into one label.
+
+    Args:
+        task: the task
+        results: the generations, each with the prompt or region it answers
+        masks (False): write segmentation tasks as ``Detections`` with
+            instance masks instead of ``Polylines``
+        image_wh (None): the image's ``(width, height)``, needed for masks
+    """
+    if task.label_type == "Classification":
+        if len(results) != 1:
+            raise ValueError(f"Task {task.name!r} makes one classification per sample, got {len(results)}.")
+        return _classification(task, results[0])
+    if task.label_type == "Polylines":
+        polylines = fol.Polylines(polylines=[p for r in results for p in _polylines(task, r)])
+        if not masks:
+            return polylines
+        if image_wh is None:
+            raise ValueError("Instance masks need the image size.")
+        return polylines.to_detections(frame_size=image_wh)
+    if task.input == "region" and task.answer == "text":
+        return fol.Detections(detections=[d for r in results for d in _region_answer(task, r)])
+    return fol.Detections(detections=[d for r in results for d in _detections(task, r)])
+
+
+def _classification(task: Task, result: Result) -> fol.Classification:
+    answer = parse(task, result.generation.text)
+    assert isinstance(answer, TextAnswer)
+    return fol.Classification(label=answer.text, confidence=span_confidence(answer.spans, result.generation))
+
+
+def _region_answer(task: Task, result: Result) -> list[fol.Detection]:
+    answer = parse(task, result.generation.text)
+    assert isinstance(answer, TextAnswer)
+    if not answer.text:
+        return []
+    confidence = span_confidence(answer.spans, result.generation)
+    if result.region is not None:
+        return [_region_copy(result.region, label=answer.text, confidence=confidence)]
+    box = list(answer.rel_xywh) if answer.rel_xywh else None
+    return [fol.Detection(label=answer.text, bounding_box=box, confidence=confidence)]
+
+
+def _region_copy(region: fol.Detection, **fields) -> fol.Detection:
+    """A new detection on the region's box, pointing back to it."""
+    return fol.Detection(bounding_box=list(region.bounding_box), region_id=region.id, **fields)
+
+
+def _detections(task: Task, result: Result) -> list[fol.Detection]:
+    boxes = parse(task, result.generation.text)
+    assert isinstance(boxes, list)
+    detections = []
+    for box in boxes:
+        assert isinstance(box, Box)
+        label = result.prompt if task.name in _LABELLED_BY_PROMPT and result.prompt else box.label
+        detection = fol.Detection(
+            label=label,
+            bounding_box=list(box.rel_xywh),
+            confidence=span_confidence(box.spans, result.generation),
+        )
+        if task.answer == "quads":
+            detection["quad"] = [list(p) for p in box.points[0]]
+        detections.append(detection)
+    return detections
+
+
+def _polylines(task: Task, result: Result) -> list[fol.Polyline]:
+    polygons = parse(task, result.generation.text)
+    assert isinstance(polygons, list)
+    polylines = []
+    for polygon in polygons:
+        assert isinstance(polygon, Polygon)
+        if result.region is not None:
+            label, extra = result.region.label, {"region_id": result.region.id}
+        else:
+            label, extra = (result.prompt or polygon.label), {}
+        polylines.append(
+            fol.Polyline(
+                label=label,
+                points=[[list(p) for p in ring] for ring in polygon.rings],
+                closed=True,
+                filled=True,
+                confidence=span_confidence(polygon.spans, result.generation),
+                **extra,
+            )
+        )
+    return polylines

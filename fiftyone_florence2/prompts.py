@@ -1,0 +1,75 @@
+"""Prompt building: the question text for one generation. Standard library only."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+
+from .tasks import TASKS, Task
+
+# Florence-2's own tokens. The tokenizer matches them inside any text, so a
+# prompt holding one would change the task or smuggle locations into it.
+_VOCAB_TOKENS = (
+    "s pad unk mask image od ocr cap ncap dcap grounding seg sep region_cap "
+    "region_to_desciption proposal poly and"
+).split()
+_SPECIAL_TOKEN = re.compile(
+    "|".join(
+        [r"<loc_\d+>"]
+        + [re.escape(task.token) for task in TASKS]
+        + [rf"</?{re.escape(name)}>" for name in _VOCAB_TOKENS]
+    )
+)
+
+BINS = 1000
+
+
+def check_prompt(text: object) -> str:
+    """Returns ``text`` stripped, or raises ``ValueError`` if it cannot be a prompt."""
+    if not isinstance(text, str):
+        raise ValueError(f"A prompt must be a string, not {type(text).__name__}.")
+    stripped = " ".join(text.split())
+    if not stripped:
+        raise ValueError("The prompt is empty.")
+    token = _SPECIAL_TOKEN.search(stripped)
+    if token:
+        raise ValueError(f"The prompt must not contain Florence-2 tokens such as {token.group()!r}.")
+    return stripped
+
+
+def rel_to_bin(value: float) -> int:
+    """Quantizes a relative coordinate to a location bin, as Florence-2's processor does."""
+    if not math.isfinite(value):
+        raise ValueError(f"Coordinate {value!r} is not a finite number.")
+    return min(max(int(math.floor(value * BINS)), 0), BINS - 1)
+
+
+def region_tokens(rel_xywh: Sequence[float]) -> str:
+    """Returns ``<loc_x1><loc_y1><loc_x2><loc_y2>`` for a relative ``[x, y, w, h]`` box."""
+    if rel_xywh is None or len(rel_xywh) != 4:
+        raise ValueError(f"A region must be [x, y, width, height], got {rel_xywh!r}.")
+    x, y, w, h = (float(v) for v in rel_xywh)
+    if not (w > 0 and h > 0):
+        raise ValueError(f"The region {list(rel_xywh)} has no area.")
+    bins = (rel_to_bin(x), rel_to_bin(y), rel_to_bin(x + w), rel_to_bin(y + h))
+    return "".join(f"<loc_{b}>" for b in bins)
+
+
+def build_question(task: Task, text: str | None = None, rel_xywh: Sequence[float] | None = None) -> str:
+    """Returns the question Florence-2 is asked for ``task``.
+
+    ``text`` is required by text tasks and ``rel_xywh`` by region tasks;
+    giving either to a task that takes no input raises ``ValueError``.
+    """
+    if task.input == "none":
+        if text is not None or rel_xywh is not None:
+            raise ValueError(f"Task {task.name!r} takes no prompt or region.")
+        return task.question
+    if task.input == "text":
+        if text is None:
+            raise ValueError(f"Task {task.name!r} needs a prompt.")
+        return task.question.format(input=check_prompt(text))
+    if rel_xywh is None:
+        raise ValueError(f"Task {task.name!r} needs a region.")
+    return task.question.format(input=region_tokens(rel_xywh))

@@ -1,0 +1,325 @@
+"""Florence-2 in torch and transformers: loading, device and dtype, batched generation.
+
+This is the only module of the library that imports torch or transformers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import Florence2ForConditionalGeneration, Florence2Processor, PretrainedConfig
+from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPooling
+
+from .checkpoints import DEFAULT_CHECKPOINT, CheckpointError, check_native_config, hub_reachable, resolve_checkpoint
+from .parsing import Generation, Span
+from .tasks import Task
+
+logger = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
+# Log-probabilities are floored so that a confidence is never exactly 0.
+_MIN_LOGPROB = -100.0
+# Logits computed at once when scoring: rows x positions x vocabulary.
+_SCORE_CHUNK_ELEMENTS = 1 << 27
+
+GenerateKwargs = dict[str, Any] | Callable[[Task, list[str]], dict[str, Any]] | None
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    """The requested device, else cuda, then mps, then cpu."""
+    if device not in (None, "", "auto"):
+        try:
+            chosen = torch.device(device)
+        except (RuntimeError, TypeError) as e:
+            raise ValueError(f"Unknown device {device!r}: {e}") from None
+        if chosen.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"Device {device!r} was requested but CUDA is not available.")
+        if chosen.type == "mps" and not torch.backends.mps.is_available():
+            raise ValueError(f"Device {device!r} was requested but MPS is not available.")
+        return chosen
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """The requested dtype, else bf16 (or fp16) on CUDA, fp16 on MPS and fp32 on CPU."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in (None, "", "auto"):
+        key = _DTYPE_ALIASES.get(str(dtype).lower(), str(dtype).lower())
+        if key not in DTYPES:
+            raise ValueError(f"Unknown dtype {dtype!r}. Choose one of: auto, {', '.join(DTYPES)}.")
+        return DTYPES[key]
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "mps":
+        return torch.float16
+    return torch.float32
+
+
+@dataclass
+class Timings:
+    """Seconds spent in each stage, for benchmarks and summaries."""
+
+    vision: float = 0.0
+    generate: float = 0.0
+    score: float = 0.0
+    images: int = 0
+    generations: int = 0
+
+
+class ImagePreprocessor:
+    """Turns an RGB PIL image into Florence-2 pixel values; safe to send to data-loader workers."""
+
+    def __init__(self, image_processor):
+        self.image_processor = image_processor
+
+    def __call__(self, image) -> torch.Tensor:
+        return self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
+
+
+class Florence2Runner:
+    """Loads Florence-2 and runs batched generation on shared image features.
+
+    Args:
+        checkpoint: a Hub id or a local directory in transformers' native format
+        revision (None): a Hub branch, tag or commit
+        device (None): ``cuda``, ``cuda:1``, ``mps`` or ``cpu``; picked when None
+        dtype (None): ``float32``, ``bfloat16`` or ``float16``; picked when None
+        attn_implementation ("sdpa"): the attention kernel
+    """
+
+    def __init__(
+        self,
+        checkpoint: str = DEFAULT_CHECKPOINT,
+        revision: str | None = None,
+        device: str | None = None,
+        dtype: str | torch.dtype | None = None,
+        attn_implementation: str = "sdpa",
+    ):
+        self.checkpoint = resolve_checkpoint(checkpoint)
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(dtype, self.device)
+        self.timings = Timings()
+        kwargs = self._hub_kwargs(revision)
+        config, _ = PretrainedConfig.get_config_dict(self.checkpoint, **kwargs)
+        check_native_config(config, self.checkpoint)
+        self.processor = Florence2Processor.from_pretrained(self.checkpoint, **kwargs)
+        self.model = Florence2ForConditionalGeneration.from_pretrained(
+            self.checkpoint,
+            dtype=self.dtype,
+            attn_implementation=attn_implementation,
+            use_safetensors=True,
+            trust_remote_code=False,
+            **kwargs,
+        )
+        self.model.to(self.device).eval()
+        self.revision = getattr(self.model.config, "_commit_hash", None) or revision
+        self.tokenizer = self.processor.tokenizer
+        self.preprocess = ImagePreprocessor(self.processor.image_processor)
+        self._image_prefix = self.tokenizer.image_token * self.processor.num_image_tokens
+        added = self.tokenizer.get_added_vocab()
+        self._special_ids = {i: token for token, i in added.items()}
+        self._special_ids.update(dict(zip(self.tokenizer.all_special_ids, self.tokenizer.all_special_tokens)))
+        text_config = self.model.config.text_config
+        self.max_new_tokens_limit = int(text_config.max_position_embeddings) - 1
+        self._default_no_repeat = int(self.model.generation_config.no_repeat_ngram_size or 0)
+
+    def _hub_kwargs(self, revision: str | None) -> dict[str, Any]:
+        """Loads from the local cache when it can; fails fast and clearly when the Hub is unreachable."""
+        if os.path.isdir(self.checkpoint):
+            return {}
+        kwargs: dict[str, Any] = {"revision": revision}
+        try:
+            PretrainedConfig.get_config_dict(self.checkpoint, local_files_only=True, **kwargs)
+            Florence2Processor.from_pretrained(self.checkpoint, local_files_only=True, **kwargs)
+            return {**kwargs, "local_files_only": True}
+        except (OSError, ValueError):
+            pass
+        if not hub_reachable():
+            raise CheckpointError(
+                f"The Hugging Face Hub is not reachable, so {self.checkpoint!r} cannot be downloaded. "
+                "Pass a local checkpoint directory instead: --model /path/to/checkpoint "
+                "(Python: model='/path/to/checkpoint')."
+            )
+        return kwargs
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """The ``(width, height)`` images are resized to."""
+        size = self.processor.image_processor.size
+        return int(size.get("width", size.get("shortest_edge"))), int(size.get("height", size.get("shortest_edge")))
+
+    @torch.inference_mode()
+    def image_features(self, pixel_values: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+        """Vision tower and projection for a batch of images, computed once and shared by tasks."""
+        start = time.perf_counter()
+        if not isinstance(pixel_values, torch.Tensor):
+            pixel_values = torch.stack(list(pixel_values))
+        pixel_values = pixel_values.to(self.device, self.dtype, non_blocking=True)
+        features = self.model.get_image_features(pixel_values).pooler_output
+        self._sync()
+        self.timings.vision += time.perf_counter() - start
+        self.timings.images += len(pixel_values)
+        return features
+
+    @staticmethod
+    def concat_features(parts: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Joins features computed in several calls into one batch."""
+        return torch.cat(list(parts))
+
+    def no_repeat_ngram_size(self, task: Task) -> int:
+        """N-gram blocking corrupts location sequences, which legitimately repeat."""
+        return 0 if task.structured else self._default_no_repeat
+
+    def max_new_tokens(self, task: Task, requested: int | None = None) -> int:
+        """The task's budget (or ``requested``), within what the decoder's positions allow."""
+        budget = task.max_new_tokens if requested is None else int(requested)
+        if budget < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, got {budget}.")
+        return min(budget, self.max_new_tokens_limit)
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        task: Task,
+        features: torch.Tensor,
+        questions: Sequence[str],
+        image_index: Sequence[int],
+        num_beams: int = 3,
+        max_new_tokens: int | None = None,
+        generate_kwargs: GenerateKwargs = None,
+        scores: bool = True,
+    ) -> list[Generation]:
+        """Generates one answer per question, each about image ``features[image_index[i]]``.
+
+        All questions go through one ``generate`` call: chunk them beforehand
+        to bound memory.
+        """
+        if len(questions) != len(image_index):
+            raise ValueError("Each question needs the index of its image.")
+        if not questions:
+            return []
+        start = time.perf_counter()
+        texts = [f"{self._image_prefix}{self.tokenizer.bos_token}{q}{self.tokenizer.eos_token}" for q in questions]
+        encoded = self.tokenizer(texts, add_special_tokens=False, padding=True, return_tensors="pt")
+        input_ids = encoded["input_ids"].to(self.device)
+        attention_mask = encoded["attention_mask"].to(self.device)
+        index = torch.as_tensor(list(image_index), device=features.device)
+        image_outputs = BaseModelOutputWithPooling(pooler_output=features.index_select(0, index))
+        extra = generate_kwargs(task, list(questions)) if callable(generate_kwargs) else dict(generate_kwargs or {})
+        settings = {
+            "max_new_tokens": self.max_new_tokens(task, max_new_tokens),
+            "num_beams": num_beams,
+            "do_sample": False,
+            "no_repeat_ngram_size": self.no_repeat_ngram_size(task),
+            **({"early_stopping": True} if num_beams > 1 else {}),
+            **extra,
+        }
+        output = self.model.generate(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            mm_encoder_outputs={"image": image_outputs},
+            return_dict_in_generate=True,
+            output_hidden_states=False,
+            **settings,
+        )
+        sequences = self._trim(output.sequences)
+        self._sync()
+        self.timings.generate += time.perf_counter() - start
+        self.timings.generations += len(questions)
+        logprobs = self._score(input_ids, attention_mask, image_outputs, sequences) if scores else None
+        return [
+            self._decode(sequences[i].tolist(), None if logprobs is None else logprobs[i])
+            for i in range(len(questions))
+        ]
+
+    def _trim(self, sequences: torch.Tensor) -> torch.Tensor:
+        """Drops columns that hold only padding after every end token."""
+        pad = self.tokenizer.pad_token_id
+        keep = (sequences != pad).any(dim=0).nonzero()
+        return sequences[:, : int(keep.max()) + 1] if len(keep) else sequences
+
+    @torch.inference_mode()
+    def _score(self, input_ids, attention_mask, image_outputs, sequences) -> list[list[float]]:
+        """Each generated token's log-probability under the model, by teacher forcing.
+
+        Scoring the final sequences in one parallel pass gives the model's own
+        probabilities whatever the search (beams, forced tokens, n-gram
+        blocking), without keeping per-step logits for the whole vocabulary.
+        """
+        start = time.perf_counter()
+        embeds = self.model.get_input_embeddings()(input_ids)
+        image_mask = (input_ids == self.model.config.image_token_id).unsqueeze(-1)
+        embeds = embeds.masked_scatter(image_mask, image_outputs.pooler_output.to(embeds.dtype))
+        encoder_outputs = self.model.get_encoder()(inputs_embeds=embeds, attention_mask=attention_mask)
+        decoder_inputs, targets = sequences[:, :-1], sequences[:, 1:]
+        vocab = self.model.config.text_config.vocab_size
+        rows = max(1, _SCORE_CHUNK_ELEMENTS // max(1, decoder_inputs.shape[1] * vocab))
+        chunks = []
+        for lo in range(0, len(sequences), rows):
+            hi = lo + rows
+            logits = self.model(
+                encoder_outputs=BaseModelOutput(last_hidden_state=encoder_outputs.last_hidden_state[lo:hi]),
+                attention_mask=attention_mask[lo:hi],
+                decoder_input_ids=decoder_inputs[lo:hi],
+            ).logits
+            logprobs = torch.log_softmax(logits.float(), dim=-1)
+            chunks.append(logprobs.gather(-1, targets[lo:hi].unsqueeze(-1)).squeeze(-1))
+        scores = torch.cat(chunks).clamp(min=_MIN_LOGPROB).cpu().numpy()
+        self._sync()
+        self.timings.score += time.perf_counter() - start
+        # Position 0 of a sequence is the decoder start token, which is given.
+        return [np.concatenate([[0.0], row]).tolist() for row in scores]
+
+    def _decode(self, ids: list[int], logprobs: list[float] | None) -> Generation:
+        """Decodes a sequence, keeping each token's character span.
+
+        Text between special tokens is decoded as one run, so characters that
+        span several byte-level tokens come out whole; every token of a run
+        gets the run's span.
+        """
+        eos = self.tokenizer.eos_token_id
+        end = next((i + 1 for i in range(1, len(ids)) if ids[i] == eos), len(ids))
+        ids = ids[1:end]  # drop the decoder start token and the padding after the end
+        logprobs = logprobs[1:end] if logprobs is not None else None
+        parts: list[str] = []
+        spans: list[Span] = []
+        pos = 0
+        run: list[int] = []
+
+        def flush() -> None:
+            nonlocal pos
+            if run:
+                text = self.tokenizer.decode(run, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+                parts.append(text)
+                spans.extend([(pos, pos + len(text))] * len(run))
+                pos += len(text)
+                run.clear()
+
+        for token_id in ids:
+            token = self._special_ids.get(token_id)
+            if token is None:
+                run.append(token_id)
+                continue
+            flush()
+            parts.append(token)
+            spans.append((pos, pos + len(token)))
+            pos += len(token)
+        flush()
+        return Generation("".join(parts), tuple(spans), tuple(logprobs) if logprobs is not None else ())
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)

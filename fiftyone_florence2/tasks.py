@@ -1,0 +1,124 @@
+"""The Florence-2 task table: the single source of truth for every task.
+
+Prompts, parsing, label types, CLI choices and operator choices all derive
+from :data:`TASKS`. This module imports nothing outside the standard library.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+# What a task reads besides the image.
+Input = Literal["none", "text", "region"]
+# How the generated text is parsed (see ``parsing.py``).
+Answer = Literal["text", "boxes", "quads", "polygons", "boxes_or_polygons"]
+# The FiftyOne label type a task writes.
+LabelType = Literal["Classification", "Detections", "Polylines"]
+
+
+@dataclass(frozen=True)
+class Task:
+    """One Florence-2 task.
+
+    Attributes:
+        name: the name users type (``detection``)
+        token: Florence-2's task token (``<OD>``)
+        question: the text the model was trained on; ``{input}`` marks where
+            the prompt or region goes
+        input: what the task needs besides the image: ``none``, ``text``
+            (a prompt) or ``region`` (one box per generation)
+        answer: the shape of the generated text
+        label_type: the FiftyOne label written for one sample
+        max_new_tokens: the default generation budget
+        description: one line for help texts and dropdowns
+    """
+
+    name: str
+    token: str
+    question: str
+    input: Input
+    answer: Answer
+    label_type: LabelType
+    max_new_tokens: int
+    description: str
+
+    @property
+    def structured(self) -> bool:
+        """Whether the answer holds locations (no n-gram blocking then)."""
+        return self.answer != "text"
+
+
+TASKS: tuple[Task, ...] = (
+    Task("caption", "<CAPTION>", "What does the image describe?",
+         "none", "text", "Classification", 64, "short caption"),
+    Task("detailed_caption", "<DETAILED_CAPTION>",
+         "Describe in detail what is shown in the image.",
+         "none", "text", "Classification", 256, "detailed caption"),
+    Task("more_detailed_caption", "<MORE_DETAILED_CAPTION>",
+         "Describe with a paragraph what is shown in the image.",
+         "none", "text", "Classification", 512, "paragraph caption"),
+    Task("ocr", "<OCR>", "What is the text in the image?",
+         "none", "text", "Classification", 512, "all text in the image"),
+    Task("ocr_with_region", "<OCR_WITH_REGION>",
+         "What is the text in the image, with regions?",
+         "none", "quads", "Detections", 1023, "text lines with their quads"),
+    Task("detection", "<OD>", "Locate the objects with category name in the image.",
+         "none", "boxes", "Detections", 1023, "object detection"),
+    Task("dense_region_caption", "<DENSE_REGION_CAPTION>",
+         "Locate the objects in the image, with their descriptions.",
+         "none", "boxes", "Detections", 1023, "boxes with short captions"),
+    Task("region_proposal", "<REGION_PROPOSAL>",
+         "Locate the region proposals in the image.",
+         "none", "boxes", "Detections", 1023, "unlabeled object proposals"),
+    Task("phrase_grounding", "<CAPTION_TO_PHRASE_GROUNDING>",
+         "Locate the phrases in the caption: {input}",
+         "text", "boxes", "Detections", 512, "boxes for the phrases of a caption"),
+    Task("segmentation", "<REFERRING_EXPRESSION_SEGMENTATION>",
+         "Locate {input} in the image with mask",
+         "text", "polygons", "Polylines", 1023, "polygon for a referring expression"),
+    Task("open_vocabulary_detection", "<OPEN_VOCABULARY_DETECTION>",
+         "Locate {input} in the image.",
+         "text", "boxes_or_polygons", "Detections", 512, "boxes for given classes"),
+    Task("region_to_segmentation", "<REGION_TO_SEGMENTATION>",
+         "What is the polygon mask of region {input}",
+         "region", "polygons", "Polylines", 1023, "polygon inside each input box"),
+    Task("region_to_category", "<REGION_TO_CATEGORY>", "What is the region {input}?",
+         "region", "text", "Detections", 32, "category of each input box"),
+    Task("region_to_description", "<REGION_TO_DESCRIPTION>",
+         "What does the region {input} describe?",
+         "region", "text", "Detections", 64, "description of each input box"),
+    Task("region_to_ocr", "<REGION_TO_OCR>", "What text is in the region {input}?",
+         "region", "text", "Detections", 256, "text inside each input box"),
+)  # fmt: skip
+
+TASK_NAMES: tuple[str, ...] = tuple(task.name for task in TASKS)
+
+_BY_KEY = {task.name: task for task in TASKS} | {task.token: task for task in TASKS}
+
+
+def get_task(name_or_token: str | Task) -> Task:
+    """Returns the task for a name (``detection``) or a token (``<OD>``)."""
+    if isinstance(name_or_token, Task):
+        return name_or_token
+    key = name_or_token.strip() if isinstance(name_or_token, str) else name_or_token
+    try:
+        return _BY_KEY[key]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"Unknown Florence-2 task {name_or_token!r}. "
+            f"Choose one of: {', '.join(TASK_NAMES)} (or their tokens)."
+        ) from None
+
+
+def get_tasks(names: str | Task | list[str | Task] | tuple[str | Task, ...]) -> tuple[Task, ...]:
+    """Returns the tasks for one name or a list of names, refusing repeats."""
+    items = [names] if isinstance(names, (str, Task)) else list(names)
+    if not items:
+        raise ValueError("At least one task is required.")
+    tasks = tuple(get_task(item) for item in items)
+    names_seen = [task.name for task in tasks]
+    repeated = sorted({name for name in names_seen if names_seen.count(name) > 1})
+    if repeated:
+        raise ValueError(f"Task(s) given more than once: {', '.join(repeated)}.")
+    return tasks
