@@ -158,6 +158,19 @@ class Florence2ModelConfig(foc.Config):
             raise ValueError(f"masks applies only to {' and '.join(sorted(SEGMENTATION_TASKS))}.")
 
     @property
+    def label_types(self) -> dict[str, str]:
+        """The FiftyOne label type each task writes, with ``masks`` taken into account."""
+        return {
+            t.name: "Detections" if self.masks and t.name in SEGMENTATION_TASKS else t.label_type for t in self.tasks
+        }
+
+    def label_fields(self, label_field: str) -> dict[str, str]:
+        """The field each task writes: ``label_field``, or ``<label_field>_<task>`` for several tasks."""
+        if self.multitask:
+            return {t.name: f"{label_field}_{t.name}" for t in self.tasks}
+        return {self.tasks[0].name: label_field}
+
+    @property
     def multitask(self) -> bool:
         """Whether predictions are dicts keyed by task name."""
         return len(self.tasks) > 1 or isinstance(self.task, (list, tuple))
@@ -247,7 +260,6 @@ class Florence2Model(fom.Model, fom.SamplesMixin):
             attn_implementation=config.attn_implementation,
         )
         self.failures: dict[str, str] = {}
-        self.labelled = 0
         self._preprocess = True
 
     @property
@@ -285,14 +297,6 @@ class Florence2Model(fom.Model, fom.SamplesMixin):
     def preprocess(self, value: bool) -> None:
         self._preprocess = value
 
-    @property
-    def label_types(self) -> dict[str, str]:
-        """The label type each task writes, with masks taken into account."""
-        return {
-            t.name: "Detections" if self.config.masks and t.name in SEGMENTATION_TASKS else t.label_type
-            for t in self.config.tasks
-        }
-
     def predict(self, arg: Any, sample: Any = None) -> Any:
         return self.predict_all([arg], samples=None if sample is None else [sample])[0]
 
@@ -314,7 +318,21 @@ class Florence2Model(fom.Model, fom.SamplesMixin):
         return load_item(item, arg, self.runner.preprocess, self.runner.image_size)
 
     def predict_items(self, items: Sequence[Item]) -> list[Any]:
-        """Labels loaded items: one label (or dict of labels per task) per item, ``None`` on failure."""
+        """Labels loaded items: one label (or dict of labels per task) per item, ``None`` on failure.
+
+        Failures are logged and kept in :attr:`failures` (sample id: reason).
+        """
+        outputs = []
+        for item, (output, reason) in zip(items, self.label_items(items)):
+            if reason is not None:
+                key = item.sample_id or f"image {len(self.failures)}"
+                self.failures[key] = reason
+                logger.warning("Sample %s not fully labelled: %s", key, reason)
+            outputs.append(output)
+        return outputs
+
+    def label_items(self, items: Sequence[Item]) -> list[tuple[Any, str | None]]:
+        """Each item's output (a label, a dict of labels per task, or ``None``) and failure reason."""
         reasons: list[list[str]] = [[] if item.error is None else [item.error] for item in items]
         labels: list[dict[str, fol.Label]] = [{} for _ in items]
         ready = [i for i, item in enumerate(items) if item.error is None]
@@ -430,20 +448,15 @@ class Florence2Model(fom.Model, fom.SamplesMixin):
             return fol.Classification()
         return label
 
-    def _output(self, item: Item, labels: dict[str, fol.Label], reasons: list[str]) -> Any:
-        if reasons:
-            reason = "; ".join(reasons)
-            key = item.sample_id or f"image {len(self.failures)}"
-            self.failures[key] = reason
-            logger.warning("Sample %s not fully labelled: %s", key, reason)
-            if not self.config.skip_failures:
-                raise Florence2Error(f"Sample {key}: {reason}")
+    def _output(self, item: Item, labels: dict[str, fol.Label], reasons: list[str]) -> tuple[Any, str | None]:
+        reason = "; ".join(reasons) if reasons else None
+        if reason is not None and not self.config.skip_failures:
+            raise Florence2Error(f"Sample {item.sample_id or '(no id)'}: {reason}")
         if not labels:
-            return None
-        self.labelled += 1
+            return None, reason
         if self.config.multitask:
-            return labels
-        return labels[self.config.tasks[0].name]
+            return labels, reason
+        return labels[self.config.tasks[0].name], reason
 
 
 def load_model(task: str | Sequence[str] = "caption", model: str = DEFAULT_CHECKPOINT, **options: Any) -> Florence2Model:

@@ -1,0 +1,247 @@
+"""Labelling a dataset or view safely: checks first, a snapshot of sample ids, bulk writes.
+
+This is what the command line and the App operators run. Compared with
+``apply_model`` it checks every field before any model work, never
+overwrites labels unless asked, records why each failed sample failed (an
+unreadable file included), and can split a run into shards.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import fiftyone.core.fields as fof
+import fiftyone.core.labels as fol
+import fiftyone.core.utils as fou
+from fiftyone import ViewField as F
+
+from .model import Florence2Model, Florence2ModelConfig, Item, load_item
+
+_FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_RESERVED = frozenset({"id", "filepath", "tags", "metadata", "created_at", "last_modified_at", "media_type", "frames"})
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class Summary:
+    """What a run did: the fields it wrote, and what it labelled, skipped and could not label."""
+
+    label_fields: dict[str, str]
+    targeted: int = 0
+    labelled: int = 0
+    skipped: int = 0
+    failures: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def images_per_second(self) -> float:
+        done = self.labelled + len(self.failures)
+        return done / self.seconds if self.seconds > 0 else 0.0
+
+
+def check_label_field(label_field: Any) -> str:
+    """Returns ``label_field`` if it can be a new top-level field, else raises ``ValueError``."""
+    if not isinstance(label_field, str) or not _FIELD_NAME.match(label_field):
+        raise ValueError(
+            f"Invalid label field {label_field!r}: use letters, digits and underscores, starting with a letter."
+        )
+    if label_field in _RESERVED:
+        raise ValueError(f"{label_field!r} is one of FiftyOne's own fields; choose another label field.")
+    return label_field
+
+
+def _label_class(field: Any) -> type | None:
+    if isinstance(field, fof.EmbeddedDocumentField):
+        return field.document_type
+    return None
+
+
+def check_run(
+    samples: Any,
+    config: Florence2ModelConfig,
+    label_field: str,
+    skip_existing: bool = False,
+    overwrite: bool = False,
+) -> dict[str, str]:
+    """Checks a run against the dataset before any model work; returns ``{task: field}``.
+
+    Refuses an invalid field name, an existing field of another label type,
+    a prompt or regions field that is missing or of the wrong type, and,
+    unless ``skip_existing`` or ``overwrite``, samples that already hold labels.
+    """
+    if skip_existing and overwrite:
+        raise ValueError("Pass skip_existing or overwrite, not both.")
+    if samples.media_type != "image":
+        raise ValueError(f"Florence-2 labels images; this collection holds {samples.media_type!r} media.")
+    check_label_field(label_field)
+    fields = config.label_fields(label_field)
+    schema = samples.get_field_schema()
+    for task, name in fields.items():
+        check_label_field(name)
+        expected = config.label_types[task]
+        if name in schema:
+            have = _label_class(schema[name])
+            if have is None or have.__name__ != expected:
+                kind = have.__name__ if have else type(schema[name]).__name__
+                raise ValueError(
+                    f"Field {name!r} already holds {kind}, but task {task!r} writes {expected}. "
+                    "Choose another label field."
+                )
+    if config.prompt_field is not None and samples.get_field(config.prompt_field) is None:
+        raise ValueError(f"Prompt field {config.prompt_field!r} does not exist on this dataset.")
+    if config.regions_field is not None:
+        regions = _label_class(samples.get_field(config.regions_field))
+        if regions is not fol.Detections:
+            raise ValueError(
+                f"Regions field {config.regions_field!r} must be a Detections field"
+                + (f", not {regions.__name__}." if regions else " that exists.")
+            )
+    if not (skip_existing or overwrite):
+        existing = [name for name in fields.values() if name in schema]
+        if existing:
+            count = len(samples.match(F.any([F(name).exists() for name in existing])))
+            if count:
+                raise ValueError(
+                    f"{count} sample(s) already have labels in {', '.join(existing)}. Pass skip_existing "
+                    "to label only the others, or overwrite to replace them."
+                )
+    return fields
+
+
+def shard_ids(ids: Sequence[str], shard: tuple[int, int] | None) -> list[str]:
+    """The ids of shard ``(index, count)``: a split that does not depend on what is labelled yet."""
+    if shard is None:
+        return list(ids)
+    index, count = shard
+    if not (isinstance(count, int) and count >= 1 and isinstance(index, int) and 0 <= index < count):
+        raise ValueError(f"Invalid shard {shard!r}: expected (index, count) with 0 <= index < count.")
+    return [i for i in ids if int(i, 16) % count == index]
+
+
+def target_ids(
+    samples: Any, fields: dict[str, str], skip_existing: bool, shard: tuple[int, int] | None
+) -> tuple[list[str], int]:
+    """Snapshots the ids to label (in order) and how many were skipped as already labelled."""
+    ids = shard_ids(samples.values("id"), shard)
+    if not skip_existing:
+        return ids, 0
+    schema = samples.get_field_schema()
+    if not all(name in schema for name in fields.values()):
+        return ids, 0
+    done = set(samples.match(F.all([F(name).exists() for name in fields.values()])).values("id"))
+    todo = [i for i in ids if i not in done]
+    return todo, len(ids) - len(todo)
+
+
+def label_samples(
+    samples: Any,
+    model: Florence2Model,
+    label_field: str = "florence2",
+    batch_size: int = 8,
+    skip_existing: bool = False,
+    overwrite: bool = False,
+    shard: tuple[int, int] | None = None,
+    progress: bool | Progress | None = None,
+    workers: int = 4,
+) -> Summary:
+    """Labels ``samples`` with ``model``, writing one field per task.
+
+    Args:
+        samples: a FiftyOne dataset or view of images
+        model: a :class:`Florence2Model`
+        label_field ("florence2"): the field, or prefix for several tasks
+        batch_size (8): images per batch
+        skip_existing (False): leave samples that already have the labels
+        overwrite (False): replace existing labels
+        shard (None): ``(index, count)`` to label one of ``count`` disjoint parts
+        progress (None): True/False for a progress bar, or a function
+            called with ``(done, total)``
+        workers (4): threads that read and preprocess the next batch
+
+    Returns:
+        a :class:`Summary`; ``failures`` maps each failed sample id to its reason
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+    fields = check_run(samples, model.config, label_field, skip_existing, overwrite)
+    start = time.perf_counter()
+    ids, skipped = target_ids(samples, fields, skip_existing, shard)
+    summary = Summary(fields, targeted=len(ids), skipped=skipped)
+    dataset = samples._root_dataset
+    inputs = model.needs_fields
+    batches = [ids[i : i + batch_size] for i in range(0, len(ids), batch_size)]
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, _progress(progress, len(ids)) as report:
+        pending = _prepare(dataset, batches[0], inputs, model, pool) if batches else []
+        for k, batch in enumerate(batches):
+            items = [future.result() for future in pending]
+            pending = _prepare(dataset, batches[k + 1], inputs, model, pool) if k + 1 < len(batches) else []
+            results = model.label_items(items)
+            outputs = [output for output, _ in results]
+            _write(dataset, fields, model.config.multitask, batch, outputs)
+            summary.labelled += sum(output is not None for output in outputs)
+            summary.failures.update({i: reason for i, (_, reason) in zip(batch, results) if reason})
+            report(len(batch))
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def _prepare(dataset: Any, batch_ids: list[str], inputs: dict[str, str], model: Florence2Model, pool) -> list[Future]:
+    """Reads a batch's paths and inputs by id, and starts loading its images in the pool."""
+    names = ["id", "filepath", *inputs.values()]
+    columns = dataset.select(batch_ids, ordered=True).values(names)
+    rows = [dict(zip(names, values)) for values in zip(*columns)]
+    futures = []
+    for row in rows:
+        item = Item(
+            row["id"],
+            prompt=row.get(inputs.get("prompt_field", ""), None),
+            regions=row.get(inputs.get("regions_field", ""), None),
+        )
+        futures.append(pool.submit(load_item, item, row["filepath"], model.runner.preprocess, model.runner.image_size))
+    return futures
+
+
+def _write(dataset: Any, fields: dict[str, str], multitask: bool, ids: list[str], outputs: list[Any]) -> None:
+    """One bulk write per field for the batch; failed samples are left untouched."""
+    for task, name in fields.items():
+        values = {}
+        for sample_id, output in zip(ids, outputs):
+            label = output.get(task) if multitask and output is not None else output
+            if label is not None:
+                values[sample_id] = label
+        if values:
+            dataset.set_values(name, values, key_field="id")
+
+
+class _progress:
+    """A FiftyOne progress bar, or calls to a ``(done, total)`` function."""
+
+    def __init__(self, progress: bool | Progress | None, total: int):
+        self.callback = progress if callable(progress) else None
+        self.total = total
+        self.done = 0
+        self.bar = None if self.callback else fou.ProgressBar(total=total, progress=progress)
+
+    def __enter__(self) -> Callable[[int], None]:
+        if self.bar is not None:
+            self.bar.__enter__()
+        if self.callback:
+            self.callback(0, self.total)
+        return self.update
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(n)
+        if self.callback:
+            self.callback(self.done, self.total)
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)

@@ -1,0 +1,85 @@
+"""Shared fixtures: an isolated FiftyOne database, a tiny offline Florence-2, forced answers."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+# FiftyOne reads its configuration at import: isolate the database first.
+_DB_DIR = tempfile.mkdtemp(prefix="florence2-tests-db-")
+os.environ.setdefault("FIFTYONE_DATABASE_DIR", _DB_DIR)
+os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
+os.environ.setdefault("FIFTYONE_SHOW_PROGRESS_BARS", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A random-weight Florence-2 saved as a native safetensors checkpoint."""
+    from fiftyone_florence2.random_checkpoint import build_random_checkpoint
+
+    return build_random_checkpoint(tmp_path_factory.mktemp("tiny-florence2"), "tiny")
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tiny_checkpoint):
+    from transformers import Florence2Processor
+
+    return Florence2Processor.from_pretrained(tiny_checkpoint).tokenizer
+
+
+def force(tokenizer, answer: str | Callable[[str, str], str]):
+    """``generate_kwargs`` that make the decoder emit ``answer`` (plus ``</s>``).
+
+    ``answer`` may be a function of ``(task name, question)``, so that each
+    row of a batch gets its own answer.
+    """
+
+    def kwargs(task, questions):
+        targets = []
+        for question in questions:
+            text = answer(task.name, question) if callable(answer) else answer
+            targets.append(tokenizer(text + "</s>", add_special_tokens=False).input_ids)
+
+        def allowed(row, prefix):
+            target = targets[row]
+            n = prefix.shape[-1] - 1
+            return [target[n]] if n < len(target) else [tokenizer.pad_token_id]
+
+        return {"prefix_allowed_tokens_fn": allowed, "max_new_tokens": max(map(len, targets)) + 2}
+
+    return kwargs
+
+
+def write_image(path: Path, size=(96, 64), mode="RGB", seed=0) -> str:
+    rng = np.random.default_rng(seed)
+    array = rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+    Image.fromarray(array).convert(mode).save(path)
+    return str(path)
+
+
+@pytest.fixture
+def image_dir(tmp_path) -> Path:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(5):
+        write_image(folder / f"img_{i}.jpg", size=(80 + 8 * i, 60), seed=i)
+    return folder
+
+
+@pytest.fixture
+def dataset(image_dir):
+    import fiftyone as fo
+
+    ds = fo.Dataset()
+    ds.add_samples([fo.Sample(filepath=str(p)) for p in sorted(image_dir.iterdir())])
+    yield ds
+    ds.delete()

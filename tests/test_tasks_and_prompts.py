@@ -1,0 +1,142 @@
+"""The task table and prompt building: plain data, plain strings."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import pytest
+
+from fiftyone_florence2.prompts import build_question, check_prompt, region_tokens, rel_to_bin
+from fiftyone_florence2.tasks import TASK_NAMES, TASKS, get_task, get_tasks
+
+ISSUE_TABLE = {
+    "caption": "<CAPTION>",
+    "detailed_caption": "<DETAILED_CAPTION>",
+    "more_detailed_caption": "<MORE_DETAILED_CAPTION>",
+    "ocr": "<OCR>",
+    "ocr_with_region": "<OCR_WITH_REGION>",
+    "detection": "<OD>",
+    "dense_region_caption": "<DENSE_REGION_CAPTION>",
+    "region_proposal": "<REGION_PROPOSAL>",
+    "phrase_grounding": "<CAPTION_TO_PHRASE_GROUNDING>",
+    "segmentation": "<REFERRING_EXPRESSION_SEGMENTATION>",
+    "open_vocabulary_detection": "<OPEN_VOCABULARY_DETECTION>",
+    "region_to_segmentation": "<REGION_TO_SEGMENTATION>",
+    "region_to_category": "<REGION_TO_CATEGORY>",
+    "region_to_description": "<REGION_TO_DESCRIPTION>",
+    "region_to_ocr": "<REGION_TO_OCR>",
+}
+
+
+def test_all_fifteen_tasks_with_their_tokens():
+    assert {t.name: t.token for t in TASKS} == ISSUE_TABLE
+    assert TASK_NAMES == tuple(ISSUE_TABLE)
+
+
+def test_task_table_matches_transformers_processor(tiny_checkpoint):
+    """Our questions are exactly the ones Florence-2 was trained on."""
+    from transformers import Florence2Processor
+
+    processor = Florence2Processor.from_pretrained(tiny_checkpoint)
+    for task in TASKS:
+        if task.input == "none":
+            assert processor.task_prompts_without_inputs[task.token] == task.question
+        else:
+            assert processor.task_prompts_with_input[task.token] == task.question
+
+
+@pytest.mark.parametrize(
+    ("key", "name"),
+    [("detection", "detection"), ("<OD>", "detection"), (" <OCR> ", "ocr"), ("region_to_ocr", "region_to_ocr")],
+)
+def test_get_task_by_name_or_token(key, name):
+    assert get_task(key).name == name
+
+
+@pytest.mark.parametrize("key", ["", "od", "<od>", "Detection", None, 3, "<OD>x"])
+def test_get_task_unknown(key):
+    with pytest.raises(ValueError, match="Unknown Florence-2 task"):
+        get_task(key)
+
+
+@pytest.mark.parametrize(
+    ("names", "expected", "error"),
+    [
+        ("caption", ("caption",), None),
+        (["caption", "<OD>"], ("caption", "detection"), None),
+        ([], None, "At least one task"),
+        (["caption", "<CAPTION>"], None, "more than once"),
+    ],
+)
+def test_get_tasks(names, expected, error):
+    if error:
+        with pytest.raises(ValueError, match=error):
+            get_tasks(names)
+    else:
+        assert tuple(t.name for t in get_tasks(names)) == expected
+
+
+@pytest.mark.parametrize(
+    ("task", "text", "region", "expected", "error"),
+    [
+        ("caption", None, None, "What does the image describe?", None),
+        ("detection", None, None, "Locate the objects with category name in the image.", None),
+        ("phrase_grounding", "a red car", None, "Locate the phrases in the caption: a red car", None),
+        ("segmentation", "  the   dog\n", None, "Locate the dog in the image with mask", None),
+        ("open_vocabulary_detection", "voiture rouge é", None, "Locate voiture rouge é in the image.", None),
+        (
+            "region_to_category",
+            None,
+            [0.1, 0.2, 0.3, 0.4],
+            "What is the region <loc_100><loc_200><loc_400><loc_600>?",
+            None,
+        ),
+        ("region_to_ocr", None, [0.0, 0.0, 1.0, 1.0], "What text is in the region <loc_0><loc_0><loc_999><loc_999>?", None),
+        ("caption", "hello", None, None, "takes no prompt"),
+        ("phrase_grounding", None, None, None, "needs a prompt"),
+        ("phrase_grounding", "   ", None, None, "empty"),
+        ("phrase_grounding", "find <OD> now", None, None, "Florence-2 tokens"),
+        ("phrase_grounding", "a<loc_5>b", None, None, "Florence-2 tokens"),
+        ("phrase_grounding", "a </s> b", None, None, "Florence-2 tokens"),
+        ("phrase_grounding", 42, None, None, "must be a string"),
+        ("region_to_category", None, None, None, "needs a region"),
+        ("region_to_category", None, [0.1, 0.1, 0.0, 0.3], None, "no area"),
+        ("region_to_category", None, [0.1, 0.1, 0.3], None, "must be"),
+        ("region_to_category", None, [math.nan, 0.1, 0.2, 0.3], None, "finite"),
+    ],
+)
+def test_build_question(task, text, region, expected, error):
+    if error:
+        with pytest.raises(ValueError, match=error):
+            build_question(get_task(task), text=text, rel_xywh=region)
+    else:
+        assert build_question(get_task(task), text=text, rel_xywh=region) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [(0.0, 0), (0.0005, 0), (0.5, 500), (0.9999, 999), (1.0, 999), (1.7, 999), (-0.2, 0)]
+)
+def test_rel_to_bin_clamps(value, expected):
+    assert rel_to_bin(value) == expected
+
+
+def test_region_tokens_outside_image_are_clamped():
+    assert region_tokens([-0.5, 0.5, 2.0, 2.0]) == "<loc_0><loc_500><loc_999><loc_999>"
+
+
+def test_check_prompt_keeps_angle_brackets_that_are_not_tokens():
+    assert check_prompt("a <b> sign") == "a <b> sign"
+
+
+def test_pure_layer_imports_no_framework():
+    """The task table, prompts and parsing import neither fiftyone, torch nor transformers."""
+    code = (
+        "import sys; import fiftyone_florence2, fiftyone_florence2.tasks, fiftyone_florence2.prompts, "
+        "fiftyone_florence2.parsing, fiftyone_florence2.checkpoints; "
+        "heavy = [m for m in ('fiftyone', 'torch', 'transformers', 'numpy') if m in sys.modules]; "
+        "print(heavy); sys.exit(1 if heavy else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
