@@ -9,6 +9,7 @@ import tempfile
 _DB_DIR = tempfile.mkdtemp(prefix="florence2-tests-db-")
 os.environ.setdefault("FIFTYONE_DATABASE_DIR", _DB_DIR)
 os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
+os.environ.setdefault("FIFTYONE_DATABASE_VALIDATION", "false")  # mongod 6.0's "oldest version" notice
 os.environ.setdefault("FIFTYONE_SHOW_PROGRESS_BARS", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

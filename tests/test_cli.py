@@ -1,0 +1,89 @@
+"""The ``florence2`` command: list tasks, label a folder, fail cleanly on bad arguments."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from fiftyone_florence2.cli import main, task_table
+from fiftyone_florence2.tasks import TASKS
+
+
+def run_cli(*args: str, env_db: str | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    if env_db:
+        env["FIFTYONE_DATABASE_DIR"] = env_db
+    return subprocess.run([sys.executable, "-m", "fiftyone_florence2.cli", *args], capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_tasks_lists_every_task_with_its_label_type(capsys):
+    assert main(["tasks"]) == 0
+    out = capsys.readouterr().out
+    for task in TASKS:
+        assert task.name in out and task.token in out
+    assert out.strip() == task_table().strip()
+
+
+def test_labels_a_folder(tmp_path, image_dir, tiny_checkpoint):
+    (image_dir / "notes.txt").write_text("ignored: not an image extension")
+    (image_dir / "fake.jpg").write_text("not really a jpeg")
+    db = str(tmp_path / "db")
+    result = run_cli(
+        "label", "--images", str(image_dir), "--dataset-name", "cli-folder", "--task", "detection",
+        "--task", "caption", "--label-field", "f2", "--model", str(tiny_checkpoint), "--batch-size", "2",
+        env_db=db,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "Labelled 5 of 6 sample(s)" in result.stdout
+    assert "fake.jpg: not an image file" in result.stdout
+    assert "f2_detection (Detections)" in result.stdout and "f2_caption (Classification)" in result.stdout
+    assert "fiftyone app launch cli-folder" in result.stdout
+    check = subprocess.run(
+        [sys.executable, "-c", "import fiftyone as fo; d = fo.load_dataset('cli-folder'); "
+         "print(len(d), d.count('f2_caption'), d.count('f2_detection'), d.get_field('f2_detection').document_type.__name__)"],
+        capture_output=True, text=True, env={**os.environ, "FIFTYONE_DATABASE_DIR": db},
+    )  # fmt: skip
+    assert check.stdout.split()[-4:] == ["6", "5", "5", "Detections"], check.stderr
+    again = run_cli("label", "--images", str(image_dir), "--dataset-name", "cli-folder", "--task", "caption",
+                    "--label-field", "f2_caption", "--model", str(tiny_checkpoint), env_db=db)  # fmt: skip
+    assert again.returncode == 2 and "already have labels" in again.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["label", "--images", "/x"], "the following arguments are required: --task"),
+        (["label", "--task", "caption"], "one of the arguments --images --dataset is required"),
+        (["label", "--images", "{images}", "--task", "nope"], "Unknown Florence-2 task 'nope'"),
+        (["label", "--images", "{images}", "--task", "caption", "--batch-size", "0"], "must be at least 1"),
+        (["label", "--images", "{images}", "--task", "caption", "--prompt", "hi"], "none of the tasks takes text"),
+        (["label", "--images", "{images}", "--task", "phrase_grounding"], "need text"),
+        (["label", "--images", "/no/such/dir", "--task", "caption"], "is not a folder"),
+        (["label", "--images", "{images}", "--task", "caption", "--model", "/no/ckpt"], "is not a directory"),
+        (["label", "--images", "{images}", "--task", "caption", "--label-field", "a.b"], "Invalid label field"),
+        (["label", "--images", "{images}", "--task", "caption", "--shard", "4/4"], "shard index"),
+        (["label", "--dataset", "no-such-dataset", "--task", "caption"], "No FiftyOne dataset"),
+        (["label", "--images", "{images}", "--task", "caption", "--skip-existing", "--overwrite"], "not allowed with"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_bad_arguments_fail_cleanly(args, message, image_dir, capsys):
+    args = [a.replace("{images}", str(image_dir)) for a in args]
+    try:
+        code = main(args)
+    except SystemExit as e:  # argparse's own usage errors
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_unreachable_hub_is_one_clear_line(image_dir, capsys):
+    code = main(["label", "--images", str(image_dir), "--dataset-name", "hubless", "--task", "caption"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "Hugging Face Hub is not reachable" in err and "--model /path/to/checkpoint" in err
