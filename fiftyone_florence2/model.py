@@ -13,12 +13,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-from PIL import Image
-
 import fiftyone.core.config as foc
 import fiftyone.core.labels as fol
 import fiftyone.core.models as fom
+import numpy as np
+from PIL import Image
 
 from .checkpoints import DEFAULT_CHECKPOINT, resolve_checkpoint
 from .images import ImageLoadError, load_rgb, to_rgb
@@ -32,10 +31,26 @@ logger = logging.getLogger(__name__)
 CLASS_TASKS = frozenset({"open_vocabulary_detection", "segmentation"})
 SEGMENTATION_TASKS = frozenset({"segmentation", "region_to_segmentation"})
 
-OPTIONS = (
-    "task model revision prompt prompt_field classes regions_field masks batch_size num_beams "
-    "max_new_tokens device dtype attn_implementation confidence_thresh scores skip_failures generate_kwargs"
-).split()
+OPTIONS = [
+    "task",
+    "model",
+    "revision",
+    "prompt",
+    "prompt_field",
+    "classes",
+    "regions_field",
+    "masks",
+    "batch_size",
+    "num_beams",
+    "max_new_tokens",
+    "device",
+    "dtype",
+    "attn_implementation",
+    "confidence_thresh",
+    "scores",
+    "skip_failures",
+    "generate_kwargs",
+]
 
 
 class Florence2Error(RuntimeError):
@@ -459,7 +474,9 @@ class Florence2Model(fom.Model, fom.SamplesMixin):
         return labels[self.config.tasks[0].name], reason
 
 
-def load_model(task: str | Sequence[str] = "caption", model: str = DEFAULT_CHECKPOINT, **options: Any) -> Florence2Model:
+def load_model(
+    task: str | Sequence[str] = "caption", model: str = DEFAULT_CHECKPOINT, **options: Any
+) -> Florence2Model:
     """Returns a FiftyOne model that runs Florence-2 ``task`` (or several tasks).
 
     See :class:`Florence2ModelConfig` for the options: ``prompt``,

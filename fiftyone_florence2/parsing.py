@@ -16,7 +16,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Union
+from typing import Literal
 
 from .tasks import Task
 
@@ -38,12 +38,80 @@ _NO_ANSWER = "no object detected."
 # Pronouns and generic words that Florence-2's processor configuration bans
 # as grounded phrases.
 BANNED_GROUNDING_PHRASES = frozenset(
-    "it|I|me|mine|you|your|yours|he|him|his|she|her|hers|they|them|their|theirs|one|oneself|"
-    "we|us|our|ours|its|myself|yourself|himself|herself|itself|ourselves|yourselves|themselves|"
-    "this|that|these|those|who|whom|whose|which|what|all|another|any|anybody|anyone|anything|"
-    "each|everybody|everyone|everything|few|many|nobody|none|several|some|somebody|someone|"
-    "something|each other|one another|the image|image|images|the|a|an|a group|other objects|"
-    "lots|a set".split("|")
+    [
+        "it",
+        "I",
+        "me",
+        "mine",
+        "you",
+        "your",
+        "yours",
+        "he",
+        "him",
+        "his",
+        "she",
+        "her",
+        "hers",
+        "they",
+        "them",
+        "their",
+        "theirs",
+        "one",
+        "oneself",
+        "we",
+        "us",
+        "our",
+        "ours",
+        "its",
+        "myself",
+        "yourself",
+        "himself",
+        "herself",
+        "itself",
+        "ourselves",
+        "yourselves",
+        "themselves",
+        "this",
+        "that",
+        "these",
+        "those",
+        "who",
+        "whom",
+        "whose",
+        "which",
+        "what",
+        "all",
+        "another",
+        "any",
+        "anybody",
+        "anyone",
+        "anything",
+        "each",
+        "everybody",
+        "everyone",
+        "everything",
+        "few",
+        "many",
+        "nobody",
+        "none",
+        "several",
+        "some",
+        "somebody",
+        "someone",
+        "something",
+        "each other",
+        "one another",
+        "the image",
+        "image",
+        "images",
+        "the",
+        "a",
+        "an",
+        "a group",
+        "other objects",
+        "lots",
+        "a set",
+    ]
 )
 
 
@@ -91,7 +159,7 @@ class Polygon:
         return points_to_rel_xywh([p for ring in self.rings for p in ring])
 
 
-Answer = Union[TextAnswer, list[Box], list[Polygon]]
+Answer = TextAnswer | list[Box] | list[Polygon]
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,26 @@ from .tasks import TASKS, Task
 
 # Florence-2's own tokens. The tokenizer matches them inside any text, so a
 # prompt holding one would change the task or smuggle locations into it.
-_VOCAB_TOKENS = (
-    "s pad unk mask image od ocr cap ncap dcap grounding seg sep region_cap "
-    "region_to_desciption proposal poly and"
-).split()
+_VOCAB_TOKENS = [
+    "s",
+    "pad",
+    "unk",
+    "mask",
+    "image",
+    "od",
+    "ocr",
+    "cap",
+    "ncap",
+    "dcap",
+    "grounding",
+    "seg",
+    "sep",
+    "region_cap",
+    "region_to_desciption",
+    "proposal",
+    "poly",
+    "and",
+]
 _SPECIAL_TOKEN = re.compile(
     "|".join(
         [r"<loc_\d+>"]
@@ -42,7 +58,7 @@ def rel_to_bin(value: float) -> int:
     """Quantizes a relative coordinate to a location bin, as Florence-2's processor does."""
     if not math.isfinite(value):
         raise ValueError(f"Coordinate {value!r} is not a finite number.")
-    return min(max(int(math.floor(value * BINS)), 0), BINS - 1)
+    return min(max(math.floor(value * BINS), 0), BINS - 1)
 
 
 def region_tokens(rel_xywh: Sequence[float]) -> str:

@@ -32,9 +32,28 @@ SHAPES = {
 _EXTRA_TOKENS = (
     ["<od>", "</od>", "<ocr>", "</ocr>"]
     + [f"<loc_{i}>" for i in range(1000)]
-    + "<cap> </cap> <ncap> </ncap> <dcap> </dcap> <grounding> </grounding> <seg> </seg> <sep> "
-    "<region_cap> </region_cap> <region_to_desciption> </region_to_desciption> <proposal> </proposal> "
-    "<poly> </poly> <and>".split()
+    + [
+        "<cap>",
+        "</cap>",
+        "<ncap>",
+        "</ncap>",
+        "<dcap>",
+        "</dcap>",
+        "<grounding>",
+        "</grounding>",
+        "<seg>",
+        "</seg>",
+        "<sep>",
+        "<region_cap>",
+        "</region_cap>",
+        "<region_to_desciption>",
+        "</region_to_desciption>",
+        "<proposal>",
+        "</proposal>",
+        "<poly>",
+        "</poly>",
+        "<and>",
+    ]
 )
 
 _CORPUS = [
@@ -114,10 +133,16 @@ def build_random_checkpoint(path: str | Path, shape: str = "tiny", seed: int = 0
         tokenizer=tokenizer,
         post_processor_config={
             key: {}
-            for key in (
-                "ocr phrase_grounding pure_text description_with_bboxes description_with_polygons "
-                "polygons bboxes description_with_bboxes_or_polygons"
-            ).split()
+            for key in [
+                "ocr",
+                "phrase_grounding",
+                "pure_text",
+                "description_with_bboxes",
+                "description_with_polygons",
+                "polygons",
+                "bboxes",
+                "description_with_bboxes_or_polygons",
+            ]
         },
     )
     text = dims["text"]

@@ -106,8 +106,7 @@ def get_task(name_or_token: str | Task) -> Task:
         return _BY_KEY[key]
     except (KeyError, TypeError):
         raise ValueError(
-            f"Unknown Florence-2 task {name_or_token!r}. "
-            f"Choose one of: {', '.join(TASK_NAMES)} (or their tokens)."
+            f"Unknown Florence-2 task {name_or_token!r}. Choose one of: {', '.join(TASK_NAMES)} (or their tokens)."
         ) from None
 
 

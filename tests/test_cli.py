@@ -16,7 +16,9 @@ def run_cli(*args: str, env_db: str | None = None) -> subprocess.CompletedProces
     env = dict(os.environ)
     if env_db:
         env["FIFTYONE_DATABASE_DIR"] = env_db
-    return subprocess.run([sys.executable, "-m", "fiftyone_florence2.cli", *args], capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "fiftyone_florence2.cli", *args], capture_output=True, text=True, env=env, timeout=300
+    )
 
 
 def test_tasks_lists_every_task_with_its_label_type(capsys):
@@ -41,11 +43,12 @@ def test_labels_a_folder(tmp_path, image_dir, tiny_checkpoint):
     assert "fake.jpg: not an image file" in result.stdout
     assert "f2_detection (Detections)" in result.stdout and "f2_caption (Classification)" in result.stdout
     assert "fiftyone app launch cli-folder" in result.stdout
-    check = subprocess.run(
-        [sys.executable, "-c", "import fiftyone as fo; d = fo.load_dataset('cli-folder'); "
-         "print(len(d), d.count('f2_caption'), d.count('f2_detection'), d.get_field('f2_detection').document_type.__name__)"],
-        capture_output=True, text=True, env={**os.environ, "FIFTYONE_DATABASE_DIR": db},
-    )  # fmt: skip
+    code = (
+        "import fiftyone as fo; d = fo.load_dataset('cli-folder'); print(len(d), d.count('f2_caption'), "
+        "d.count('f2_detection'), d.get_field('f2_detection').document_type.__name__)"
+    )
+    env = {**os.environ, "FIFTYONE_DATABASE_DIR": db}
+    check = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert check.stdout.split()[-4:] == ["6", "5", "5", "Detections"], check.stderr
     again = run_cli("label", "--images", str(image_dir), "--dataset-name", "cli-folder", "--task", "caption",
                     "--label-field", "f2_caption", "--model", str(tiny_checkpoint), env_db=db)  # fmt: skip

@@ -76,7 +76,9 @@ def test_invalid_label_fields(name):
 
 def test_prompt_and_regions_fields_are_checked(dataset):
     with pytest.raises(ValueError, match="does not exist"):
-        check_run(dataset, Florence2ModelConfig({"task": "phrase_grounding", "prompt_field": "nope", "model": "o/m"}), "g")
+        check_run(
+            dataset, Florence2ModelConfig({"task": "phrase_grounding", "prompt_field": "nope", "model": "o/m"}), "g"
+        )
     dataset.set_values("cls", [fol.Classification(label="a")] * 5)
     with pytest.raises(ValueError, match="must be a Detections field, not Classification"):
         check_run(dataset, Florence2ModelConfig({"task": "region_to_ocr", "regions_field": "cls", "model": "o/m"}), "r")
@@ -85,7 +87,7 @@ def test_prompt_and_regions_fields_are_checked(dataset):
 def test_shards_are_disjoint_and_cover_everything():
     ids = [f"{i:024x}" for i in range(1000, 1300)]
     parts = [shard_ids(ids, (i, 4)) for i in range(4)]
-    assert sorted(sum(parts, [])) == sorted(ids)
+    assert sorted(i for part in parts for i in part) == sorted(ids)
     assert all(60 <= len(p) <= 90 for p in parts)
     with pytest.raises(ValueError):
         shard_ids(ids, (4, 4))

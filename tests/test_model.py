@@ -142,7 +142,9 @@ def test_several_tasks_write_one_field_each_and_match_separate_runs(labelled, ti
     model = load(tiny_checkpoint, tokenizer, tasks, regions_field="gt")
     labelled.apply_model(model, label_field="multi", batch_size=3)
     for task in tasks:
-        single = load(tiny_checkpoint, tokenizer, task, **({"regions_field": "gt"} if task.startswith("region") else {}))
+        single = load(
+            tiny_checkpoint, tokenizer, task, **({"regions_field": "gt"} if task.startswith("region") else {})
+        )
         labelled.apply_model(single, label_field=f"single_{task}", batch_size=3)
         for a, b in zip(labelled.values(f"multi_{task}"), labelled.values(f"single_{task}")):
             assert _strip_ids(a) == _strip_ids(b)

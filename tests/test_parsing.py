@@ -56,7 +56,7 @@ DETECTION_CASES = [
     ("detection", "<pad><pad>", []),
     ("detection", "car<loc_100><loc_200>", []),  # truncated at the token limit
     ("detection", "car" + locs(100, 200, 500, 900) + "<loc_99999999999999>" * 4, [CAR]),  # absurd bins: no area
-    ("detection", "car<loc_100><loc_200><loc_500><loc_900" , []),  # a token cut in half
+    ("detection", "car<loc_100><loc_200><loc_500><loc_900", []),  # a token cut in half
     ("dense_region_caption", "a red car" + locs(100, 200, 500, 900), [("a red car", CAR[1])]),
     (
         "region_proposal",
@@ -69,7 +69,11 @@ DETECTION_CASES = [
         "a red car" + locs(100, 200, 500, 900) + "the image" + locs(0, 0, 999, 999),
         [("a red car", CAR[1])],  # "the image" is a banned grounding phrase
     ),
-    ("phrase_grounding", "A dog" + locs(1, 1, 11, 11) + locs(2, 2, 12, 12), [("A dog", (0.0015,) * 2 + (0.01,) * 2), ("A dog", (0.0025,) * 2 + (0.01,) * 2)]),
+    (
+        "phrase_grounding",
+        "A dog" + locs(1, 1, 11, 11) + locs(2, 2, 12, 12),
+        [("A dog", (0.0015,) * 2 + (0.01,) * 2), ("A dog", (0.0025,) * 2 + (0.01,) * 2)],
+    ),
     ("open_vocabulary_detection", "car" + locs(100, 200, 500, 900), [CAR]),
     (
         "open_vocabulary_detection",
@@ -144,7 +148,11 @@ SQUARE = [(0.1005, 0.1005), (0.2005, 0.1005), (0.2005, 0.2005), (0.1005, 0.2005)
         ("segmentation", "", []),
         (
             "region_to_segmentation",
-            "<poly>" + locs(100, 100, 200, 100, 200, 200, 100, 200) + "</poly><poly>" + locs(100, 100, 200, 100, 200, 200) + "</poly>",
+            "<poly>"
+            + locs(100, 100, 200, 100, 200, 200, 100, 200)
+            + "</poly><poly>"
+            + locs(100, 100, 200, 100, 200, 200)
+            + "</poly>",
             [(None, [SQUARE]), (None, [SQUARE[:3]])],
         ),
     ],
@@ -158,7 +166,12 @@ def test_polygons(task, text, expected):
 def test_tokenize_keeps_spans():
     text = "</s>car" + locs(1, 2)
     pieces = tokenize(text)
-    assert [(p.kind, p.value) for p in pieces] == [("special", "</s>"), ("text", "car"), ("loc", "<loc_1>"), ("loc", "<loc_2>")]
+    assert [(p.kind, p.value) for p in pieces] == [
+        ("special", "</s>"),
+        ("text", "car"),
+        ("loc", "<loc_1>"),
+        ("loc", "<loc_2>"),
+    ]
     assert "".join(text[p.start : p.end] for p in pieces) == text
 
 
@@ -195,7 +208,16 @@ def _generations(seed: int, n: int) -> list[tuple[str, str]]:
     words = ["car", "a red car", "door", "wheel", "person", "traffic light", "STOP", "OPEN 24 HOURS", "tree"]
     out = []
     for _ in range(n):
-        task = rng.choice(["detection", "dense_region_caption", "phrase_grounding", "ocr_with_region", "segmentation", "region_proposal"])
+        task = rng.choice(
+            [
+                "detection",
+                "dense_region_caption",
+                "phrase_grounding",
+                "ocr_with_region",
+                "segmentation",
+                "region_proposal",
+            ]
+        )
         parts = ["</s>", "<s>" * rng.randint(0, 2)]
         for _ in range(rng.randint(0, 5)):
             if task == "ocr_with_region":
@@ -232,7 +254,10 @@ def test_matches_reference_parse_within_one_and_a_half_pixels(tiny_checkpoint, s
                 assert all(abs(p - q) <= 1.5 for pa, pb in zip(a, b) for p, q in zip(pa, pb)), text
             continue
         if task == "ocr_with_region":
-            ours = [[c * (width if i % 2 == 0 else height) for i, c in enumerate(v for pt in d["quad"] for v in pt)] for d in label.detections]
+            ours = [
+                [c * (width if i % 2 == 0 else height) for i, c in enumerate(v for pt in d["quad"] for v in pt)]
+                for d in label.detections
+            ]
             theirs = ref["quad_boxes"]
         else:
             ours = [

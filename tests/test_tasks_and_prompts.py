@@ -32,7 +32,7 @@ ISSUE_TABLE = {
 
 def test_all_fifteen_tasks_with_their_tokens():
     assert {t.name: t.token for t in TASKS} == ISSUE_TABLE
-    assert TASK_NAMES == tuple(ISSUE_TABLE)
+    assert tuple(ISSUE_TABLE) == TASK_NAMES
 
 
 def test_task_table_matches_transformers_processor(tiny_checkpoint):
@@ -93,7 +93,13 @@ def test_get_tasks(names, expected, error):
             "What is the region <loc_100><loc_200><loc_400><loc_600>?",
             None,
         ),
-        ("region_to_ocr", None, [0.0, 0.0, 1.0, 1.0], "What text is in the region <loc_0><loc_0><loc_999><loc_999>?", None),
+        (
+            "region_to_ocr",
+            None,
+            [0.0, 0.0, 1.0, 1.0],
+            "What text is in the region <loc_0><loc_0><loc_999><loc_999>?",
+            None,
+        ),
         ("caption", "hello", None, None, "takes no prompt"),
         ("phrase_grounding", None, None, None, "needs a prompt"),
         ("phrase_grounding", "   ", None, None, "empty"),
