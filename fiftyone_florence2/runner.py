@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 from transformers import Florence2ForConditionalGeneration, Florence2Processor, PretrainedConfig
-from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPooling
+from transformers.modeling_outputs import BaseModelOutput
 
 from .checkpoints import DEFAULT_CHECKPOINT, CheckpointError, check_native_config, hub_reachable, resolve_checkpoint
 from .parsing import Generation, Span
@@ -217,7 +217,7 @@ class Florence2Runner:
         input_ids = encoded["input_ids"].to(self.device)
         attention_mask = encoded["attention_mask"].to(self.device)
         index = torch.as_tensor(list(image_index), device=features.device)
-        image_outputs = BaseModelOutputWithPooling(pooler_output=features.index_select(0, index))
+        encoder_outputs = self._encode(input_ids, attention_mask, features.index_select(0, index))
         extra = generate_kwargs(task, list(questions)) if callable(generate_kwargs) else dict(generate_kwargs or {})
         settings = {
             "max_new_tokens": self.max_new_tokens(task, max_new_tokens),
@@ -227,19 +227,20 @@ class Florence2Runner:
             **({"early_stopping": True} if num_beams > 1 else {}),
             **extra,
         }
+        # The encoder runs once, here: generate starts from its outputs (a
+        # copy, as beam search expands it in place), and scoring reuses them.
         output = self.model.generate(
             input_ids=input_ids,
+            encoder_outputs=BaseModelOutput(last_hidden_state=encoder_outputs.last_hidden_state),
             attention_mask=attention_mask,
-            mm_encoder_outputs={"image": image_outputs},
             return_dict_in_generate=True,
-            output_hidden_states=False,
             **settings,
         )
         sequences = self._trim(output.sequences)
         self._sync()
         self.timings.generate += time.perf_counter() - start
         self.timings.generations += len(questions)
-        logprobs = self._score(input_ids, attention_mask, image_outputs, sequences) if scores else None
+        logprobs = self._score(encoder_outputs, attention_mask, sequences) if scores else None
         return [
             self._decode(sequences[i].tolist(), None if logprobs is None else logprobs[i])
             for i in range(len(questions))
@@ -251,8 +252,15 @@ class Florence2Runner:
         keep = (sequences != pad).any(dim=0).nonzero()
         return sequences[:, : int(keep.max()) + 1] if len(keep) else sequences
 
+    def _encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, features: torch.Tensor):
+        """Text encoder over the prompt, with the image features in place of the image tokens."""
+        embeds = self.model.get_input_embeddings()(input_ids)
+        image_mask = (input_ids == self.model.config.image_token_id).unsqueeze(-1)
+        embeds = embeds.masked_scatter(image_mask, features.to(embeds.dtype))
+        return self.model.get_encoder()(inputs_embeds=embeds, attention_mask=attention_mask)
+
     @torch.inference_mode()
-    def _score(self, input_ids, attention_mask, image_outputs, sequences) -> list[list[float]]:
+    def _score(self, encoder_outputs, attention_mask: torch.Tensor, sequences: torch.Tensor) -> list[list[float]]:
         """Each generated token's log-probability under the model, by teacher forcing.
 
         Scoring the final sequences in one parallel pass gives the model's own
@@ -260,10 +268,6 @@ class Florence2Runner:
         blocking), without keeping per-step logits for the whole vocabulary.
         """
         start = time.perf_counter()
-        embeds = self.model.get_input_embeddings()(input_ids)
-        image_mask = (input_ids == self.model.config.image_token_id).unsqueeze(-1)
-        embeds = embeds.masked_scatter(image_mask, image_outputs.pooler_output.to(embeds.dtype))
-        encoder_outputs = self.model.get_encoder()(inputs_embeds=embeds, attention_mask=attention_mask)
         decoder_inputs, targets = sequences[:, :-1], sequences[:, 1:]
         vocab = self.model.config.text_config.vocab_size
         rows = max(1, _SCORE_CHUNK_ELEMENTS // max(1, decoder_inputs.shape[1] * vocab))
