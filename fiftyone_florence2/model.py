@@ -260,20 +260,15 @@ class Florence2Model(fom.Model, fom.SamplesMixin):
 
     Args:
         config: a :class:`Florence2ModelConfig`
+        runner (None): an already loaded :class:`~fiftyone_florence2.runner.Florence2Runner`
+            to share (its weights), e.g. across App executions; loaded from the
+            config when None
     """
 
-    def __init__(self, config: Florence2ModelConfig):
+    def __init__(self, config: Florence2ModelConfig, runner: Any = None):
         fom.SamplesMixin.__init__(self)
-        from .runner import Florence2Runner
-
         self.config = config
-        self.runner = Florence2Runner(
-            config.model,
-            revision=config.revision,
-            device=config.device,
-            dtype=config.dtype,
-            attn_implementation=config.attn_implementation,
-        )
+        self.runner = runner if runner is not None else load_runner(config)
         self.failures: dict[str, str] = {}
         self._preprocess = True
 
@@ -472,6 +467,19 @@ class Florence2Model(fom.Model, fom.SamplesMixin):
         if self.config.multitask:
             return labels, reason
         return labels[self.config.tasks[0].name], reason
+
+
+def load_runner(config: Florence2ModelConfig):
+    """Loads the weights a config names (torch and transformers are imported here, not before)."""
+    from .runner import Florence2Runner
+
+    return Florence2Runner(
+        config.model,
+        revision=config.revision,
+        device=config.device,
+        dtype=config.dtype,
+        attn_implementation=config.attn_implementation,
+    )
 
 
 def load_model(
