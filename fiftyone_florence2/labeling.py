@@ -20,7 +20,9 @@ import fiftyone.core.labels as fol
 import fiftyone.core.utils as fou
 from fiftyone import ViewField as F
 
+from .locks import locked
 from .model import Florence2Model, Florence2ModelConfig, Item, load_item
+from .provenance import finish_run, new_run_key, start_run
 
 _FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _RESERVED = frozenset({"id", "filepath", "tags", "metadata", "created_at", "last_modified_at", "media_type", "frames"})
@@ -33,6 +35,7 @@ class Summary:
     """What a run did: the fields it wrote, and what it labelled, skipped and could not label."""
 
     label_fields: dict[str, str]
+    run_key: str | None = None
     targeted: int = 0
     labelled: int = 0
     skipped: int = 0
@@ -68,12 +71,14 @@ def check_run(
     label_field: str,
     skip_existing: bool = False,
     overwrite: bool = False,
+    shard: tuple[int, int] | None = None,
 ) -> dict[str, str]:
     """Checks a run against the dataset before any model work; returns ``{task: field}``.
 
     Refuses an invalid field name, an existing field of another label type,
     a prompt or regions field that is missing or of the wrong type, and,
-    unless ``skip_existing`` or ``overwrite``, samples that already hold labels.
+    unless ``skip_existing`` or ``overwrite``, samples (of the shard, if any)
+    that already hold labels.
     """
     if skip_existing and overwrite:
         raise ValueError("Pass skip_existing or overwrite, not both.")
@@ -105,7 +110,8 @@ def check_run(
     if not (skip_existing or overwrite):
         existing = [name for name in fields.values() if name in schema]
         if existing:
-            count = len(samples.match(F.any([F(name).exists() for name in existing])))
+            labelled = samples.match(F.any([F(name).exists() for name in existing])).values("id")
+            count = len(shard_ids(labelled, shard))
             if count:
                 raise ValueError(
                     f"{count} sample(s) already have labels in {', '.join(existing)}. Pass skip_existing "
@@ -149,8 +155,14 @@ def label_samples(
     shard: tuple[int, int] | None = None,
     progress: bool | Progress | None = None,
     workers: int = 4,
+    run_key: str | None = None,
+    record: bool = True,
 ) -> Summary:
     """Labels ``samples`` with ``model``, writing one field per task.
+
+    The fields are locked for the run (shards of one run share ``run_key``
+    and the lock), and the run is recorded on the dataset with FiftyOne's
+    runs API: settings, counts, and the reason each failed sample failed.
 
     Args:
         samples: a FiftyOne dataset or view of images
@@ -163,32 +175,55 @@ def label_samples(
         progress (None): True/False for a progress bar, or a function
             called with ``(done, total)``
         workers (4): threads that read and preprocess the next batch
+        run_key (None): the run's key; shards of one run pass the same key
+        record (True): record the run on the dataset
 
     Returns:
         a :class:`Summary`; ``failures`` maps each failed sample id to its reason
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
-    fields = check_run(samples, model.config, label_field, skip_existing, overwrite)
-    start = time.perf_counter()
-    ids, skipped = target_ids(samples, fields, skip_existing, shard)
-    summary = Summary(fields, targeted=len(ids), skipped=skipped)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a whole number of at least 1, got {batch_size!r}.")
+    shard_ids([], shard)  # validates the shard before anything is checked or locked
+    fields = check_run(samples, model.config, label_field, skip_existing, overwrite, shard)
+    run_key = run_key or new_run_key(label_field)
     dataset = samples._root_dataset
+    with locked(dataset, fields.values(), run_key):
+        summary = Summary(fields, run_key=f"{run_key}_shard{shard[0]}of{shard[1]}" if shard else run_key)
+        if record:
+            start_run(samples, summary.run_key, model.config, model.runner, label_field=label_field, shard=shard)
+        status = "failed"
+        try:
+            _label(samples, dataset, model, fields, summary, batch_size, skip_existing, shard, progress, workers)
+            status = "completed"
+        except KeyboardInterrupt:
+            status = "interrupted"
+            raise
+        finally:
+            if record:
+                finish_run(samples, summary.run_key, status, summary)
+    return summary
+
+
+def _label(samples, dataset, model, fields, summary, batch_size, skip_existing, shard, progress, workers) -> None:
+    start = time.perf_counter()
+    ids, summary.skipped = target_ids(samples, fields, skip_existing, shard)
+    summary.targeted = len(ids)
     inputs = model.needs_fields
     batches = [ids[i : i + batch_size] for i in range(0, len(ids), batch_size)]
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, _progress(progress, len(ids)) as report:
-        pending = _prepare(dataset, batches[0], inputs, model, pool) if batches else []
-        for k, batch in enumerate(batches):
-            items = [future.result() for future in pending]
-            pending = _prepare(dataset, batches[k + 1], inputs, model, pool) if k + 1 < len(batches) else []
-            results = model.label_items(items)
-            outputs = [output for output, _ in results]
-            _write(dataset, fields, model.config.multitask, batch, outputs)
-            summary.labelled += sum(output is not None for output in outputs)
-            summary.failures.update({i: reason for i, (_, reason) in zip(batch, results) if reason})
-            report(len(batch))
-    summary.seconds = time.perf_counter() - start
-    return summary
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, _progress(progress, len(ids)) as report:
+            pending = _prepare(dataset, batches[0], inputs, model, pool) if batches else []
+            for k, batch in enumerate(batches):
+                items = [future.result() for future in pending]
+                pending = _prepare(dataset, batches[k + 1], inputs, model, pool) if k + 1 < len(batches) else []
+                results = model.label_items(items)
+                outputs = [output for output, _ in results]
+                _write(dataset, fields, model.config.multitask, batch, outputs)
+                summary.labelled += sum(output is not None for output in outputs)
+                summary.failures.update({i: reason for i, (_, reason) in zip(batch, results) if reason})
+                report(len(batch))
+    finally:
+        summary.seconds = time.perf_counter() - start
 
 
 def _prepare(dataset: Any, batch_ids: list[str], inputs: dict[str, str], model: Florence2Model, pool) -> list[Future]:
