@@ -54,7 +54,7 @@ def _positive_int(value: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="florence2", description="Florence-2 labels for FiftyOne datasets.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{tasks,label,demo}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{tasks,label,runs,demo}")
     sub.add_parser("tasks", help="list the tasks and the label type each writes")
 
     label = sub.add_parser("label", help="label a folder of images or a dataset")
@@ -63,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--dataset", metavar="NAME", help="an existing FiftyOne dataset")
     label.add_argument("--dataset-name", metavar="NAME", help="dataset to create for --images (default: folder name)")
     _add_run_arguments(label)
+
+    runs = sub.add_parser("runs", help="list the recorded runs on a dataset, their failures, or delete one")
+    runs.add_argument("--dataset", required=True, metavar="NAME")
+    action = runs.add_mutually_exclusive_group()
+    action.add_argument("--failures", metavar="RUN_KEY", help="print why each sample of a run failed")
+    action.add_argument("--delete", metavar="RUN_KEY", help="delete a run's record (its labels stay)")
 
     demo = sub.add_parser("demo", help="label a few generated images offline and show how to open them")
     demo.add_argument("--model", default=DEFAULT_CHECKPOINT, help="a Hub id or a local checkpoint directory")
@@ -208,6 +214,36 @@ def print_summary(dataset, summary, label_types: dict[str, str]) -> None:
     print(f"Open it in the App:  fiftyone app launch {dataset.name}")
 
 
+def run_runs(args: argparse.Namespace) -> int:
+    import fiftyone as fo
+
+    from .provenance import delete_run, list_runs, run_failures
+
+    if not fo.dataset_exists(args.dataset):
+        raise UsageError(f"No FiftyOne dataset named {args.dataset!r}.")
+    dataset = fo.load_dataset(args.dataset)
+    keys = list_runs(dataset)
+    key = args.failures or args.delete
+    if key is not None and key not in keys:
+        raise UsageError(f"No Florence-2 run {key!r} on {args.dataset!r}; runs: {', '.join(keys) or 'none'}.")
+    if args.delete:
+        delete_run(dataset, key)
+        print(f"Deleted run {key} (its labels stay).")
+    elif args.failures:
+        failures = run_failures(dataset, key)
+        paths = dict(zip(*dataset.select(list(failures)).values(["id", "filepath"]))) if failures else {}
+        for sample_id, reason in failures.items():
+            print(f"{sample_id}  {paths.get(sample_id, '(deleted sample)')}  {reason}")
+        print(f"{len(failures)} failure(s) in run {key}.")
+    else:
+        for key in keys:
+            config = dataset.get_run_info(key).config
+            results = dataset.load_run_results(key, cache=False) if config.status != "running" else None
+            counts = f"labelled {results.labelled}, failed {results.failed}" if results is not None else ""
+            print(f"{key}  {config.status:<11} {','.join(config.tasks)} -> {config.label_field}  {counts}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -215,6 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "tasks":
             print(task_table())
             return 0
+        if args.command == "runs":
+            return run_runs(args)
         if args.command == "demo":
             from .demo import run_demo
 

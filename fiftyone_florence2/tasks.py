@@ -45,8 +45,8 @@ class Task:
 
     @property
     def structured(self) -> bool:
-        """Whether the answer holds locations (no n-gram blocking then)."""
-        return self.answer != "text"
+        """Whether the answer holds locations (region tasks echo theirs): no n-gram blocking then."""
+        return self.answer != "text" or self.input == "region"
 
 
 TASKS: tuple[Task, ...] = (

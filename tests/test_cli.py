@@ -90,3 +90,23 @@ def test_unreachable_hub_is_one_clear_line(image_dir, capsys):
     err = capsys.readouterr().err
     assert code == 2
     assert "Hugging Face Hub is not reachable" in err and "--model /path/to/checkpoint" in err
+
+
+def test_runs_lists_failures_and_deletes(dataset, tiny_checkpoint, tmp_path, capsys):
+    import fiftyone as fo
+
+    from fiftyone_florence2 import load_model
+    from fiftyone_florence2.labeling import label_samples
+
+    missing = dataset.add_sample(fo.Sample(filepath=str(tmp_path / "gone.jpg")))
+    summary = label_samples(dataset, load_model("caption", model=str(tiny_checkpoint), max_new_tokens=4), "cap")
+    assert main(["runs", "--dataset", dataset.name]) == 0
+    listing = capsys.readouterr().out
+    assert summary.run_key in listing and "completed" in listing and "labelled 5, failed 1" in listing
+    assert main(["runs", "--dataset", dataset.name, "--failures", summary.run_key]) == 0
+    out = capsys.readouterr().out
+    assert f"{missing}  {tmp_path / 'gone.jpg'}  file not found" in out and "1 failure(s)" in out
+    assert main(["runs", "--dataset", dataset.name, "--failures", "nope"]) == 2
+    assert "No Florence-2 run 'nope'" in capsys.readouterr().err
+    assert main(["runs", "--dataset", dataset.name, "--delete", summary.run_key]) == 0
+    assert dataset.list_runs() == [] and dataset.count("cap") == 5
