@@ -1,0 +1,81 @@
+"""``apply_florence2``: run any Florence-2 task on a dataset, a view or the selected samples.
+
+From Python::
+
+    import fiftyone.operators as foo
+
+    foo.execute_operator(
+        "@fiftyone-florence2/florence2/apply_florence2",
+        ctx=dict(dataset=dataset, params=dict(task="detection", label_field="florence2_od")),
+    )
+
+The parameters are ``load_model``'s (``task``, ``model``, ``prompt``,
+``prompt_field``, ``classes``, ``regions_field``, ``masks``,
+``batch_size``, ``num_beams``, ``max_new_tokens``, ``device``, ``dtype``)
+plus ``label_field``, ``skip_existing``, ``overwrite``, ``delegate`` and
+``shards``; defaults are in ``plan.DEFAULTS``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import fiftyone.operators as foo
+import fiftyone.operators.types as types
+
+from .form import build_form
+from .plan import make_plan
+from .runs import label, queue_shards, stream
+
+
+class ApplyFlorence2(foo.Operator):
+    @property
+    def config(self) -> foo.OperatorConfig:
+        return foo.OperatorConfig(
+            name="apply_florence2",
+            label="Florence-2: label samples",
+            description="Run a Florence-2 task (captions, OCR, detection, grounding, segmentation, regions)",
+            dynamic=True,
+            execute_as_generator=True,
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+            default_choice_to_delegated=False,
+        )
+
+    def resolve_input(self, ctx: Any) -> types.Property:
+        plan = make_plan(ctx)
+        submit = f"Queue {plan.shards} shards" if plan.fans_out else "Schedule" if plan.delegate else "Execute"
+        view = types.PromptView(label="Florence-2", submit_button_label=submit)
+        return types.Property(build_form(ctx, plan), view=view)
+
+    def resolve_delegation(self, ctx: Any) -> bool:
+        plan = make_plan(ctx)
+        # A sharded run is queued from here, immediately; its shards are the delegated operations.
+        return plan.delegate and not plan.fans_out
+
+    def resolve_run_name(self, ctx: Any) -> str:
+        plan = make_plan(ctx)
+        return f"Florence-2 {plan.task.name} → {plan.label_field}"
+
+    def execute(self, ctx: Any) -> Any:
+        plan = make_plan(ctx)
+        if plan.problem:
+            raise ValueError(plan.problem)
+        if plan.fans_out:
+            run_name = self.resolve_run_name(ctx)
+            return stream(ctx, plan, lambda progress: queue_shards(ctx, self.uri, plan, run_name))
+        if ctx.delegated:
+            return label(plan, lambda fraction, text: ctx.set_progress(progress=fraction, label=text))
+        return stream(ctx, plan, lambda progress: label(plan, progress))
+
+    def resolve_output(self, ctx: Any) -> types.Property | None:
+        result = ctx.results or {}
+        if "labelled" not in result:
+            return None
+        outputs = types.Object()
+        outputs.int("labelled", label="Labelled")
+        outputs.int("skipped", label="Skipped (already labelled)")
+        outputs.int("failed", label="Failed")
+        outputs.float("seconds", label="Seconds")
+        outputs.str("run_key", label="Run (failure reasons are recorded there)")
+        return types.Property(outputs, view=types.View(label="Florence-2"))

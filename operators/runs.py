@@ -1,0 +1,127 @@
+"""Running a plan: labelling with progress, streaming it to the App, and queueing shards."""
+
+from __future__ import annotations
+
+import copy
+import os
+import queue
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from fiftyone_florence2.labeling import label_samples
+from fiftyone_florence2.model import Florence2Model
+from fiftyone_florence2.provenance import new_run_key
+
+from .plan import RELOAD_UP_TO, Plan
+from .runners import use_runner
+
+Progress = Callable[[float, str], None]
+
+# Reasons shown per failed sample in a result; all of them are kept in the run record.
+SHOWN_FAILURES = 20
+
+
+def label(plan: Plan, progress: Progress) -> dict[str, Any]:
+    """Labels the plan's samples (or its shard) and returns what happened, as JSON."""
+    config = plan.config
+    progress(0.0, f"Loading {config.model}")
+    with use_runner(config) as runner:
+        model = Florence2Model(config, runner=runner)
+        summary = label_samples(
+            plan.samples,
+            model,
+            plan.label_field,
+            batch_size=config.batch_size,
+            skip_existing=plan.skip_existing,
+            overwrite=plan.values["overwrite"],
+            shard=plan.shard,
+            progress=lambda done, total: progress(done / total if total else 1.0, f"{done}/{total} images"),
+            run_key=plan.values["run_key"],
+        )
+    return {
+        "label_fields": summary.label_fields,
+        "label_type": plan.label_type,
+        "run_key": summary.run_key,
+        "targeted": summary.targeted,
+        "labelled": summary.labelled,
+        "skipped": summary.skipped,
+        "failed": len(summary.failures),
+        "failures": dict(list(summary.failures.items())[:SHOWN_FAILURES]),
+        "seconds": round(summary.seconds, 3),
+        "shard": list(plan.shard) if plan.shard else None,
+        "worker": {"host": socket.gethostname(), "pid": os.getpid()},
+    }
+
+
+def describe(result: dict[str, Any]) -> str:
+    """One line for a notification: what was written where, and what failed."""
+    fields = ", ".join(result["label_fields"].values())
+    text = f"Florence-2 labelled {result['labelled']} of {result['targeted']} sample(s) into {fields}"
+    text += f" ({result['label_type']}) in {result['seconds']:.1f} s."
+    if result["skipped"]:
+        text += f" Skipped {result['skipped']} that already had labels."
+    if result["failed"]:
+        reason = next(iter(result["failures"].values()))
+        text += f" {result['failed']} failed (first: {reason}); all reasons are in run {result['run_key']!r}."
+    return text
+
+
+def stream(ctx: Any, plan: Plan, job: Callable[[Progress], dict[str, Any]]) -> Iterator[Any]:
+    """Runs ``job`` in a thread and yields its progress to the App as it goes (immediate runs)."""
+    events: queue.SimpleQueue = queue.SimpleQueue()
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            outcome["result"] = job(lambda fraction, text: events.put((fraction, text)))
+        except BaseException as e:  # handed to the generator, which re-raises it
+            outcome["error"] = e
+        finally:
+            events.put(None)
+
+    threading.Thread(target=work, name="florence2-operator", daemon=True).start()
+    while (event := events.get()) is not None:
+        fraction, text = event
+        yield ctx.ops.set_progress(progress=fraction, label=text)
+    if "error" in outcome:
+        yield ctx.ops.notify(f"Florence-2 failed: {outcome['error']}", variant="error")
+        raise outcome["error"]
+    result = outcome["result"]
+    if "queued" in result:
+        yield ctx.ops.notify(result["message"], variant="info")
+        return
+    if plan.count <= RELOAD_UP_TO:
+        yield ctx.ops.reload_dataset()
+        text = describe(result)
+    else:
+        text = describe(result) + " Reload the App to see them."
+    yield ctx.ops.notify(text, variant="warning" if result["failed"] else "success")
+
+
+def queue_shards(ctx: Any, operator_uri: str, plan: Plan, run_name: str) -> dict[str, Any]:
+    """Queues one delegated operation per shard; they share a run key, so they share the field lock."""
+    from fiftyone.operators.delegated import DelegatedOperationService
+    from fiftyone.operators.executor import ExecutionContext
+
+    run_key = new_run_key(plan.label_field)
+    service = DelegatedOperationService()
+    ids = []
+    for index in range(plan.shards):
+        request = copy.deepcopy(ctx.request_params)
+        request["params"] = {**copy.deepcopy(ctx.params), "shard": [index, plan.shards], "run_key": run_key}
+        request["delegated"] = True
+        request["request_delegation"] = True
+        operation = service.queue_operation(
+            operator=operator_uri,
+            label=f"{run_name} (shard {index + 1}/{plan.shards})",
+            delegation_target=ctx.delegation_target,
+            context=ExecutionContext(request_params=request).serialize(),
+        )
+        ids.append(str(operation.id))
+    message = (
+        f"Queued {plan.shards} delegated operations, one per shard of {plan.count} samples (run {run_key!r}). "
+        f"Each `fiftyone delegated launch` worker on this database takes one."
+    )
+    return {"queued": ids, "run_key": run_key, "message": message}
