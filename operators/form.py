@@ -11,12 +11,13 @@ from typing import Any
 
 import fiftyone.core.fields as fof
 import fiftyone.core.labels as fol
+import fiftyone.core.sample as fos
 import fiftyone.operators.types as types
 
 from fiftyone_florence2.model import CLASS_TASKS, SEGMENTATION_TASKS
 from fiftyone_florence2.tasks import TASKS
 
-from .plan import AUTO, DELEGATE_ABOVE, TEXT_INPUTS, Plan
+from .plan import AUTO, DELEGATE_ABOVE, TEXT_INPUTS, Plan, default_label_field
 
 DEVICES = (AUTO, "cuda", "mps", "cpu")
 DTYPES = (AUTO, "float32", "bfloat16", "float16")
@@ -42,7 +43,10 @@ def prompt_field_choices(samples: Any) -> list[str]:
     names = []
     if samples is None:
         return names
+    own = set(fos.get_default_sample_fields())  # filepath, tags, ...: never prompts
     for name, field in samples.get_field_schema().items():
+        if name in own:
+            continue
         text = isinstance(field, fof.StringField)
         texts = isinstance(field, fof.ListField) and isinstance(field.field, fof.StringField)
         labels = isinstance(field, fof.EmbeddedDocumentField) and issubclass(field.document_type, PROMPT_LABELS)
@@ -90,9 +94,9 @@ def build_form(ctx: Any, plan: Plan) -> types.Object:
         )
     inputs.str(
         "label_field",
-        default=plan.label_field,
         label="Output field",
         description=f"A new field, or an existing {plan.label_type} field; {plan.task.name} writes {plan.label_type}",
+        view=types.TextFieldView(placeholder=f"{default_label_field(plan.task)} (when left empty)"),
     )
     _existing_inputs(inputs, plan)
     _generation_inputs(inputs)

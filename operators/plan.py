@@ -56,7 +56,7 @@ def default_label_field(task: Task) -> str:
 
 
 # Text the user must give: left empty, it is a mistake to report, not an option left out.
-_TEXTS = frozenset({"model", "label_field", "prompt"})
+_TEXTS = frozenset({"model", "prompt"})
 
 
 def read_params(params: dict[str, Any]) -> dict[str, Any]:
@@ -149,7 +149,7 @@ def make_plan(ctx: Any) -> Plan:
         task = get_task(DEFAULTS["task"])
         values["task"] = task.name
         return Plan(values, task, default_label_field(task), None, 0, problem=str(e))
-    label_field = default_label_field(task) if values["label_field"] is None else values["label_field"]
+    label_field = values["label_field"] or default_label_field(task)
     if ctx.dataset is None:
         return Plan(values, task, label_field, None, 0, problem="Open a dataset of images first.")
     samples = ctx.target_view(require_flat=True)

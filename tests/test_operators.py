@@ -1,0 +1,325 @@
+"""The App operator, executed from Python on the tiny offline model: form, runs, refusals, plugin install."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import fiftyone as fo
+import fiftyone.core.labels as fol
+import fiftyone.operators as foo
+import fiftyone.operators.types as types
+import pytest
+import yaml
+from fiftyone.operators.delegated import DelegatedOperationService
+from fiftyone.operators.executor import ExecutionContext, ExecutionError
+
+from fiftyone_florence2.model import CLASS_TASKS, SEGMENTATION_TASKS
+from fiftyone_florence2.tasks import TASK_NAMES, TASKS, get_task
+
+ROOT = Path(__file__).resolve().parents[1]
+PLUGIN = yaml.safe_load((ROOT / "fiftyone.yml").read_text())["name"]
+URI = f"{PLUGIN}/apply_florence2"
+# Tiny generations: the labels' content is the library's business; here it is where they go and of what type.
+FAST = {"num_beams": 1, "max_new_tokens": 2, "batch_size": 2}
+# Inputs every task's form has (the target choice is hidden while the whole dataset is the only one).
+COMMON = {"view_target", "task", "model", "label_field", "skip_existing", "batch_size", "num_beams", "max_new_tokens",
+          "device", "dtype", "delegate"}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def operator():
+    previous = fo.config.plugins_dir
+    fo.config.plugins_dir = str(ROOT)
+    try:
+        yield foo.get_operator(URI)
+    finally:
+        fo.config.plugins_dir = previous
+
+
+@pytest.fixture
+def plugin_module(operator):
+    """The plugin's ``operators`` package, as FiftyOne imported it."""
+    return sys.modules[type(operator).__module__.rsplit(".", 1)[0]]
+
+
+@pytest.fixture
+def boxes(dataset):
+    """The dataset with a Detections field ``gt`` and a Classification field ``cls``."""
+    box = fol.Detection(label="thing", bounding_box=[0.1, 0.2, 0.5, 0.4])
+    dataset.set_values("gt", [fol.Detections(detections=[box.copy()]) for _ in range(len(dataset))])
+    dataset.set_values("cls", [fol.Classification(label="cat") for _ in range(len(dataset))])
+    return dataset
+
+
+def run(dataset, **params):
+    return foo.execute_operator(URI, ctx={"dataset": dataset, "params": params})
+
+
+def form(operator, dataset, **params):
+    ctx = ExecutionContext(request_params={"dataset_name": dataset.name, "params": params})
+    return operator.resolve_type(ctx, "inputs").type.properties
+
+
+def inputs_of(properties) -> set[str]:
+    return {name for name, prop in properties.items() if not isinstance(prop.type, types.Void)}
+
+
+def _example_params(task, tiny_checkpoint) -> dict:
+    params = {"task": task.name, "model": str(tiny_checkpoint), "label_field": f"out_{task.name}", **FAST}
+    if task.input == "text":
+        params["prompt"] = "a thing"
+    if task.input == "region":
+        params["regions_field"] = "gt"
+    return params
+
+
+# The first task of each kind of input and label type in the table.
+EXAMPLES: dict[tuple[str, str], str] = {}
+for _task in TASKS:
+    EXAMPLES.setdefault((_task.input, _task.label_type), _task.name)
+
+
+@pytest.mark.parametrize("task_name", EXAMPLES.values())
+def test_execute_from_python_writes_the_tasks_label_type(operator, boxes, tiny_checkpoint, task_name):
+    task = get_task(task_name)
+    result = run(boxes, **_example_params(task, tiny_checkpoint))
+    field = f"out_{task.name}"
+    schema = boxes.get_field_schema()
+    assert schema[field].document_type.__name__ == task.label_type
+    assert boxes.count(field) == len(boxes)
+    requests = result.executor.to_json()["requests"]
+    requested = [r["operator_uri"] for r in requests]
+    assert "set_progress" in requested and requested[-2:] == ["reload_dataset", "notify"]
+    progress = [r["params"]["label"] for r in requests if r["operator_uri"] == "set_progress"]
+    assert progress[-1] == f"{len(boxes)}/{len(boxes)} images"
+
+
+def test_the_model_is_loaded_once_per_process(operator, dataset, tiny_checkpoint, plugin_module, monkeypatch):
+    runners = plugin_module.runners
+    runners.clear()
+    loads = []
+    real = runners.load_runner
+    monkeypatch.setattr(runners, "load_runner", lambda config: loads.append(config.model) or real(config))
+    run(dataset, task="caption", model=str(tiny_checkpoint), label_field="first", **FAST)
+    run(dataset, task="detection", model=str(tiny_checkpoint), label_field="second", **FAST)
+    assert loads == [str(tiny_checkpoint)]
+    assert dataset.count("first") == dataset.count("second") == len(dataset)
+
+
+@pytest.mark.parametrize("task", TASKS, ids=TASK_NAMES)
+def test_form_shows_exactly_the_inputs_the_task_needs(operator, boxes, task):
+    expected = set(COMMON)
+    if task.input == "text":
+        expected |= {"text_input", "prompt"}
+    if task.input == "region":
+        expected |= {"regions_field"}
+    if task.name in SEGMENTATION_TASKS:
+        expected |= {"masks"}
+    properties = form(operator, boxes, task=task.name)
+    assert inputs_of(properties) == expected
+    assert properties["task"].type.values == list(TASK_NAMES)
+    assert task.label_type in properties["label_field"].view.description
+    if task.input == "text":
+        offered = properties["text_input"].type.values
+        assert offered == (
+            ["prompt", "prompt_field", "classes"] if task.name in CLASS_TASKS else ["prompt", "prompt_field"]
+        )
+    if task.input == "region":
+        assert [c.value for c in properties["regions_field"].view.choices] == ["gt"]
+
+
+def test_form_follows_the_chosen_text_input_and_existing_field(operator, boxes):
+    by_field = form(operator, boxes, task="phrase_grounding", text_input="prompt_field")
+    assert "prompt_field" in by_field and "prompt" not in by_field
+    assert [c.value for c in by_field["prompt_field"].view.choices] == ["gt", "cls"]
+    by_class = form(operator, boxes, task="open_vocabulary_detection", text_input="classes", classes="car, bus")
+    assert "classes" in by_class and "problem" not in by_class
+    existing = form(operator, boxes, task="region_to_category", regions_field="gt", label_field="gt")
+    assert "overwrite" in inputs_of(existing)
+    sharded = form(operator, boxes, task="caption", delegate=True, shards=2)
+    assert "shards" in inputs_of(sharded)
+
+
+def test_target_can_be_the_dataset_the_current_view_or_the_selection(operator, dataset, tiny_checkpoint):
+    ids = dataset.values("id")
+    view = dataset.skip(1)
+    request = {"dataset_name": dataset.name, "view": view._serialize(), "selected": ids[3:5], "params": {}}
+    choices = operator.resolve_type(ExecutionContext(request_params=request), "inputs").type.properties["view_target"]
+    assert set(choices.type.values) == {"DATASET", "CURRENT_VIEW", "SELECTED_SAMPLES"}
+    params = {"task": "caption", "model": str(tiny_checkpoint), **FAST}
+    for target, field, labelled in [
+        ("SELECTED_SAMPLES", "on_selection", ids[3:5]),
+        ("CURRENT_VIEW", "on_view", ids[1:]),
+        ("DATASET", "on_dataset", ids),
+    ]:
+        ctx = {"view": view, "selected": ids[3:5], "params": {**params, "label_field": field, "view_target": target}}
+        foo.execute_operator(URI, ctx=ctx)
+        assert dataset.exists(field).values("id") == labelled
+
+
+def _snapshot(dataset) -> str:
+    """Everything a run could write: samples (their last_modified_at too), fields, runs, queued operations."""
+    dataset.reload()
+    samples = [sample.to_dict() for sample in dataset.iter_samples()]
+    state = {
+        "samples": samples,
+        "schema": sorted(dataset.get_field_schema()),
+        "runs": dataset.list_runs(),
+        "operations": DelegatedOperationService().count(filters={}),
+    }
+    return json.dumps(state, sort_keys=True, default=str)
+
+
+BAD_INPUTS = [
+    ({"label_field": "bad name"}, "Invalid label field 'bad name'"),
+    ({"label_field": "1st"}, "Invalid label field '1st'"),
+    ({"label_field": "filepath"}, "one of FiftyOne's own fields"),
+    ({"task": "detection", "label_field": "cls"}, "'cls' already holds Classification, but task 'detection' writes"),
+    ({"task": "phrase_grounding", "prompt": ""}, "The prompt is empty"),
+    ({"task": "segmentation", "prompt": "   "}, "The prompt is empty"),
+    ({"task": "phrase_grounding"}, "need text"),
+    ({"batch_size": 0}, "batch_size must be a whole number of at least 1, got 0"),
+    ({"batch_size": -4}, "batch_size must be a whole number of at least 1, got -4"),
+    ({"model": "/no/such/florence2-checkpoint"}, "is not a directory that exists"),
+    ({"model": "./missing-florence2"}, "is not a directory that exists"),
+    ({"task": "region_to_category", "regions_field": "cls"}, "'cls' must be a Detections field, not Classification"),
+    ({"task": "region_to_description"}, "need regions_field"),
+    ({"task": "region_to_category", "regions_field": "gt", "label_field": "gt"}, "already have labels in gt"),
+    ({"shards": 0}, "shards must be a whole number of at least 1"),
+]
+
+
+@pytest.mark.parametrize("delegate", [False, True], ids=["immediate", "delegated"])
+@pytest.mark.parametrize(("bad", "message"), BAD_INPUTS, ids=[m for _, m in BAD_INPUTS])
+def test_bad_inputs_are_refused_and_nothing_is_written(operator, boxes, tiny_checkpoint, bad, message, delegate):
+    params = {"task": "caption", "model": str(tiny_checkpoint), "label_field": "out", "delegate": delegate, **bad}
+    before = _snapshot(boxes)
+    with pytest.raises(ExecutionError, match="Validation error") as error:
+        run(boxes, **params)
+    assert message in str(error.value)
+    assert _snapshot(boxes) == before
+    # The App shows the same message in the form, and disables its button.
+    problem = form(operator, boxes, **params)["problem"]
+    assert problem.invalid and message in problem.error_message
+
+
+def test_large_targets_default_to_delegated(operator, dataset, plugin_module):
+    plan = plugin_module.plan
+    ctx = ExecutionContext(request_params={"dataset_name": dataset.name, "params": {}})
+    assert operator.resolve_delegation(ctx) is False
+    first = dataset.first()
+    dataset.add_samples([fo.Sample(filepath=first.filepath) for _ in range(plan.DELEGATE_ABOVE)])
+    assert operator.resolve_delegation(ctx) is True
+    ctx = ExecutionContext(request_params={"dataset_name": dataset.name, "params": {"delegate": False}})
+    assert operator.resolve_delegation(ctx) is False
+
+
+def test_delegated_run_is_queued_then_labels_with_progress(operator, dataset, tiny_checkpoint):
+    service = DelegatedOperationService()
+    result = run(dataset, task="caption", model=str(tiny_checkpoint), label_field="later", delegate=True, **FAST)
+    assert result.delegated
+    assert "later" not in dataset.get_field_schema()
+    [operation] = service.list_operations(dataset_name=dataset.name, run_state="queued")
+    [done] = service.execute_queued_operations(dataset_name=dataset.name)
+    assert done.error is None, done.error
+    assert done.result["labelled"] == len(dataset) and done.result["failed"] == 0
+    dataset.reload()
+    assert dataset.count("later") == len(dataset)
+    finished = service.get(operation.id)
+    assert finished.run_state == "completed"
+    assert finished.status.progress == 1.0 and finished.status.label == f"{len(dataset)}/{len(dataset)} images"
+
+
+def test_sharded_run_queues_one_operation_per_shard(operator, dataset, tiny_checkpoint):
+    first = dataset.first()
+    dataset.add_samples([fo.Sample(filepath=first.filepath) for _ in range(25)])
+    service = DelegatedOperationService()
+    result = run(dataset, task="detection", model=str(tiny_checkpoint), label_field="sharded", shards=3, **FAST)
+    assert not result.delegated
+    queued = service.list_operations(dataset_name=dataset.name, run_state="queued")
+    assert sorted(tuple(op.context.params["shard"]) for op in queued) == [(0, 3), (1, 3), (2, 3)]
+    assert len({op.context.params["run_key"] for op in queued}) == 1
+    results = service.execute_queued_operations(dataset_name=dataset.name)
+    assert [r.error for r in results] == [None] * 3
+    assert sum(r.result["labelled"] for r in results) == len(dataset) == 30
+    assert all(r.result["skipped"] == 0 for r in results)
+    dataset.reload()
+    assert dataset.count("sharded") == len(dataset)
+    assert len(dataset.list_runs()) == 3
+
+
+def test_requirements_file_matches_the_package():
+    """The plugin's requirements.txt is the package's dependencies, less FiftyOne itself."""
+    from packaging.requirements import Requirement
+
+    def parsed(lines):
+        return {r.name: r.specifier for r in map(Requirement, lines) if r.marker is None and r.name != "fiftyone"}
+
+    listed = [line for line in (ROOT / "requirements.txt").read_text().splitlines() if line and line[0] != "#"]
+    assert parsed(listed) == parsed(importlib.metadata.requires("fiftyone-florence2"))
+
+
+# Hides the pip-installed (editable) library, so that only the plugin directory can provide it.
+HIDE_INSTALLED = """
+import sys
+sys.meta_path[:] = [f for f in sys.meta_path if "fiftyone_florence2" not in getattr(f, "__module__", "")]
+sys.path_hooks[:] = [h for h in sys.path_hooks if "fiftyone_florence2" not in getattr(h, "__module__", "")]
+sys.path_importer_cache.clear()
+import importlib.util
+assert importlib.util.find_spec("fiftyone_florence2") is None, "the installed library is still visible"
+"""
+
+
+def test_plugins_download_of_the_repository_root_works_without_the_library(tmp_path):
+    """``fiftyone plugins download <archive of the repository>``, then the operator loads from that copy alone."""
+    import shutil
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    tree = tmp_path / "serve" / "fiftyone-florence2-main"
+    for name in files:
+        if (ROOT / name).is_file():
+            (tree / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, tree / name)
+    archive = shutil.make_archive(str(tmp_path / "serve" / "repo"), "zip", tree.parent, tree.name)
+
+    handler = lambda *a, **k: SimpleHTTPRequestHandler(*a, directory=str(tmp_path / "serve"), **k)  # noqa: E731
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = {**os.environ, "FIFTYONE_PLUGINS_DIR": str(tmp_path / "plugins")}
+    fiftyone = str(Path(sys.executable).parent / "fiftyone")
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/{Path(archive).name}"
+        subprocess.run([fiftyone, "plugins", "download", url], env=env, check=True, capture_output=True)
+    finally:
+        server.shutdown()
+    installed = next((tmp_path / "plugins").rglob("fiftyone.yml")).parent
+
+    script = HIDE_INSTALLED + textwrap.dedent(f"""
+        import fiftyone.operators as foo
+        import fiftyone.plugins as fop
+        operator = foo.get_operator({URI!r})
+        import fiftyone_florence2
+        print(fiftyone_florence2.__file__)
+        print(fop.load_plugin_requirements({PLUGIN!r}))
+    """)
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    library, requirements = out.stdout.strip().splitlines()[-2:]
+    assert Path(library).resolve().is_relative_to(installed.resolve())
+    assert "transformers" in requirements
