@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -78,7 +78,9 @@ def check_run(
     Refuses an invalid field name, an existing field of another label type,
     a prompt or regions field that is missing or of the wrong type, and,
     unless ``skip_existing`` or ``overwrite``, samples (of the shard, if any)
-    that already hold labels.
+    that already hold labels. Target fields are checked on the whole dataset,
+    so that a view that hides a field cannot hide its labels; input fields
+    are read through the view, so they are checked there.
     """
     if skip_existing and overwrite:
         raise ValueError("Pass skip_existing or overwrite, not both.")
@@ -86,7 +88,8 @@ def check_run(
         raise ValueError(f"Florence-2 labels images; this collection holds {samples.media_type!r} media.")
     check_label_field(label_field)
     fields = config.label_fields(label_field)
-    schema = samples.get_field_schema()
+    dataset = samples._root_dataset
+    schema = dataset.get_field_schema()
     for task, name in fields.items():
         check_label_field(name)
         expected = config.label_types[task]
@@ -99,25 +102,35 @@ def check_run(
                     "Choose another label field."
                 )
     if config.prompt_field is not None and samples.get_field(config.prompt_field) is None:
-        raise ValueError(f"Prompt field {config.prompt_field!r} does not exist on this dataset.")
+        raise ValueError(f"Prompt field {config.prompt_field!r} does not exist in this dataset or view.")
     if config.regions_field is not None:
         regions = _label_class(samples.get_field(config.regions_field))
         if regions is not fol.Detections:
             raise ValueError(
                 f"Regions field {config.regions_field!r} must be a Detections field"
-                + (f", not {regions.__name__}." if regions else " that exists.")
+                + (f", not {regions.__name__}." if regions else " of this dataset or view.")
             )
     if not (skip_existing or overwrite):
-        existing = [name for name in fields.values() if name in schema]
-        if existing:
-            labelled = samples.match(F.any([F(name).exists() for name in existing])).values("id")
-            count = len(shard_ids(labelled, shard))
-            if count:
-                raise ValueError(
-                    f"{count} sample(s) already have labels in {', '.join(existing)}. Pass skip_existing "
-                    "to label only the others, or overwrite to replace them."
-                )
+        labelled = labelled_ids(dataset, fields.values(), every=False)
+        count = len(labelled.intersection(shard_ids(samples.values("id"), shard))) if labelled else 0
+        if count:
+            existing = [name for name in fields.values() if name in schema]
+            raise ValueError(
+                f"{count} sample(s) already have labels in {', '.join(existing)}. Pass skip_existing "
+                "to label only the others, or overwrite to replace them."
+            )
     return fields
+
+
+def labelled_ids(dataset: Any, names: Iterable[str], every: bool) -> set[str]:
+    """Ids of the samples of ``dataset`` with a label in every (or any) of the fields ``names``."""
+    names = list(names)
+    schema = dataset.get_field_schema()
+    present = [name for name in names if name in schema]
+    if not present or (every and len(present) < len(names)):
+        return set()
+    exists = [F(name).exists() for name in present]
+    return set(dataset.match(F.all(exists) if every else F.any(exists)).values("id"))
 
 
 def shard_ids(ids: Sequence[str], shard: tuple[int, int] | None) -> list[str]:
@@ -137,10 +150,7 @@ def target_ids(
     ids = shard_ids(samples.values("id"), shard)
     if not skip_existing:
         return ids, 0
-    schema = samples.get_field_schema()
-    if not all(name in schema for name in fields.values()):
-        return ids, 0
-    done = set(samples.match(F.all([F(name).exists() for name in fields.values()])).values("id"))
+    done = labelled_ids(samples._root_dataset, fields.values(), every=True)
     todo = [i for i in ids if i not in done]
     return todo, len(ids) - len(todo)
 
@@ -212,24 +222,28 @@ def _label(samples, dataset, model, fields, summary, batch_size, skip_existing, 
     batches = [ids[i : i + batch_size] for i in range(0, len(ids), batch_size)]
     try:
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, _progress(progress, len(ids)) as report:
-            pending = _prepare(dataset, batches[0], inputs, model, pool) if batches else []
+            pending = _prepare(samples, batches[0], inputs, model, pool) if batches else []
             for k, batch in enumerate(batches):
                 items = [future.result() for future in pending]
-                pending = _prepare(dataset, batches[k + 1], inputs, model, pool) if k + 1 < len(batches) else []
+                pending = _prepare(samples, batches[k + 1], inputs, model, pool) if k + 1 < len(batches) else []
                 results = model.label_items(items)
+                # Labels follow the ids their items carry: a sample deleted
+                # meanwhile is simply absent, and shifts nothing.
+                ids = [item.sample_id for item in items]
                 outputs = [output for output, _ in results]
-                _write(dataset, fields, model.config.multitask, batch, outputs)
+                _write(dataset, fields, model.config.multitask, ids, outputs)
                 summary.labelled += sum(output is not None for output in outputs)
-                summary.failures.update({i: reason for i, (_, reason) in zip(batch, results) if reason})
+                summary.failures.update({i: reason for i, (_, reason) in zip(ids, results) if reason})
                 report(len(batch))
     finally:
         summary.seconds = time.perf_counter() - start
 
 
-def _prepare(dataset: Any, batch_ids: list[str], inputs: dict[str, str], model: Florence2Model, pool) -> list[Future]:
-    """Reads a batch's paths and inputs by id, and starts loading its images in the pool."""
+def _prepare(samples: Any, batch_ids: list[str], inputs: dict[str, str], model: Florence2Model, pool) -> list[Future]:
+    """Reads a batch's paths and inputs by id (through the view: its label filters apply), and starts
+    loading its images in the pool."""
     names = ["id", "filepath", *inputs.values()]
-    columns = dataset.select(batch_ids, ordered=True).values(names)
+    columns = samples.select(batch_ids, ordered=True).values(names)
     rows = [dict(zip(names, values)) for values in zip(*columns)]
     futures = []
     for row in rows:

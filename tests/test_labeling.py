@@ -6,6 +6,7 @@ import fiftyone as fo
 import fiftyone.core.labels as fol
 import pytest
 from conftest import force, write_image
+from fiftyone import ViewField as F
 
 from fiftyone_florence2 import load_model
 from fiftyone_florence2.labeling import check_label_field, check_run, label_samples, shard_ids
@@ -111,3 +112,20 @@ def test_unusual_images_are_labelled(dataset, model, tmp_path):
         dataset.add_sample(fo.Sample(filepath=write_image(tmp_path / f"m_{mode}.{ext}", mode=mode)))
     summary = label_samples(dataset, model, "det", batch_size=4)
     assert summary.failures == {} and summary.labelled == 9
+
+
+def test_a_views_label_filters_apply_to_input_regions(dataset, tiny_checkpoint, tokenizer):
+    boxes = [
+        fol.Detection(label="car", bounding_box=[0.1, 0.1, 0.3, 0.3]),
+        fol.Detection(label="tree", bounding_box=[0.5, 0.5, 0.2, 0.2]),
+    ]
+    dataset.set_values("gt", [fol.Detections(detections=[d.copy() for d in boxes]) for _ in range(len(dataset))])
+    model = load_model(
+        "region_to_category",
+        model=str(tiny_checkpoint),
+        regions_field="gt",
+        generate_kwargs=force(tokenizer, "vehicle<loc_100><loc_100><loc_400><loc_400>"),
+    )
+    label_samples(dataset.filter_labels("gt", F("label") == "car"), model, "category")
+    for gt, out in zip(dataset.values("gt"), dataset.values("category")):
+        assert [d.region_id for d in out.detections] == [gt.detections[0].id]
