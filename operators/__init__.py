@@ -1,8 +1,9 @@
 """The App side of fiftyone-florence2: FiftyOne operators, thin adapters over the library."""
 
 from .apply import ApplyFlorence2
+from .status import Florence2Runs
 
-OPERATORS = (ApplyFlorence2,)
+OPERATORS = (ApplyFlorence2, Florence2Runs)
 
 
 def register(plugin) -> None:

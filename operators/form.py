@@ -80,6 +80,7 @@ def build_form(ctx: Any, plan: Plan) -> types.Object:
         label="Checkpoint",
         description="A Hugging Face Hub id, or a local checkpoint directory in transformers' native format",
     )
+    inputs.str("revision", label="Revision", description="A Hub branch, tag or commit (optional)")
     if plan.task.input == "text":
         _text_inputs(inputs, plan)
     if plan.task.input == "region":
@@ -102,8 +103,8 @@ def build_form(ctx: Any, plan: Plan) -> types.Object:
     _generation_inputs(inputs)
     _execution_inputs(inputs, plan)
     if plan.problem:
-        inputs.view("problem", types.Error(label="Cannot run", description=plan.problem), invalid=True,
-                    error_message=plan.problem)  # fmt: skip
+        problem = types.Error(label="Cannot run", description=plan.problem)
+        inputs.view("problem", problem, invalid=True, error_message=plan.problem)
     return inputs
 
 
@@ -156,10 +157,15 @@ def _generation_inputs(inputs: types.Object) -> None:
     inputs.int("batch_size", default=8, label="Batch size", description="Images per batch")
     inputs.int("num_beams", default=3, label="Beams", description="Beam search width; 1 (greedy) is fastest")
     inputs.int("max_new_tokens", label="Max new tokens", description="Leave empty for each task's own budget")
-    inputs.enum("device", list(DEVICES), default=AUTO, view=_dropdown("Device", "auto: cuda, then mps, then cpu",
-                [(d, d) for d in DEVICES]))  # fmt: skip
-    inputs.enum("dtype", list(DTYPES), default=AUTO, view=_dropdown("Precision", "auto: bf16/fp16 on GPUs, fp32 on CPU",
-                [(d, d) for d in DTYPES]))  # fmt: skip
+    inputs.float(
+        "confidence_thresh",
+        label="Confidence threshold",
+        description="Drop boxes and polygons whose confidence (from token probabilities) is lower (optional)",
+    )
+    devices = _dropdown("Device", "auto: cuda, then mps, then cpu", [(d, d) for d in DEVICES])
+    inputs.enum("device", list(DEVICES), default=AUTO, view=devices)
+    dtypes = _dropdown("Precision", "auto: bf16/fp16 on GPUs, fp32 on CPU", [(d, d) for d in DTYPES])
+    inputs.enum("dtype", list(DTYPES), default=AUTO, view=dtypes)
 
 
 def _execution_inputs(inputs: types.Object, plan: Plan) -> None:

@@ -29,6 +29,7 @@ AUTO = "auto"
 DEFAULTS: dict[str, Any] = {
     "task": TASK_NAMES[0],
     "model": DEFAULT_CHECKPOINT,
+    "revision": None,
     "label_field": None,  # florence2_<task>
     "text_input": None,  # the first of TEXT_INPUTS that was given, else "prompt"
     "prompt": None,
@@ -39,6 +40,7 @@ DEFAULTS: dict[str, Any] = {
     "batch_size": 8,
     "num_beams": 3,
     "max_new_tokens": None,
+    "confidence_thresh": None,
     "device": AUTO,
     "dtype": AUTO,
     "skip_existing": False,
@@ -77,10 +79,12 @@ def model_options(values: dict[str, Any], task: Task) -> dict[str, Any]:
     options = {
         "task": task.name,
         "model": values["model"],
+        "revision": values["revision"],
         "masks": values["masks"],
         "batch_size": values["batch_size"],
         "num_beams": values["num_beams"],
         "max_new_tokens": values["max_new_tokens"],
+        "confidence_thresh": values["confidence_thresh"],
         "device": None if values["device"] == AUTO else values["device"],
         "dtype": None if values["dtype"] == AUTO else values["dtype"],
     }

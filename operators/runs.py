@@ -122,6 +122,7 @@ def queue_shards(ctx: Any, operator_uri: str, plan: Plan, run_name: str) -> dict
         ids.append(str(operation.id))
     message = (
         f"Queued {plan.shards} delegated operations, one per shard of {plan.count} samples (run {run_key!r}). "
-        f"Each `fiftyone delegated launch` worker on this database takes one."
+        "Each `fiftyone delegated launch` worker on this database takes one; "
+        "follow them in the operator 'Florence-2: delegated runs'."
     )
     return {"queued": ids, "run_key": run_key, "message": message}

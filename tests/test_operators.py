@@ -28,8 +28,8 @@ URI = f"{PLUGIN}/apply_florence2"
 # Tiny generations: the labels' content is the library's business; here it is where they go and of what type.
 FAST = {"num_beams": 1, "max_new_tokens": 2, "batch_size": 2}
 # Inputs every task's form has (the target choice is hidden while the whole dataset is the only one).
-COMMON = {"view_target", "task", "model", "label_field", "skip_existing", "batch_size", "num_beams", "max_new_tokens",
-          "device", "dtype", "delegate"}  # fmt: skip
+COMMON = {"view_target", "task", "model", "revision", "label_field", "skip_existing", "batch_size", "num_beams",
+          "max_new_tokens", "confidence_thresh", "device", "dtype", "delegate"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -171,7 +171,7 @@ def _snapshot(dataset) -> str:
         "samples": samples,
         "schema": sorted(dataset.get_field_schema()),
         "runs": dataset.list_runs(),
-        "operations": DelegatedOperationService().count(filters={}),
+        "operations": len(DelegatedOperationService().list_operations(dataset_name=dataset.name)),
     }
     return json.dumps(state, sort_keys=True, default=str)
 
@@ -234,6 +234,12 @@ def test_delegated_run_is_queued_then_labels_with_progress(operator, dataset, ti
     finished = service.get(operation.id)
     assert finished.run_state == "completed"
     assert finished.status.progress == 1.0 and finished.status.label == f"{len(dataset)}/{len(dataset)} images"
+    # The App reads that progress back through the runs operator.
+    runs = foo.get_operator(f"{PLUGIN}/florence2_runs")
+    ctx = ExecutionContext(request_params={"dataset_name": dataset.name, "params": {}})
+    table = runs.resolve_type(ctx, "inputs").type.properties["runs"].default
+    n = len(dataset)
+    assert f"| completed | 100% ({n}/{n} images) | {n} labelled, 0 failed" in table
 
 
 def test_sharded_run_queues_one_operation_per_shard(operator, dataset, tiny_checkpoint):
