@@ -109,8 +109,7 @@ def test_user_runs_florence2_from_the_operator_browser(app, tiny_checkpoint):
             # The operator browser opens on the backtick key; search it for Florence-2 and open the form.
             page.keyboard.press("`")
             page.keyboard.type("florence")
-            page.get_by_text("Florence-2: label samples").first.wait_for()
-            page.keyboard.press("Enter")
+            page.get_by_text("Florence-2: label samples").first.click()
             page.get_by_text("What Florence-2 does for each image").wait_for()
 
             # Choose a task in the dropdown; its label type shows in the form.
