@@ -284,6 +284,7 @@ assert importlib.util.find_spec("fiftyone_florence2") is None, "the installed li
 
 def test_plugins_download_of_the_repository_root_works_without_the_library(tmp_path):
     """``fiftyone plugins download <archive of the repository>``, then the operator loads from that copy alone."""
+    import functools
     import shutil
     import threading
     from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -294,7 +295,7 @@ def test_plugins_download_of_the_repository_root_works_without_the_library(tmp_p
         capture_output=True,
         text=True,
         check=True,
-    ).stdout.split()
+    ).stdout.splitlines()
     tree = tmp_path / "serve" / "fiftyone-florence2-main"
     for name in files:
         if (ROOT / name).is_file():
@@ -302,7 +303,7 @@ def test_plugins_download_of_the_repository_root_works_without_the_library(tmp_p
             shutil.copy2(ROOT / name, tree / name)
     archive = shutil.make_archive(str(tmp_path / "serve" / "repo"), "zip", tree.parent, tree.name)
 
-    handler = lambda *a, **k: SimpleHTTPRequestHandler(*a, directory=str(tmp_path / "serve"), **k)  # noqa: E731
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path / "serve"))
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     env = {**os.environ, "FIFTYONE_PLUGINS_DIR": str(tmp_path / "plugins")}
