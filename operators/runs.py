@@ -86,6 +86,7 @@ def stream(ctx: Any, plan: Plan, job: Callable[[Progress], dict[str, Any]]) -> I
         fraction, text = event
         yield ctx.ops.set_progress(progress=fraction, label=text)
     if "error" in outcome:
+        yield ctx.ops.set_progress(label="Failed")
         yield ctx.ops.notify(f"Florence-2 failed: {outcome['error']}", variant="error")
         raise outcome["error"]
     result = outcome["result"]

@@ -209,6 +209,14 @@ def test_bad_inputs_are_refused_and_nothing_is_written(operator, boxes, tiny_che
     assert problem.invalid and message in problem.error_message
 
 
+def test_a_run_that_fails_while_loading_says_why_and_writes_nothing(operator, dataset):
+    # The default checkpoint is a Hub id, and the tests run with the Hub offline.
+    before = _snapshot(dataset)
+    with pytest.raises(ExecutionError, match="Hub is not reachable"):
+        run(dataset, task="caption", label_field="never", **FAST)
+    assert _snapshot(dataset) == before
+
+
 def test_large_targets_default_to_delegated(operator, dataset, plugin_module):
     plan = plugin_module.plan
     ctx = ExecutionContext(request_params={"dataset_name": dataset.name, "params": {}})
