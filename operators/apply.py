@@ -9,11 +9,11 @@ From Python::
         ctx=dict(dataset=dataset, params=dict(task="detection", label_field="florence2_od")),
     )
 
-The parameters are ``load_model``'s (``task``, ``model``, ``prompt``,
-``prompt_field``, ``classes``, ``regions_field``, ``masks``,
-``batch_size``, ``num_beams``, ``max_new_tokens``, ``device``, ``dtype``)
-plus ``label_field``, ``skip_existing``, ``overwrite``, ``delegate`` and
-``shards``; defaults are in ``plan.DEFAULTS``.
+The parameters are ``load_model``'s (``task``, ``model``, ``revision``,
+``prompt``, ``prompt_field``, ``classes``, ``regions_field``, ``masks``,
+``batch_size``, ``num_beams``, ``max_new_tokens``, ``confidence_thresh``,
+``device``, ``dtype``) plus ``label_field``, ``skip_existing``,
+``overwrite``, ``delegate`` and ``shards``; defaults are in ``plan.DEFAULTS``.
 """
 
 from __future__ import annotations
