@@ -1,0 +1,149 @@
+"""The machine, the versions, the table printed to the terminal and the sections of ``BENCHMARKS.md``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+INTRO = """# Benchmarks
+
+Produced by the benchmark suite in `benchmarks/`; every figure below was written by it, not by hand.
+
+```bash
+python -m benchmarks.run            # full: random weights with Florence-2-base's dimensions, CPU or GPU
+python -m benchmarks.run --quick    # quick: the tiny random model (about a minute); writes benchmarks/out/
+python -m benchmarks.run --device cuda --dtype bfloat16 --batch-size 16 --chunk-images 64 --images 256 --beams 1
+```
+
+`python -m benchmarks.run --help` lists every option (device, dtype, images, batch size, new tokens, beams,
+tasks, a real checkpoint with `--checkpoint`). Each run replaces its own section of this file (one per
+device and mode) and keeps the others.
+
+How the figures are made:
+
+- **Fixed length.** Every generation, ours and the references', makes exactly the same number of new
+  tokens (`min_new_tokens = max_new_tokens`), so random weights time like real ones.
+- **Side by side.** The images are cut into chunks; on each chunk every contender runs once, in an
+  order that rotates from chunk to chunk, on the same model object (same weights, dtype and attention).
+  A ratio is taken per chunk and the median is reported, so that load from other processes on the
+  machine falls on both sides of a comparison. The ratio of the totals is shown too.
+- **The model's own `generate`**: `processor(images=..., text=[token] * B)` and
+  `model.generate(**inputs)` with the same beams and length, on images already decoded in memory.
+  Nothing else.
+- **Ours**: `dataset.apply_model(model, batch_size=B)` end to end on the chunk: reading the files,
+  preprocessing, the vision tower, generation, the scoring pass for confidences, parsing, labels and the
+  database writes.
+- **Three tasks**: one `apply_model` with three tasks (vision features computed once per image, one field
+  per task) against three `apply_model` runs of one task each.
+- **Per-sample approach** (what existing FiftyOne Florence-2 integrations do): for each sample, read the
+  image, `processor(text=token, images=image)`, `generate` with 3 beams for that one image,
+  `batch_decode`, `post_process_generation`, convert to a FiftyOne label, `sample.save()`.
+- **Labels written per second**: a model that returns precomputed `Detections` (no inference), so only
+  reading the (tiny) files and writing to the database are timed; a label is one `Detection`.
+- **Memory**: resident memory after every batch of one long `apply_model` run; growth is the change
+  after the first quarter of the run (warm-up).
+"""
+
+
+@dataclass
+class Row:
+    measure: str
+    ours: str
+    reference: str
+    ratio: str
+    target: str
+    result: str
+
+
+def machine() -> dict[str, str]:
+    """CPU model, cores, memory, GPU, and the load the machine was under."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    info = {
+        "CPU": f"{cpu}, {os.cpu_count()} logical cores" + (" (AVX-512 bf16)" if "avx512_bf16" in flags else ""),
+        "RAM": f"{psutil.virtual_memory().total / 2**30:.1f} GiB",
+        "GPU": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
+        "OS": platform.platform(),
+        "torch threads": str(torch.get_num_threads()),
+    }
+    return info
+
+
+def versions() -> dict[str, str]:
+    import fiftyone
+    import torch
+    import transformers
+
+    import fiftyone_florence2
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "fiftyone": fiftyone.__version__,
+        "fiftyone-florence2": f"{fiftyone_florence2.__version__} ({git_commit()})",
+    }
+
+
+def git_commit() -> str:
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "fiftyone_florence2"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return "no git"
+    return commit + ("+local changes" if dirty else "")
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def text_table(rows: list[Row]) -> str:
+    """A fixed-width table for the terminal."""
+    header = Row("measure", "ours", "reference", "ratio", "target", "result")
+    cells = [list(vars(r).values()) for r in [header, *rows]]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(cells[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def key_values(pairs: dict[str, str]) -> str:
+    return markdown_table(["", ""], [[f"**{k}**", str(v)] for k, v in pairs.items()])
+
+
+def write_section(path: str | Path, key: str, body: str) -> None:
+    """Puts ``body`` in the section ``key`` of the markdown file, keeping other sections."""
+    path = Path(path)
+    old = path.read_text() if path.exists() else ""
+    sections = dict(re.findall(r"<!-- benchmark-run: (\S+) -->\n(.*?)\n<!-- /benchmark-run: \1 -->", old, re.S))
+    sections[key] = body.strip()
+    blocks = [f"<!-- benchmark-run: {k} -->\n{v}\n<!-- /benchmark-run: {k} -->" for k, v in sorted(sections.items())]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(INTRO + "\n" + "\n\n".join(blocks) + "\n")
