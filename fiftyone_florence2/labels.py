@@ -78,8 +78,9 @@ def _region_answer(task: Task, result: Result) -> list[fol.Detection]:
     confidence = span_confidence(answer.spans, result.generation)
     if result.region is not None:
         return [_region_copy(result.region, label=answer.text, confidence=confidence)]
-    box = list(answer.rel_xywh) if answer.rel_xywh else None
-    return [fol.Detection(label=answer.text, bounding_box=box, confidence=confidence)]
+    if answer.rel_xywh is None:  # no input region and no usable echo: nowhere to put the answer
+        return []
+    return [fol.Detection(label=answer.text, bounding_box=list(answer.rel_xywh), confidence=confidence)]
 
 
 def _region_copy(region: fol.Detection, **fields) -> fol.Detection:

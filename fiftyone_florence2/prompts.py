@@ -39,6 +39,7 @@ _SPECIAL_TOKEN = re.compile(
 )
 
 BINS = 1000
+_MAX_EXTENT = 1.5
 
 
 def check_prompt(text: object) -> str:
@@ -58,7 +59,7 @@ def rel_to_bin(value: float) -> int:
     """Quantizes a relative coordinate to a location bin, as Florence-2's processor does."""
     if not math.isfinite(value):
         raise ValueError(f"Coordinate {value!r} is not a finite number.")
-    return min(max(math.floor(value * BINS), 0), BINS - 1)
+    return min(math.floor(min(max(value, 0.0), 1.0) * BINS), BINS - 1)
 
 
 def region_tokens(rel_xywh: Sequence[float]) -> str:
@@ -66,8 +67,14 @@ def region_tokens(rel_xywh: Sequence[float]) -> str:
     if rel_xywh is None or len(rel_xywh) != 4:
         raise ValueError(f"A region must be [x, y, width, height], got {rel_xywh!r}.")
     x, y, w, h = (float(v) for v in rel_xywh)
+    if not all(math.isfinite(v) for v in (x, y, w, h)):
+        raise ValueError(f"The region {list(rel_xywh)} has a coordinate that is not a finite number.")
     if not (w > 0 and h > 0):
         raise ValueError(f"The region {list(rel_xywh)} has no area.")
+    # Relative boxes stay near [0, 1]; far larger values are pixel boxes or
+    # corrupt, and clamping them would silently ask about the wrong region.
+    if w > _MAX_EXTENT or h > _MAX_EXTENT or not (x < 1 and y < 1 and x + w > 0 and y + h > 0):
+        raise ValueError(f"The region {list(rel_xywh)} is not a relative [x, y, w, h] box on the image.")
     bins = (rel_to_bin(x), rel_to_bin(y), rel_to_bin(x + w), rel_to_bin(y + h))
     return "".join(f"<loc_{b}>" for b in bins)
 

@@ -128,8 +128,23 @@ def test_rel_to_bin_clamps(value, expected):
     assert rel_to_bin(value) == expected
 
 
-def test_region_tokens_outside_image_are_clamped():
-    assert region_tokens([-0.5, 0.5, 2.0, 2.0]) == "<loc_0><loc_500><loc_999><loc_999>"
+def test_region_tokens_partly_outside_the_image_are_clamped():
+    assert region_tokens([-0.2, 0.5, 1.4, 1.4]) == "<loc_0><loc_500><loc_999><loc_999>"
+
+
+@pytest.mark.parametrize(
+    "box",
+    [
+        [100, 200, 50, 80],
+        [1.2, 0.1, 0.1, 0.1],
+        [0.1, -0.5, 0.1, 0.2],
+        [0.0, 0.0, 1.0, 1e306],
+        [0.1, 0.1, math.inf, 0.1],
+    ],
+)
+def test_region_tokens_refuse_boxes_that_are_not_relative_boxes_on_the_image(box):
+    with pytest.raises(ValueError, match=r"not a relative|not a finite"):
+        region_tokens(box)
 
 
 def test_check_prompt_keeps_angle_brackets_that_are_not_tokens():
