@@ -131,13 +131,6 @@ class Plan:
         return self.shards > 1 and self.shard is None
 
     @property
-    def skip_existing(self) -> bool:
-        # A shard must not trip over the labels its sibling shards wrote; whether
-        # the target held labels before the run was checked when it was queued.
-        # It also lets a shard that is run again resume where it stopped.
-        return self.values["skip_existing"] or (self.shard is not None and not self.values["overwrite"])
-
-    @property
     def label_type(self) -> str:
         if self.config is not None:
             return self.config.label_types[self.task.name]
@@ -164,7 +157,10 @@ def make_plan(ctx: Any) -> Plan:
             index, count = values["shard"]
             plan.shard = (int(index), int(count))
         plan.config = Florence2ModelConfig(model_options(values, task))
-        plan.fields = check_run(samples, plan.config, label_field, plan.skip_existing, values["overwrite"])
+        # A shard checks only its own samples for labels, not those its sibling shards wrote.
+        plan.fields = check_run(
+            samples, plan.config, label_field, values["skip_existing"], values["overwrite"], plan.shard
+        )
         if plan.count == 0:
             raise ValueError("The target holds no samples: choose another target view.")
     except (TypeError, ValueError) as e:

@@ -34,7 +34,7 @@ def label(plan: Plan, progress: Progress) -> dict[str, Any]:
             model,
             plan.label_field,
             batch_size=config.batch_size,
-            skip_existing=plan.skip_existing,
+            skip_existing=plan.values["skip_existing"],
             overwrite=plan.values["overwrite"],
             shard=plan.shard,
             progress=lambda done, total: progress(done / total if total else 1.0, f"{done}/{total} images"),
