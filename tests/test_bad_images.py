@@ -30,7 +30,7 @@ from fiftyone_florence2.cli import main
 from fiftyone_florence2.images import load_rgb
 from fiftyone_florence2.labeling import label_samples
 from fiftyone_florence2.locks import list_locks
-from fiftyone_florence2.model import Florence2Error
+from fiftyone_florence2.model import Florence2Error, Item, load_item
 from fiftyone_florence2.provenance import list_runs, run_failures
 
 # The top-left quadrant of the image, in bins and in relative [x, y, w, h].
@@ -367,6 +367,9 @@ def test_exif_rotated_jpeg_reaches_the_model_upright(orientation, tmp_path):
     # ... and not the stored pixels, which a reader ignoring EXIF would give.
     raw = np.asarray(Image.open(stored.filename).convert("RGB"), dtype=np.int16)
     assert raw.shape != pixels.shape or np.abs(raw - upright).mean() > 60
+    # The size labels are built against (masks are drawn at it) is the upright one.
+    item = load_item(Item("x"), stored.filename, lambda image: image.size, draft_wh=(64, 64))
+    assert item.error is None and item.image_wh == (160, 96) and item.pixel_values == (160, 96)
 
 
 @pytest.mark.parametrize("orientation", [6, 8])
@@ -441,4 +444,21 @@ def test_several_tasks_touch_only_their_own_fields(tiny_checkpoint, tokenizer, t
     assert dataset.count("f2_caption") == dataset.count("f2_detection") == 3
     assert dataset[bad_id]["f2_caption"] is None and dataset[bad_id]["f2_detection"] is None
     assert_only_target_changed(before_docs, before_schema, dataset, ("f2_caption", "f2_detection"))
+    dataset.delete()
+
+
+def test_apply_model_keeps_the_good_samples_of_a_batch_with_a_broken_file(model, tmp_path):
+    # GAP vs issue 5, item 1 ("the good samples in the same batch are still
+    # labelled"; README documents the opposite for apply_model). FiftyOne's batch
+    # path reads every image itself (fiftyone.utils.image.read) before calling
+    # predict_all, so one unreadable file raises for the whole batch: its good
+    # samples get no label and no reason is recorded in model.failures. Suggested
+    # fix: implement fiftyone.core.models.SupportsGetItem (+ has_collate_fn) so that
+    # apply_model hands predict_all the file paths (or Items loaded with
+    # model.load_item), which already fail per image with a reason.
+    dataset, bad_id = batch_with(tmp_path, _text_as_jpeg(tmp_path / "bad"))
+    dataset.apply_model(model, label_field="det", batch_size=BATCH)
+    assert dataset.has_field("det"), "no sample of the batch was labelled"
+    assert dataset.count("det") == 3
+    assert list(model.failures) == [bad_id] and "not an image file" in model.failures[bad_id]
     dataset.delete()
