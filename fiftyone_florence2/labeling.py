@@ -200,7 +200,9 @@ def label_samples(
     with locked(dataset, fields.values(), run_key):
         summary = Summary(fields, run_key=f"{run_key}_shard{shard[0]}of{shard[1]}" if shard else run_key)
         if record:
-            start_run(samples, summary.run_key, model.config, model.runner, label_field=label_field, shard=shard)
+            summary.run_key = start_run(
+                samples, summary.run_key, model.config, model.runner, label_field=label_field, shard=shard
+            )
         status = "failed"
         try:
             _label(samples, dataset, model, fields, summary, batch_size, skip_existing, shard, progress, workers)

@@ -42,7 +42,18 @@ def run_settings(config: Florence2ModelConfig, runner: Any) -> dict[str, Any]:
 
 
 def start_run(samples: Any, run_key: str, config: Florence2ModelConfig, runner: Any, **details: Any) -> str:
-    """Registers a running run on ``samples`` (its view is kept) and returns its key."""
+    """Registers a running run on ``samples`` (its view is kept) and returns its key.
+
+    A key already taken (a rerun of a delegated operation, say) gets an
+    ``_attemptN`` suffix, so that no earlier record is replaced.
+    """
+    dataset = samples._root_dataset
+    dataset.reload()  # runs other processes registered since this dataset was loaded
+    taken = set(dataset.list_runs())
+    base, attempt = run_key, 1
+    while run_key in taken:
+        attempt += 1
+        run_key = f"{base}_attempt{attempt}"
     record = samples.init_run(
         method=METHOD,
         plugin_version=__version__,

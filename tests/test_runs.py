@@ -109,3 +109,12 @@ def test_a_failing_run_is_recorded_and_unlocks(dataset, tiny_checkpoint):
     (key,) = list_runs(dataset)
     assert dataset.get_run_info(key).config.status == "interrupted"
     assert list_locks(dataset) == []
+
+
+def test_a_rerun_under_the_same_key_keeps_the_first_record(dataset, model):
+    first = label_samples(dataset.limit(2), model, "det", run_key="queued_run")
+    second = label_samples(dataset, model, "det", run_key="queued_run", skip_existing=True)
+    assert (first.run_key, second.run_key) == ("queued_run", "queued_run_attempt2")
+    assert list_runs(dataset) == ["queued_run", "queued_run_attempt2"]
+    assert dataset.load_run_results("queued_run").labelled == 2
+    assert dataset.load_run_results("queued_run_attempt2").labelled == 3
