@@ -99,8 +99,6 @@ def check_label(task, label) -> None:
             assert polyline.label is None or polyline.label.strip()
         return
     for detection in label.detections:
-        if task.input == "region" and not detection.bounding_box:
-            continue  # see test_region_answer_without_an_echoed_region_has_a_box
         check_box(detection.bounding_box)
         assert detection.label is None or (isinstance(detection.label, str) and detection.label.strip())
         if task.answer == "quads":
@@ -140,12 +138,9 @@ def test_confidence_is_a_probability(task, text, logprobs):
 
 
 def test_region_answer_without_an_echoed_region_has_a_box():
-    # BUG (labels._region_answer): to_label for a region-to-text task whose answer
-    # echoes no region (the model says just "car", or echoes a degenerate one)
-    # returns a Detection with an empty bounding_box ([]): a box with no
-    # coordinates, which FiftyOne's App and evaluation cannot place. README
-    # promises degenerate boxes are dropped. Fix: skip the detection when
-    # neither the input region nor an echoed box is known.
+    # Regression (found by the fuzz property, fixed in 4a7c06c): an answer that
+    # echoes no usable region, turned into a label with no input region, came
+    # back as a Detection with an empty bounding_box ([]).
     for task in ("region_to_category", "region_to_description", "region_to_ocr"):
         for text in ("</s>car</s>", "car<loc_5><loc_5><loc_5><loc_5>"):
             for detection in to_label(task, text).detections:
@@ -209,6 +204,7 @@ def test_region_tokens_are_valid_bins_or_a_value_error(rel_xywh):
     assert len(rel_xywh) == 4
     x, y, w, h = rel_xywh
     assert w > 0 and h > 0 and all(math.isfinite(v) for v in (x, y, x + w, y + h))
+    assert x < 1 and y < 1 and x + w > 0 and y + h > 0, "an accepted region lies on the image"
     pieces = tokenize(tokens)
     assert [p.kind for p in pieces] == ["loc"] * 4
     x1, y1, x2, y2 = (p.bin for p in pieces)
@@ -217,12 +213,9 @@ def test_region_tokens_are_valid_bins_or_a_value_error(rel_xywh):
 
 
 def test_an_absurd_region_fails_only_its_own_sample(dataset, tiny_checkpoint, tokenizer):
-    # BUG (prompts.rel_to_bin): a finite but huge coordinate (here a height of 1e306,
-    # found by the property above) overflows in `value * BINS` and raises
-    # OverflowError, which neither region_tokens' callers (_requests catches
-    # ValueError and TypeError) nor label_items catch: the whole run stops with a
-    # traceback instead of skipping that one region. Fix: clamp before scaling,
-    # e.g. `math.floor(min(max(value, 0.0), 1.0) * BINS)`, or raise ValueError.
+    # Regression (found by the region_tokens property, fixed in 4a7c06c): a finite
+    # but huge coordinate overflowed in `value * BINS` and raised OverflowError,
+    # which nothing caught: the whole run stopped instead of skipping the region.
     good = fol.Detections(detections=[fol.Detection(label="ok", bounding_box=[0.1, 0.1, 0.5, 0.5])])
     absurd = fol.Detections(detections=[fol.Detection(label="bad", bounding_box=[0.0, 0.0, 1.0, 1e306])])
     dataset.set_values("gt", [good, absurd, good, good, good])

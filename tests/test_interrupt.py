@@ -79,7 +79,8 @@ def test_sigkill_then_skip_existing_gives_the_uninterrupted_labels(datasets, tin
     dataset = datasets()
     reference = dataset.clone(f"{dataset.name}-reference", persistent=True)
     datasets.names.append(reference.name)
-    assert os.environ.get("FIFTYONE_PRIVATE_DATABASE_PORT"), "the driver must share this session's database"
+    shared = os.environ.get("FIFTYONE_PRIVATE_DATABASE_PORT") or fo.config.database_uri
+    assert shared, "the driver must reach this session's database"
     env = {**os.environ, "FIFTYONE_DATABASE_DIR": fo.config.database_dir, "OMP_NUM_THREADS": "1"}
     rival = build_model(checkpoint)  # loaded before the driver starts, so the live window is not spent here
 
@@ -159,12 +160,10 @@ def test_labelling_the_resume_view_labels_each_remaining_sample_once(datasets, t
 
 
 def test_a_sample_deleted_during_the_run_does_not_shift_labels(datasets, tiny_checkpoint):
-    # BUG (labeling._label/_write): outputs are written to the snapshot ids of the batch
-    # (`batch`), while the items were built from the rows that still exist. When a
-    # sample of a batch is deleted during the run (e.g. in the App, during a long
-    # delegated run), every later sample of that batch gets its neighbour's label,
-    # the last one gets none, and the summary reports neither. Observed: the sample
-    # named 'object 2' got 'object 3's boxes, 'object 3' got nothing, labelled=7, failures={}.
+    # Regression (found by this test, fixed in 4d280a7): outputs were written to the
+    # batch's snapshot ids while the items came from the rows still there, so a
+    # sample deleted mid-run (e.g. in the App during a long delegated run) gave
+    # every later sample of its batch its neighbour's label, and the last none.
     dataset = datasets(8)
     victim = dataset.skip(1).first()
 
@@ -203,10 +202,8 @@ def counted_model(tiny_checkpoint, tokenizer):
 
 
 def test_existing_field_of_another_type_is_refused_before_model_work_through_a_view(dataset, counted_model):
-    # BUG (labeling.check_run): the type check reads the *view's* schema, so a view
-    # that excludes the field (exclude_fields / select_fields) passes it; the model
-    # runs, and only FiftyOne's own validation stops the first write, with
-    # "Invalid value for field 'det'...". Fix: check the root dataset's schema.
+    # Regression (found by this test, fixed in 4d280a7): the type check read the
+    # view's schema, so a view that hides the field passed it and the model ran.
     dataset.set_values("det", [fol.Classification(label="mine")] * len(dataset))
     with pytest.raises(ValueError, match="already holds Classification"):
         label_samples(dataset.exclude_fields("det"), counted_model, "det")
@@ -216,11 +213,9 @@ def test_existing_field_of_another_type_is_refused_before_model_work_through_a_v
 
 @pytest.mark.parametrize("options", [{}, {"skip_existing": True}])
 def test_existing_labels_are_never_overwritten_through_a_view_that_hides_them(dataset, counted_model, options):
-    # BUG (labeling.check_run / target_ids): "already have labels" and skip_existing
-    # look at the view's schema; a view that hides the field sees no labels, and the
-    # run silently overwrites every one of them (with skip_existing asked for, too).
-    # Fix: decide which samples hold labels on the root dataset, restricted to the
-    # view's ids, e.g. dataset.select(view_ids).exists(field).
+    # Regression (found by this test, fixed in 4d280a7): "already have labels" and
+    # skip_existing read the view's schema, so a view hiding the field let the run
+    # silently overwrite every existing label, with skip_existing asked for too.
     mine = fol.Detections(detections=[fol.Detection(label="mine", bounding_box=[0.1, 0.1, 0.2, 0.2])])
     dataset.set_values("det", [mine] * 3 + [None] * (len(dataset) - 3))
     view = dataset.select_fields()
