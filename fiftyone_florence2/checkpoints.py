@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-import socket
-import urllib.parse
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 DEFAULT_CHECKPOINT = "florence-community/Florence-2-base-ft"
@@ -62,14 +62,19 @@ def check_native_config(config: dict, name: str) -> None:
         raise CheckpointError(f"Checkpoint {name!r} is a {config.get('model_type')!r} model, not Florence-2.")
 
 
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the Hugging Face Hub answers a TCP connection within ``timeout`` seconds."""
+def hub_reachable(timeout: float = 5.0) -> bool:
+    """Whether the Hugging Face Hub answers an HTTP request within ``timeout`` seconds.
+
+    A real request, not a TCP connect: a proxy or firewall that accepts
+    connections and never answers counts as unreachable.
+    """
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
         return False
-    endpoint = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
     try:
-        port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
-        with socket.create_connection((endpoint.hostname, port), timeout=timeout):
+        with urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=timeout):
             return True
-    except (OSError, ValueError):
+    except urllib.error.HTTPError:
+        return True  # it answered, if only with an error status
+    except (OSError, ValueError):  # URLError, timeouts, refused connections, malformed endpoints
         return False

@@ -122,19 +122,26 @@ def find_images(folder: str) -> list[str]:
 
 def dataset_for_images(folder: str, name: str | None):
     """A persistent dataset holding every image of ``folder``; only new files are added to an existing one."""
+    return add_images(name or folder_dataset_name(folder), find_images(folder))
+
+
+def folder_dataset_name(folder: str) -> str:
+    """The default dataset name for a folder: its own name."""
+    return Path(folder).expanduser().resolve().name
+
+
+def add_images(name: str, paths: list[str]):
+    """Creates the persistent dataset ``name`` if needed, and adds the paths it does not hold yet."""
     import fiftyone as fo
 
-    paths = find_images(folder)
-    name = name or Path(folder).expanduser().resolve().name
     if fo.dataset_exists(name):
         dataset = fo.load_dataset(name)
         known = set(dataset.values("filepath"))
-        new = [p for p in paths if p not in known]
+        paths = [p for p in paths if p not in known]
     else:
         dataset = fo.Dataset(name, persistent=True)
-        new = paths
-    if new:
-        dataset.add_samples([fo.Sample(filepath=p) for p in new], progress=False)
+    if paths:
+        dataset.add_samples([fo.Sample(filepath=p) for p in paths], progress=False)
     return dataset
 
 
@@ -160,27 +167,42 @@ def _model_options(args: argparse.Namespace) -> dict:
 
 
 def run_label(args: argparse.Namespace) -> int:
-    from .labeling import check_run, label_samples
+    """Checks everything it can, loads the model, and only then creates or changes a dataset."""
+    import fiftyone as fo
+
+    from .labeling import check_label_field, label_samples
     from .model import Florence2Model, Florence2ModelConfig
 
     try:
         config = Florence2ModelConfig(_model_options(args))
     except ValueError as e:
         raise UsageError(str(e)) from None
+    paths = None
     if args.dataset:
-        import fiftyone as fo
-
         if not fo.dataset_exists(args.dataset):
             raise UsageError(f"No FiftyOne dataset named {args.dataset!r}.")
-        dataset = fo.load_dataset(args.dataset)
+        name = args.dataset
     else:
-        dataset = dataset_for_images(args.images, args.dataset_name)
-    try:
-        check_run(dataset, config, args.label_field, args.skip_existing, args.overwrite)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+        paths = find_images(args.images)
+        name = args.dataset_name or folder_dataset_name(args.images)
+    if fo.dataset_exists(name):
+        _check(fo.load_dataset(name), config, args)
+    else:
+        try:
+            for field in config.label_fields(args.label_field).values():
+                check_label_field(field)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        missing = config.prompt_field or config.regions_field
+        if missing:
+            raise UsageError(
+                f"Field {missing!r} does not exist: a dataset made from --images holds only the images. "
+                "Add the field, then label with --dataset."
+            )
     model = Florence2Model(config)
     print(f"Model {config.model} on {model.runner.device} ({str(model.runner.dtype).replace('torch.', '')})")
+    dataset = add_images(name, paths) if paths is not None else fo.load_dataset(name)
+    _check(dataset, config, args)
     summary = label_samples(
         dataset,
         model,
@@ -193,6 +215,15 @@ def run_label(args: argparse.Namespace) -> int:
     )
     print_summary(dataset, summary, config.label_types)
     return EXIT_FAILED if summary.failures and not summary.labelled else 0
+
+
+def _check(dataset, config, args: argparse.Namespace) -> None:
+    from .labeling import check_run
+
+    try:
+        check_run(dataset, config, args.label_field, args.skip_existing, args.overwrite, args.shard)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 def print_summary(dataset, summary, label_types: dict[str, str]) -> None:

@@ -65,7 +65,9 @@ def run_demo(args: argparse.Namespace) -> int:
             "Running the same pipeline on a random-weight checkpoint instead: every step runs, "
             f"but its labels (fields {field}_*) mean nothing."
         )
-    model = load_model(DEMO_TASKS, model=checkpoint, device=args.device, num_beams=1)
+    # Random weights rarely stop by themselves: keep their answers short.
+    budget = {"max_new_tokens": 32} if field == "random_weights" else {}
+    model = load_model(DEMO_TASKS, model=checkpoint, device=args.device, num_beams=1, **budget)
     summary = label_samples(dataset, model, label_field=field, overwrite=True, progress=True)
     print_summary(dataset, summary, model.config.label_types)
     return 0

@@ -319,7 +319,12 @@ class Florence2Model(fom.Model, fom.SamplesMixin):
 
     def _item(self, arg: Any, sample: Any) -> Item:
         if isinstance(arg, Item):
-            return arg
+            if sample is None or arg.sample_id == sample.id:
+                return arg
+            # FiftyOne's data loader (ids snapshotted) and its cursor (re-queried)
+            # disagree: the label goes to the cursor's sample, so read that one.
+            logger.warning("Image of sample %s arrived for sample %s; reading the latter", arg.sample_id, sample.id)
+            arg = sample.filepath
         item = Item(getattr(sample, "id", None))
         if sample is not None:
             fields = self.needs_fields
@@ -492,9 +497,28 @@ def load_model(
     ``batch_size``, ``num_beams``, ``max_new_tokens``, ``device``, ``dtype``,
     ``confidence_thresh``, ``scores``, ``skip_failures`` and more.
 
+    With torchvision installed, ``apply_model`` then reads and preprocesses
+    images in FiftyOne's data-loader workers, and an unreadable file fails
+    only its own sample; without it, FiftyOne reads the images itself and an
+    unreadable file skips its whole batch.
+
     Example::
 
         model = fiftyone_florence2.load_model("detection")
         dataset.apply_model(model, label_field="florence2", batch_size=8)
     """
-    return Florence2Model(Florence2ModelConfig({"task": task, "model": model, **options}))
+    config = Florence2ModelConfig({"task": task, "model": model, **options})
+    if data_loader_available():
+        from .loader import Florence2LoaderModel
+
+        return Florence2LoaderModel(config)
+    return Florence2Model(config)
+
+
+def data_loader_available() -> bool:
+    """Whether FiftyOne's data loader (``fiftyone.utils.torch``, which needs torchvision) imports here."""
+    try:
+        import fiftyone.utils.torch  # noqa: F401
+    except Exception:  # ImportError, or FiftyOne's own requirement error
+        return False
+    return True

@@ -13,8 +13,10 @@ fi
 
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-# The CPU build of torch first: a bare torch requirement would pull a multi-GB CUDA build.
-.venv/bin/python -m pip install -q torch==2.13.0
+# torch and torchvision first, as a matched pair: a bare torch requirement would pull
+# whatever build pip finds. torchvision lets apply_model use FiftyOne's data loader
+# (the tests cover both paths); these two are the pair kept on this kind of machine.
+.venv/bin/python -m pip install -q torch==2.14.1 torchvision==0.29.1
 .venv/bin/python -m pip install -q -e ".[test,mongodb]"
 
 .venv/bin/ruff check .

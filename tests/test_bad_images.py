@@ -394,7 +394,7 @@ def test_exif_labels_line_up_with_the_upright_image(orientation, tiny_checkpoint
     model.runner.preprocess = lambda image: seen.append(np.asarray(image, dtype=np.int16)) or preprocess(image)
 
     summary = label_samples(dataset, model, "seg", batch_size=3)
-    dataset.apply_model(model, label_field="seg_apply", batch_size=3)
+    dataset.apply_model(model, label_field="seg_apply", batch_size=3, num_workers=0)  # in-process: seen
 
     assert summary.failures == {} and model.failures == {}
     # The model's input: the upright scene, through both paths (2 runs x 1 EXIF image).

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 
 import pytest
 
@@ -30,27 +31,29 @@ def test_tasks_lists_every_task_with_its_label_type(capsys):
 
 
 def test_labels_a_folder(tmp_path, image_dir, tiny_checkpoint):
+    name = f"cli-folder-{uuid.uuid4().hex[:8]}"  # databases of concurrent test runs may be shared
     (image_dir / "notes.txt").write_text("ignored: not an image extension")
     (image_dir / "fake.jpg").write_text("not really a jpeg")
     db = str(tmp_path / "db")
     result = run_cli(
-        "label", "--images", str(image_dir), "--dataset-name", "cli-folder", "--task", "detection",
+        "label", "--images", str(image_dir), "--dataset-name", name, "--task", "detection",
         "--task", "caption", "--label-field", "f2", "--model", str(tiny_checkpoint), "--batch-size", "2",
+        "--num-beams", "1", "--max-new-tokens", "8",
         env_db=db,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "Labelled 5 of 6 sample(s)" in result.stdout
     assert "fake.jpg: not an image file" in result.stdout
     assert "f2_detection (Detections)" in result.stdout and "f2_caption (Classification)" in result.stdout
-    assert "fiftyone app launch cli-folder" in result.stdout
+    assert f"fiftyone app launch {name}" in result.stdout
     code = (
-        "import fiftyone as fo; d = fo.load_dataset('cli-folder'); print(len(d), d.count('f2_caption'), "
+        f"import fiftyone as fo; d = fo.load_dataset({name!r}); print(len(d), d.count('f2_caption'), "
         "d.count('f2_detection'), d.get_field('f2_detection').document_type.__name__)"
     )
     env = {**os.environ, "FIFTYONE_DATABASE_DIR": db}
     check = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert check.stdout.split()[-4:] == ["6", "5", "5", "Detections"], check.stderr
-    again = run_cli("label", "--images", str(image_dir), "--dataset-name", "cli-folder", "--task", "caption",
+    again = run_cli("label", "--images", str(image_dir), "--dataset-name", name, "--task", "caption",
                     "--label-field", "f2_caption", "--model", str(tiny_checkpoint), env_db=db)  # fmt: skip
     assert again.returncode == 2 and "already have labels" in again.stderr
 

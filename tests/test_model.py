@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import fiftyone.core.labels as fol
 import pytest
 from conftest import force
@@ -216,3 +218,37 @@ def test_empty_prompt_field_value_fails_that_sample_only(labelled, tiny_checkpoi
 def test_bad_options_are_refused_before_loading(options, error):
     with pytest.raises(ValueError, match=error):
         f2.Florence2ModelConfig(options)
+
+
+def test_apply_model_uses_the_data_loader_and_keeps_a_batch_with_a_broken_file(labelled, tiny_checkpoint, tokenizer):
+    """With torchvision (the test setup installs it), load_model feeds apply_model through FiftyOne's data loader."""
+    import fiftyone as fo
+
+    from fiftyone_florence2.loader import Florence2LoaderModel
+    from fiftyone_florence2.model import Florence2Model, Florence2ModelConfig, data_loader_available
+
+    assert data_loader_available()
+    broken = Path(labelled.first().filepath).with_name("broken.jpg")
+    broken.write_text("not a jpeg")
+    bad = labelled.add_sample(fo.Sample(filepath=str(broken)))
+    model = load(tiny_checkpoint, tokenizer, "detection")
+    assert isinstance(model, Florence2LoaderModel)
+    labelled.apply_model(model, label_field="loader", batch_size=6)
+    assert labelled.count("loader") == 5 and list(model.failures) == [bad]
+    assert "not an image file" in model.failures[bad]
+    # The plain model (what load_model gives without torchvision) lets FiftyOne read the
+    # images: an unreadable file then skips its whole batch, as FiftyOne documents.
+    plain = Florence2Model(Florence2ModelConfig({"task": "detection", "model": str(tiny_checkpoint)}), model.runner)
+    plain.config.generate_kwargs = model.config.generate_kwargs
+    labelled.apply_model(plain, label_field="plain", batch_size=6)
+    assert not labelled.has_field("plain")
+    labelled.apply_model(plain, label_field="plain", batch_size=2)
+    assert labelled.count("plain") == 4  # the batch of the broken file: the 5th sample and it
+
+
+def test_load_model_without_torchvision_gives_the_plain_model(tiny_checkpoint, monkeypatch):
+    import fiftyone_florence2.model as f2_model
+
+    monkeypatch.setattr(f2_model, "data_loader_available", lambda: False)
+    model = f2.load_model("caption", model=str(tiny_checkpoint))
+    assert type(model) is f2_model.Florence2Model
