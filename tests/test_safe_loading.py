@@ -7,6 +7,8 @@ line, leaves every dataset as it was, with no run record and no lock.
 from __future__ import annotations
 
 import ast
+import contextlib
+import http.server
 import json
 import os
 import pickle
@@ -17,6 +19,7 @@ import sys
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import fiftyone as fo
@@ -318,45 +321,80 @@ def test_hub_refusing_connections_fails_fast_with_one_line(persistent_dataset, t
     assert list_runs(persistent_dataset) == []
 
 
-def test_hub_that_accepts_but_never_answers_fails_fast_with_one_line(persistent_dataset, tmp_path):
-    # BUG (runner.Florence2Runner._hub_kwargs / checkpoints.hub_reachable): the
-    # reachability probe is a bare TCP connect. An endpoint that accepts the
-    # connection but never answers (a stalled proxy, a filtering firewall) passes
-    # it, and `PretrainedConfig.get_config_dict` then waits in huggingface_hub's
-    # `model_info` GET, which has no read timeout: observed stuck for more than 5
-    # minutes (faulthandler: httpcore read <- hf_api.model_info <- resolve_revision
-    # <- get_config_dict <- runner.py). Fix: probe with a real HTTP request with a
-    # timeout (e.g. GET {endpoint}/api/models/{id}/revision/{rev}, timeout=5), or
-    # fetch config.json with hf_hub_download(..., etag_timeout=5) and turn
-    # timeouts into the same one-line CheckpointError.
+class _StalledHub(http.server.BaseHTTPRequestHandler):
+    """Answers a HEAD of the root, then never answers an API call: a Hub (or proxy) that is half down."""
+
+    def do_HEAD(self):
+        self.send_response(200)
+        self.end_headers()
+
+    def do_GET(self):
+        self.server.stalled.wait()
+
+    def log_message(self, *args):
+        pass
+
+
+@contextmanager
+def _silent_socket():
+    """Accepts connections and never says a word: a stalled proxy or a filtering firewall."""
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen(16)
-        held = []
-        stop = threading.Event()
+        server.settimeout(0.2)
+        held, stop = [], threading.Event()
 
         def accept_and_hold():
-            server.settimeout(0.2)
             while not stop.is_set():
-                try:
+                with contextlib.suppress(OSError):
                     held.append(server.accept()[0])
-                except OSError:
-                    continue
 
         thread = threading.Thread(target=accept_and_hold, daemon=True)
         thread.start()
         try:
-            result = _cli_against_endpoint(
-                f"http://127.0.0.1:{server.getsockname()[1]}", persistent_dataset.name, tmp_path, timeout=30
-            )
-        except subprocess.TimeoutExpired:
-            pytest.fail("loading a Hub checkpoint hung for 30 s on a Hub that accepts but never answers")
+            yield f"http://127.0.0.1:{server.getsockname()[1]}"
         finally:
             stop.set()
             thread.join()
             for conn in held:
                 conn.close()
-    assert result.stdout.split()[-2] == "exit=2", result.stdout + result.stderr
+
+
+@contextmanager
+def _half_down_hub():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _StalledHub)
+    server.stalled = threading.Event()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.stalled.set()
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("hub", [_silent_socket, _half_down_hub], ids=["silent socket", "root answers, API stalls"])
+def test_hub_that_never_answers_fails_fast_with_one_line(hub, persistent_dataset, tmp_path):
+    # Silent socket: a regression test. The probe was a bare TCP connect, which such
+    # an endpoint passes; loading then waited in huggingface_hub's model_info GET,
+    # which has no read timeout (seen stuck > 5 min). Fixed by an HTTP probe.
+    #
+    # BUG (runner.Florence2Runner._hub_kwargs), "root answers, API stalls": the
+    # HTTP probe (HEAD of the endpoint's root) passes, then the same unbounded
+    # model_info GET (transformers resolve_revision <- get_config_dict <- runner.py)
+    # hangs for good (seen > 60 s). Fix: give the Hub calls a deadline: e.g. resolve
+    # the revision first with HfApi().model_info(id, revision=..., timeout=10),
+    # download with snapshot_download(..., revision=sha, allow_patterns=[json,
+    # safetensors], etag_timeout=10) and load from the local snapshot, turning
+    # timeouts into the same one-line CheckpointError.
+    with hub() as endpoint:
+        try:
+            result = _cli_against_endpoint(endpoint, persistent_dataset.name, tmp_path, timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail("loading a Hub checkpoint hung for 30 s on a Hub that does not answer")
+    exit_code, seconds = (part.split("=")[1] for part in result.stdout.split()[-2:])
+    assert exit_code == "2" and float(seconds) < 15, result.stdout + result.stderr
     assert result.stderr.strip().count("\n") == 0 and "florence2: error:" in result.stderr
 
 
