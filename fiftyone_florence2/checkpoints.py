@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -62,19 +63,25 @@ def check_native_config(config: dict, name: str) -> None:
         raise CheckpointError(f"Checkpoint {name!r} is a {config.get('model_type')!r} model, not Florence-2.")
 
 
-def hub_reachable(timeout: float = 5.0) -> bool:
-    """Whether the Hugging Face Hub answers an HTTP request within ``timeout`` seconds.
+def hub_reachable(repo_id: str | None = None, revision: str | None = None, timeout: float = 5.0) -> bool:
+    """Whether the Hugging Face Hub answers, within ``timeout`` seconds, the request loading starts with.
 
-    A real request, not a TCP connect: a proxy or firewall that accepts
-    connections and never answers counts as unreachable.
+    A real HTTP request (for ``repo_id``, the model API that loading calls
+    first), not a TCP connect: a proxy or firewall that accepts connections
+    and never answers counts as unreachable.
     """
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
         return False
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    url = endpoint
+    if repo_id:
+        quoted_revision = urllib.parse.quote(revision or "main", safe="")
+        url = f"{endpoint}/api/models/{urllib.parse.quote(repo_id)}/revision/{quoted_revision}"
     try:
-        with urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=timeout):
+        with urllib.request.urlopen(urllib.request.Request(url, method="GET"), timeout=timeout) as response:
+            response.read(1)
             return True
     except urllib.error.HTTPError:
-        return True  # it answered, if only with an error status
+        return True  # it answered, if only with an error status (a missing or private repo, say)
     except (OSError, ValueError):  # URLError, timeouts, refused connections, malformed endpoints
         return False

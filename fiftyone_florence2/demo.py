@@ -52,7 +52,7 @@ def run_demo(args: argparse.Namespace) -> int:
     draw_images(args.images_dir)
     dataset = dataset_for_images(args.images_dir, args.dataset_name)
     checkpoint, field = args.model, "florence2"
-    if not looks_like_path(checkpoint) and not hub_reachable():
+    if not looks_like_path(checkpoint) and not hub_reachable(checkpoint):
         print(
             f"The Hugging Face Hub is not reachable, so {checkpoint} cannot be downloaded; "
             "pass a local checkpoint with --model /path/to/checkpoint."

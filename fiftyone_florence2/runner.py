@@ -167,7 +167,7 @@ class Florence2Runner:
             return {**kwargs, "local_files_only": True}
         except (OSError, ValueError):
             pass
-        if not hub_reachable():
+        if not hub_reachable(self.checkpoint, revision):
             raise CheckpointError(
                 f"The Hugging Face Hub is not reachable, so {self.checkpoint!r} cannot be downloaded. "
                 "Pass a local checkpoint directory instead: --model /path/to/checkpoint "
