@@ -30,7 +30,7 @@ from fiftyone_florence2.cli import main
 from fiftyone_florence2.images import load_rgb
 from fiftyone_florence2.labeling import label_samples
 from fiftyone_florence2.locks import list_locks
-from fiftyone_florence2.model import Florence2Error, Item, load_item
+from fiftyone_florence2.model import Florence2Error, Item, data_loader_available, load_item
 from fiftyone_florence2.provenance import list_runs, run_failures
 
 # The top-left quadrant of the image, in bins and in relative [x, y, w, h].
@@ -448,14 +448,12 @@ def test_several_tasks_touch_only_their_own_fields(tiny_checkpoint, tokenizer, t
 
 
 def test_apply_model_keeps_the_good_samples_of_a_batch_with_a_broken_file(model, tmp_path):
-    # GAP vs issue 5, item 1 ("the good samples in the same batch are still
-    # labelled"; README documents the opposite for apply_model). FiftyOne's batch
-    # path reads every image itself (fiftyone.utils.image.read) before calling
-    # predict_all, so one unreadable file raises for the whole batch: its good
-    # samples get no label and no reason is recorded in model.failures. Suggested
-    # fix: implement fiftyone.core.models.SupportsGetItem (+ has_collate_fn) so that
-    # apply_model hands predict_all the file paths (or Items loaded with
-    # model.load_item), which already fail per image with a reason.
+    # Regression (found by this test, fixed in e21accb): FiftyOne's batch path reads
+    # every image itself before predict_all, so one unreadable file skipped its
+    # whole batch, with no reason recorded. With torchvision (scripts/test.sh
+    # installs it) load_model now feeds apply_model through FiftyOne's data loader,
+    # and each file fails alone; without it FiftyOne's batch semantics remain.
+    assert data_loader_available(), "apply_model keeps good samples only through the data loader (torchvision)"
     dataset, bad_id = batch_with(tmp_path, _text_as_jpeg(tmp_path / "bad"))
     dataset.apply_model(model, label_field="det", batch_size=BATCH)
     assert dataset.has_field("det"), "no sample of the batch was labelled"

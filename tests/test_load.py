@@ -5,6 +5,7 @@ Run with ``-s`` to see the measured peak RSS, memory growth and throughput.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -53,12 +54,18 @@ def test_two_thousand_samples_with_steady_memory(model, tmp_path):
     dataset = fo.Dataset()
     dataset.add_samples([fo.Sample(filepath=p) for p in write_pngs(tmp_path / "load", 2000)])
     process = psutil.Process()
-    rss: list[int] = []
+    rss: list[int] = []  # this process
+    total: list[int] = []  # with the data loader's worker processes, if any
     predict_all = model.predict_all
 
     def measured(*args, **kwargs):
         out = predict_all(*args, **kwargs)
         rss.append(process.memory_info().rss)
+        workers = 0
+        for child in process.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                workers += child.memory_info().rss
+        total.append(rss[-1] + workers)
         return out
 
     model.predict_all = measured
@@ -78,10 +85,12 @@ def test_two_thousand_samples_with_steady_memory(model, tmp_path):
     print(
         f"\n[load] 2000 samples via apply_model, batch {BATCH}: {seconds:.1f} s ({2000 / seconds:.1f} images/s); "
         f"RSS at 25% {quarter / MB:.0f} MB, 50% {half / MB:.0f} MB, 100% {rss[-1] / MB:.0f} MB; "
-        f"peak sampled RSS {max(rss) / MB:.0f} MB; growth 25%->100% {growth:+.1f} MB"
+        f"peak sampled RSS {max(rss) / MB:.0f} MB (with workers {max(total) / MB:.0f} MB); "
+        f"growth 25%->100% {growth:+.1f} MB (with workers {(total[-1] - total[batches // 4]) / MB:+.1f} MB)"
     )
     assert growth < 150, f"memory grew by {growth:.0f} MB between 25% and 100% of the run"
     assert (rss[-1] - half) / MB < 100
+    assert (total[-1] - total[batches // 4]) / MB < 300
     dataset.delete()
 
 
