@@ -376,18 +376,12 @@ def _half_down_hub():
 
 @pytest.mark.parametrize("hub", [_silent_socket, _half_down_hub], ids=["silent socket", "root answers, API stalls"])
 def test_hub_that_never_answers_fails_fast_with_one_line(hub, persistent_dataset, tmp_path):
-    # Silent socket: a regression test. The probe was a bare TCP connect, which such
-    # an endpoint passes; loading then waited in huggingface_hub's model_info GET,
-    # which has no read timeout (seen stuck > 5 min). Fixed by an HTTP probe.
-    #
-    # BUG (runner.Florence2Runner._hub_kwargs), "root answers, API stalls": the
-    # HTTP probe (HEAD of the endpoint's root) passes, then the same unbounded
-    # model_info GET (transformers resolve_revision <- get_config_dict <- runner.py)
-    # hangs for good (seen > 60 s). Fix: give the Hub calls a deadline: e.g. resolve
-    # the revision first with HfApi().model_info(id, revision=..., timeout=10),
-    # download with snapshot_download(..., revision=sha, allow_patterns=[json,
-    # safetensors], etag_timeout=10) and load from the local snapshot, turning
-    # timeouts into the same one-line CheckpointError.
+    # Regressions, both found by this test. Silent socket: the probe was a bare TCP
+    # connect, which such an endpoint passes; loading then waited in
+    # huggingface_hub's model_info GET, which has no read timeout (seen stuck
+    # > 5 min); fixed by an HTTP probe (e21accb). Root answers, API stalls: that
+    # probe passed and the same GET hung (> 60 s); fixed by probing the model API
+    # that loading calls first, with a timeout (456a6b7).
     with hub() as endpoint:
         try:
             result = _cli_against_endpoint(endpoint, persistent_dataset.name, tmp_path, timeout=30)
@@ -471,12 +465,9 @@ def test_bad_cli_arguments_on_a_dataset_write_nothing(
     ids=["remote code", "hub unreachable", "missing prompt field", "bad label field"],
 )
 def test_bad_cli_arguments_on_a_folder_create_no_dataset(args, image_dir, remote_code_checkpoint, capsys):
-    # BUG (cli.run_label): with --images, the dataset is created (persistent, with
-    # every image added) *before* check_run and before the model loads, so an
-    # argument refused at those steps exits 2 but leaves a new dataset behind.
-    # Fix: build the samples list and run check_run against it (or check the
-    # label field on an empty in-memory schema) and load the model before
-    # creating the dataset, or delete the dataset on refusal if this run created it.
+    # Regression (found by this test, fixed in e21accb): with --images the dataset
+    # was created, persistent and filled, before check_run and before the model
+    # loaded, so a refused run exited 2 but left a new dataset behind.
     name = f"refused-{uuid.uuid4().hex[:8]}"
     args = [a.replace("{remote}", str(remote_code_checkpoint)) for a in args]
     try:
