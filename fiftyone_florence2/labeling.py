@@ -21,8 +21,8 @@ import fiftyone.core.utils as fou
 from fiftyone import ViewField as F
 
 from .locks import locked
-from .model import Florence2Model, Florence2ModelConfig, Item, load_item
-from .provenance import finish_run, new_run_key, start_run
+from .model import Florence2Error, Florence2Model, Florence2ModelConfig, Item, load_item
+from .provenance import finish_run, mark_interrupted, new_run_key, start_run
 
 _FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _RESERVED = frozenset({"id", "filepath", "tags", "metadata", "created_at", "last_modified_at", "media_type", "frames"})
@@ -197,16 +197,22 @@ def label_samples(
     fields = check_run(samples, model.config, label_field, skip_existing, overwrite, shard)
     run_key = run_key or new_run_key(label_field)
     dataset = samples._root_dataset
-    with locked(dataset, fields.values(), run_key):
+    with locked(dataset, fields.values(), run_key) as locks:
         summary = Summary(fields, run_key=f"{run_key}_shard{shard[0]}of{shard[1]}" if shard else run_key)
         if record:
+            for abandoned in locks.abandoned_records():
+                mark_interrupted(dataset, abandoned)
             summary.run_key = start_run(
                 samples, summary.run_key, model.config, model.runner, label_field=label_field, shard=shard
             )
+            locks.note_record(summary.run_key)
         status = "failed"
         try:
             _label(samples, dataset, model, fields, summary, batch_size, skip_existing, shard, progress, workers)
             status = "completed"
+        except Florence2Error as e:  # fail-fast: the reason that stopped the run is kept too
+            summary.failures[e.sample_id or "(no id)"] = e.reason
+            raise
         except KeyboardInterrupt:
             status = "interrupted"
             raise

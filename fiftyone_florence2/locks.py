@@ -64,6 +64,7 @@ class FieldLocks:
         self.run_key = run_key
         self.stale_seconds = stale_seconds
         self.holder = uuid.uuid4().hex
+        self.taken_over: list[dict] = []  # locks whose holders were all gone
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -112,8 +113,20 @@ class FieldLocks:
                     "Wait for it to finish, or write to another field."
                 )
             # Every holder is gone: take the lock over, unless someone else just did.
-            locks.delete_one({"_id": lock_id, "run_key": current["run_key"], "since": current["since"]})
+            if locks.delete_one(
+                {"_id": lock_id, "run_key": current["run_key"], "since": current["since"]}
+            ).deleted_count:
+                self.taken_over.append(current)
         raise FieldLockedError(f"Could not lock {lock_id!r}: it changed hands too often.")
+
+    def note_record(self, record_key: str) -> None:
+        """Notes the run record this holder writes, so that whoever takes a dead lock over can close it."""
+        _collection().update_many({"_id": {"$in": self.ids}}, {"$set": {f"holders.{self.holder}.record": record_key}})
+
+    def abandoned_records(self) -> list[str]:
+        """The run records of the dead holders whose locks were taken over."""
+        records = {h.get("record") for doc in self.taken_over for h in doc.get("holders", {}).values()}
+        return sorted(r for r in records if r)
 
     def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT_SECONDS):

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from .checkpoints import DEFAULT_CHECKPOINT, resolve_checkpoint
-from .images import ImageLoadError, load_rgb, to_rgb
+from .images import ImageLoadError, load_rgb, shrink_toward, to_rgb
 from .labels import Result, build_label
 from .prompts import build_question, check_prompt
 from .tasks import Task, get_tasks
@@ -55,6 +55,11 @@ OPTIONS = [
 
 class Florence2Error(RuntimeError):
     """A sample that could not be labelled, raised when ``skip_failures`` is off."""
+
+    def __init__(self, sample_id: str | None, reason: str):
+        super().__init__(f"Sample {sample_id or '(no id)'}: {reason}")
+        self.sample_id = sample_id
+        self.reason = reason
 
 
 def _field_name(value: Any, key: str) -> str | None:
@@ -212,6 +217,7 @@ def load_item(item: Item, image: Any, preprocess, draft_wh=None) -> Item:
         else:
             pil = to_rgb(image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image)))
             item.image_wh = pil.size
+            pil = shrink_toward(pil, draft_wh)
         item.pixel_values = preprocess(pil)
     except ImageLoadError as e:
         item.error = str(e)
@@ -466,7 +472,7 @@ class Florence2Model(fom.Model, fom.SamplesMixin):
     def _output(self, item: Item, labels: dict[str, fol.Label], reasons: list[str]) -> tuple[Any, str | None]:
         reason = "; ".join(reasons) if reasons else None
         if reason is not None and not self.config.skip_failures:
-            raise Florence2Error(f"Sample {item.sample_id or '(no id)'}: {reason}")
+            raise Florence2Error(item.sample_id, reason)
         if not labels:
             return None, reason
         if self.config.multitask:

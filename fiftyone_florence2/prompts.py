@@ -75,8 +75,16 @@ def region_tokens(rel_xywh: Sequence[float]) -> str:
     # corrupt, and clamping them would silently ask about the wrong region.
     if w > _MAX_EXTENT or h > _MAX_EXTENT or not (x < 1 and y < 1 and x + w > 0 and y + h > 0):
         raise ValueError(f"The region {list(rel_xywh)} is not a relative [x, y, w, h] box on the image.")
-    bins = (rel_to_bin(x), rel_to_bin(y), rel_to_bin(x + w), rel_to_bin(y + h))
-    return "".join(f"<loc_{b}>" for b in bins)
+    (x1, x2), (y1, y2) = _bin_span(x, x + w), _bin_span(y, y + h)
+    return "".join(f"<loc_{b}>" for b in (x1, y1, x2, y2))
+
+
+def _bin_span(lo: float, hi: float) -> tuple[int, int]:
+    """The bins of an interval, at least one bin wide, so that a thin region is still a region."""
+    first, last = rel_to_bin(lo), rel_to_bin(hi)
+    if last > first:
+        return first, last
+    return (first, first + 1) if first < BINS - 1 else (first - 1, first)
 
 
 def build_question(task: Task, text: str | None = None, rel_xywh: Sequence[float] | None = None) -> str:

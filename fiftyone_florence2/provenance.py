@@ -85,6 +85,17 @@ def finish_run(samples: Any, run_key: str, status: str, summary: Any) -> None:
     samples.update_run_config(run_key, info.config)
 
 
+def mark_interrupted(dataset: Any, run_key: str) -> None:
+    """Marks a run still recorded as running, whose process is gone, as interrupted."""
+    dataset.reload()
+    if run_key not in dataset.list_runs():
+        return
+    info = dataset.get_run_info(run_key)
+    if getattr(info.config, "status", None) == "running":
+        info.config.status = "interrupted"
+        dataset.update_run_config(run_key, info.config)
+
+
 def list_runs(dataset: Any) -> list[str]:
     """The keys of this project's runs on ``dataset``, oldest first."""
     dataset.reload()

@@ -168,10 +168,12 @@ class Florence2Runner:
         except (OSError, ValueError):
             pass
         if not hub_reachable(self.checkpoint, revision):
+            local = os.path.abspath(os.path.expanduser(self.checkpoint))
             raise CheckpointError(
-                f"The Hugging Face Hub is not reachable, so {self.checkpoint!r} cannot be downloaded. "
-                "Pass a local checkpoint directory instead: --model /path/to/checkpoint "
-                "(Python: model='/path/to/checkpoint')."
+                f"The Hugging Face Hub is not reachable, so {self.checkpoint!r} cannot be downloaded "
+                f"(and there is no local directory {local!r}). "
+                "Pass a local checkpoint directory instead (the model option; on the command line, "
+                "--model /path/to/checkpoint)."
             )
         return kwargs
 

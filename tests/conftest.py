@@ -2,12 +2,56 @@
 
 from __future__ import annotations
 
+import atexit
+import importlib.util
 import os
+import socket
+import subprocess
 import tempfile
+import time
+from pathlib import Path
+
+
+def _private_mongod() -> str | None:
+    """Starts a mongod of our own and returns its URI (None where FiftyOne ships no mongod binary).
+
+    FiftyOne attaches to a database service already running on the machine,
+    whatever FIFTYONE_DATABASE_DIR says, so only a mongod of our own, named by
+    URI, isolates a test run (and every process it starts) from any other.
+    """
+    spec = importlib.util.find_spec("fiftyone")
+    binary = Path(spec.submodule_search_locations[0]) / "db" / "bin" / "mongod" if spec else None
+    if binary is None or not binary.is_file():
+        return None
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    dbpath = tempfile.mkdtemp(prefix="florence2-tests-mongod-")
+    process = subprocess.Popen(
+        [str(binary), "--dbpath", dbpath, "--port", str(port), "--bind_ip", "127.0.0.1", "--nounixsocket",
+         "--logpath", os.path.join(dbpath, "mongod.log")],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    atexit.register(lambda: (process.terminate(), process.wait(timeout=30)))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with socket.socket() as client:
+            if client.connect_ex(("127.0.0.1", port)) == 0:
+                return f"mongodb://127.0.0.1:{port}"
+        if process.poll() is not None:
+            raise RuntimeError(f"mongod exited early; see {dbpath}/mongod.log")
+        time.sleep(0.1)
+    raise RuntimeError(f"mongod did not start within 60 s; see {dbpath}/mongod.log")
+
 
 # FiftyOne reads its configuration at import: isolate the database first.
-_DB_DIR = tempfile.mkdtemp(prefix="florence2-tests-db-")
-os.environ.setdefault("FIFTYONE_DATABASE_DIR", _DB_DIR)
+if "FIFTYONE_DATABASE_URI" not in os.environ:
+    _URI = _private_mongod()
+    if _URI:
+        os.environ["FIFTYONE_DATABASE_URI"] = _URI
+os.environ.setdefault("FIFTYONE_DATABASE_DIR", tempfile.mkdtemp(prefix="florence2-tests-db-"))
+# Two OpenMP threads on two shared cores spin against each other on the tiny model.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
 os.environ.setdefault("FIFTYONE_DATABASE_VALIDATION", "false")  # mongod 6.0's "oldest version" notice
 os.environ.setdefault("FIFTYONE_SHOW_PROGRESS_BARS", "false")
@@ -15,11 +59,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from collections.abc import Callable  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread_per_test_process():
+    import torch
+
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

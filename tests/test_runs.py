@@ -118,3 +118,36 @@ def test_a_rerun_under_the_same_key_keeps_the_first_record(dataset, model):
     assert list_runs(dataset) == ["queued_run", "queued_run_attempt2"]
     assert dataset.load_run_results("queued_run").labelled == 2
     assert dataset.load_run_results("queued_run_attempt2").labelled == 3
+
+
+def test_the_record_of_a_killed_run_is_closed_by_the_run_that_takes_its_lock_over(dataset, model):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    killed = FieldLocks(str(dataset._doc.id), ["det"], "killed_run")
+    killed.acquire()
+    killed._stop.set()  # the process "dies": no more heartbeats, and its pid is gone
+    label_samples(dataset.limit(2), model, "det", run_key="killed_run", record=True)
+    _collection().update_one(
+        {"_id": f"{dataset._doc.id}:det"},
+        {"$set": {f"holders.{killed.holder}.pid": dead.pid, f"holders.{killed.holder}.record": "killed_run"}},
+    )
+    info = dataset.get_run_info("killed_run")
+    info.config.status = "running"  # as a SIGKILL leaves it
+    dataset.update_run_config("killed_run", info.config)
+    summary = label_samples(dataset, model, "det", skip_existing=True)
+    assert summary.labelled == 3
+    assert dataset.get_run_info("killed_run").config.status == "interrupted"
+
+
+def test_fail_fast_keeps_the_reason_that_stopped_the_run(dataset, model, tmp_path):
+    import fiftyone as fo
+
+    from fiftyone_florence2.model import Florence2Error
+
+    bad = dataset.add_sample(fo.Sample(filepath=str(tmp_path / "missing.jpg")))
+    model.config.skip_failures = False
+    with pytest.raises(Florence2Error, match="file not found"):
+        label_samples(dataset, model, "det", batch_size=8)
+    (key,) = list_runs(dataset)
+    assert dataset.get_run_info(key).config.status == "failed"
+    assert "file not found" in run_failures(dataset, key)[bad]

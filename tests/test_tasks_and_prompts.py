@@ -161,3 +161,14 @@ def test_pure_layer_imports_no_framework():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("box", "expected"),
+    [
+        ([0.5, 0.5, 0.0001, 0.0001], "<loc_500><loc_500><loc_501><loc_501>"),
+        ([0.9999, 0.9999, 0.00005, 0.00005], "<loc_998><loc_998><loc_999><loc_999>"),
+    ],
+)
+def test_a_region_thinner_than_a_bin_is_still_one_bin_wide(box, expected):
+    assert region_tokens(box) == expected
