@@ -12,7 +12,7 @@ import gc
 import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,6 +38,7 @@ class Timed:
     wall: float
     cpu: float
     stages: dict[str, float] = field(default_factory=dict)
+    rss_mib: float = 0.0  # resident memory right after the run
 
 
 @dataclass
@@ -64,7 +65,8 @@ def time_once(contender: Contender, view, images: list[Image.Image]) -> Timed:
     contender.run(view, images)
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     after = _stage_snapshot(contender.runner)
-    return Timed(wall, cpu, {k: after[k] - before[k] for k in after})
+    rss = psutil.Process().memory_info().rss / MIB
+    return Timed(wall, cpu, {k: after[k] - before[k] for k in after}, rss)
 
 
 def side_by_side(contenders: list[Contender], chunks: list[tuple[object, list[Image.Image]]], log=print):
@@ -87,6 +89,7 @@ def ratio_summary(numerator: list[Timed], denominator: list[Timed]) -> dict:
         "median": statistics.median(per_chunk),
         "per_chunk": per_chunk,
         "total_ratio": total_a / total_b,
+        "cpu_ratio": sum(t.cpu for t in numerator) / sum(t.cpu for t in denominator),
         "numerator_s": total_a,
         "denominator_s": total_b,
     }
@@ -192,36 +195,42 @@ def speed(settings: Settings, runner: Florence2Runner, other: Florence2Runner | 
 
 
 class _PrecomputedModel(Florence2Model):
-    """Returns fixed labels without running the model, so that only the write path is timed."""
+    """Hands out labels built beforehand instead of running the model, so that only writes are timed."""
 
-    boxes = 10
+    labels: Iterator = iter(())
 
     def label_items(self, items):
-        import fiftyone.core.labels as fol
+        return [(next(self.labels), None) for _ in items]
 
-        def label():
-            return fol.Detections(
-                detections=[
-                    fol.Detection(label=f"object {j}", bounding_box=[0.01 * j, 0.02, 0.1, 0.2], confidence=0.5)
-                    for j in range(self.boxes)
-                ]
-            )
 
-        return [(label(), None) for _ in items]
+def _detections(count: int, boxes: int) -> list:
+    import fiftyone.core.labels as fol
+
+    return [
+        fol.Detections(
+            detections=[
+                fol.Detection(label=f"object {j}", bounding_box=[0.01 * j, 0.02, 0.1, 0.2], confidence=0.5)
+                for j in range(boxes)
+            ]
+        )
+        for _ in range(count)
+    ]
 
 
 def writes(settings: Settings, runner: Florence2Runner, log=print) -> dict:
-    """Labels written per second by ``label_samples``, by ``apply_model`` and by per-sample saves."""
+    """Labels written per second by ``label_samples``, by ``apply_model`` and by per-sample saves.
+
+    The labels are built before the clock starts; what is timed is reading the
+    (tiny) images, FiftyOne's loop and the database writes.
+    """
     paths = write_images(os.path.join(settings.workdir, "tiny-images"), 20, sizes=[(64, 48)], prefix="tiny")
-    count = settings.write_samples
+    count, boxes, size = settings.write_samples, settings.boxes_per_label, settings.write_batch_size
     dataset = make_dataset([paths[i % len(paths)] for i in range(count)])
     model = _PrecomputedModel(model_for(runner, settings, "detection").config, runner=runner)
-    model.boxes = settings.boxes_per_label
-    size = settings.write_batch_size
 
     def per_sample():
         for sample in dataset.iter_samples():
-            sample["w_save"] = model.label_items([None])[0][0]
+            sample["w_save"] = next(model.labels)
             sample.save()
 
     paths_timed = {
@@ -232,23 +241,19 @@ def writes(settings: Settings, runner: Florence2Runner, log=print) -> dict:
     out = {}
     try:
         for name, run in paths_timed.items():
+            model.labels = iter(_detections(count, boxes))
             gc.collect()
             start = time.perf_counter()
             run()
             seconds = time.perf_counter() - start
-            out[name] = {
-                "seconds": seconds,
-                "samples_per_s": count / seconds,
-                "labels_per_s": count * model.boxes / seconds,
-            }
+            out[name] = {"seconds": seconds, "samples_per_s": count / seconds, "labels_per_s": count * boxes / seconds}
             log(f"  writes {name:<14} {out[name]['labels_per_s']:10.0f} labels/s")
-        fields = ("w_engine", "w_apply", "w_save")
-        written = [dataset.count(f"{f}.detections") for f in fields]
-        if written != [count * model.boxes] * 3:
-            raise RuntimeError(f"write benchmark wrote {written} labels, expected {count * model.boxes} each")
+        written = [dataset.count(f"{f}.detections") for f in ("w_engine", "w_apply", "w_save")]
+        if written != [count * boxes] * 3:
+            raise RuntimeError(f"write benchmark wrote {written} labels, expected {count * boxes} each")
     finally:
         dataset.delete()
-    return {"samples": count, "boxes_per_label": model.boxes, "batch_size": size, "paths": out}
+    return {"samples": count, "boxes_per_label": boxes, "batch_size": size, "paths": out}
 
 
 def memory(settings: Settings, runner: Florence2Runner, log=print) -> dict:

@@ -22,9 +22,10 @@ python -m benchmarks.run --quick    # quick: the tiny random model (about a minu
 python -m benchmarks.run --device cuda --dtype bfloat16 --batch-size 16 --chunk-images 64 --images 256 --beams 1
 ```
 
-`python -m benchmarks.run --help` lists every option (device, dtype, images, batch size, new tokens, beams,
-tasks, a real checkpoint with `--checkpoint`). Each run replaces its own section of this file (one per
-device and mode) and keeps the others.
+`python -m benchmarks.run --help` lists every option (device, dtype, threads, images, batch size, new
+tokens, beams, tasks, a real checkpoint with `--checkpoint`). Each run replaces its own section of this
+file (one per device and mode) and keeps the others; its raw figures go to `benchmarks/out/results-*.json`,
+and `--from-results` re-renders a section from them without timing anything again.
 
 How the figures are made:
 
@@ -39,7 +40,8 @@ How the figures are made:
   Nothing else.
 - **Ours**: `dataset.apply_model(model, batch_size=B)` end to end on the chunk: reading the files,
   preprocessing, the vision tower, generation, the scoring pass for confidences, parsing, labels and the
-  database writes.
+  database writes. It can beat the plain `generate`: the runner computes each input's cross-attention
+  keys and values once (not once per beam), and beam search does not copy them at every step.
 - **Three tasks**: one `apply_model` with three tasks (vision features computed once per image, one field
   per task) against three `apply_model` runs of one task each.
 - **Per-sample approach** (what existing FiftyOne Florence-2 integrations do): for each sample, read the
@@ -80,7 +82,6 @@ def machine() -> dict[str, str]:
         "RAM": f"{psutil.virtual_memory().total / 2**30:.1f} GiB",
         "GPU": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
         "OS": platform.platform(),
-        "torch threads": str(torch.get_num_threads()),
     }
     return info
 

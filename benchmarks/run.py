@@ -18,7 +18,9 @@ from .workload import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
-QUICK = {"shape": "tiny", "images": 16, "new_tokens": 16, "write_samples": 1000,
+# One thread for the tiny model: its operations are so small that two threads mostly wait for each
+# other, and wait much longer when other processes share the cores.
+QUICK = {"shape": "tiny", "threads": 1, "images": 16, "batch_size": 4, "new_tokens": 16, "write_samples": 1000,
          "output": "benchmarks/out/BENCHMARKS.quick.md"}  # fmt: skip
 
 
@@ -31,9 +33,9 @@ def parse_args(argv: list[str] | None) -> Settings:
     p.add_argument("--dtype", help="float32, bfloat16, float16 (default: the library's choice for the device)")
     p.add_argument("--compare-dtype", help="also time ours with this dtype (default on CPUs with bf16: bfloat16)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--images", type=int, help="images timed side by side (default 16)")
-    p.add_argument("--batch-size", type=int, help="images per generate call (default 4)")
-    p.add_argument("--chunk-images", type=int, help="images per side-by-side unit (default: 4)")
+    p.add_argument("--images", type=int, help="images timed side by side (default 20; quick: 16)")
+    p.add_argument("--batch-size", type=int, help="images per generate call (default 2; quick: 4)")
+    p.add_argument("--chunk-images", type=int, help="images per side-by-side unit (default: the batch size)")
     p.add_argument("--new-tokens", type=int, help="fixed generated length (default 32; quick: 16)")
     p.add_argument("--beams", type=int, help="beams for ours and the plain generate (default 3)")
     p.add_argument("--task", help="the single task timed (default caption)")
@@ -44,6 +46,7 @@ def parse_args(argv: list[str] | None) -> Settings:
     p.add_argument("--workdir", help="checkpoints, images, database and raw results (default benchmarks/out)")
     p.add_argument("--output", help="the markdown file (default BENCHMARKS.md; quick: benchmarks/out/...)")
     p.add_argument("--note", action="append", default=[], help="a line added to the report (repeatable)")
+    p.add_argument("--from-results", help="re-render the report from a results JSON of an earlier run; no timing")
     args = p.parse_args(argv)
     values = {"quick": args.quick, **(QUICK if args.quick else {})}
     for key in ("shape", "checkpoint", "device", "dtype", "compare_dtype", "threads", "images", "batch_size",
@@ -58,8 +61,23 @@ def parse_args(argv: list[str] | None) -> Settings:
         values["chunk_images"] = values.get("batch_size", Settings.batch_size)
     settings = Settings(**values)
     settings.extra["notes"] = args.note
-    settings.command = "python -m benchmarks.run " + shlex.join(sys.argv[1:] if argv is None else argv)
+    settings.extra["from_results"] = args.from_results
+    shown = _without_notes(sys.argv[1:] if argv is None else argv)
+    settings.command = " ".join(["python -m benchmarks.run", shlex.join(shown)]).strip()
     return settings
+
+
+def _without_notes(argv: list[str]) -> list[str]:
+    """The arguments as typed, less ``--note`` texts (they are printed in the report anyway)."""
+    shown, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--note":
+            skip = True
+        elif not arg.startswith("--note="):
+            shown.append(arg)
+    return shown
 
 
 def prepare_environment(settings: Settings) -> None:
@@ -83,12 +101,15 @@ def run(settings: Settings, log=print) -> dict:
     from transformers.utils import logging as hf_logging
 
     from . import measures
+    from .report import machine, now, versions
     from .workload import checkpoint_path
 
     hf_logging.set_verbosity_error()
+    initial_threads = torch.get_num_threads()
     if settings.threads:
         torch.set_num_threads(settings.threads)
     load = [os.getloadavg()]
+    stamp = {"date": now(), "machine": machine(), "versions": versions()}
     checkpoint = settings.checkpoint or checkpoint_path(settings.workdir, settings.shape)
     # The write and memory runs use the tiny model: they time the pipeline, not the network.
     tiny = checkpoint if settings.shape == "tiny" else checkpoint_path(settings.workdir, "tiny")
@@ -97,7 +118,8 @@ def run(settings: Settings, log=print) -> dict:
     if compare is None and not settings.quick and runner.device.type == "cpu" and _cpu_bf16():
         compare = settings.compare_dtype = "bfloat16"
     other = measures.load_runner(checkpoint, settings, dtype=compare) if compare and compare != "none" else None
-    results = {"device": str(runner.device), "dtype": str(runner.dtype), "attention": _attention(runner)}
+    results = {**stamp, "device": str(runner.device), "dtype": str(runner.dtype), "attention": _attention(runner)}
+    results["threads"] = torch.get_num_threads()
     if other is not None:
         results["compare_dtype"] = str(other.dtype)
     cpu0, wall0 = time.process_time(), time.perf_counter()
@@ -106,13 +128,19 @@ def run(settings: Settings, log=print) -> dict:
     results["cpu_utilisation"] = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
     del other
     small = runner if tiny == checkpoint else measures.load_runner(tiny, settings, dtype=settings.dtype)
-    log("writes")
-    results["writes"] = measures.writes(settings, small, log=log)
-    log("memory")
-    results["memory"] = measures.memory(settings, small, log=log)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the tiny model: see QUICK
+    try:
+        log("writes")
+        results["writes"] = measures.writes(settings, small, log=log)
+        log("memory")
+        results["memory"] = measures.memory(settings, small, log=log)
+    finally:
+        torch.set_num_threads(threads)
     load.append(os.getloadavg())
     results["load"] = load
     results["checkpoint"] = str(checkpoint)
+    torch.set_num_threads(initial_threads)
     return results
 
 
@@ -132,21 +160,42 @@ def _attention(runner) -> str:
 def main(argv: list[str] | None = None) -> int:
     settings = parse_args(argv)
     prepare_environment(settings)
+    from .report import write_section
     from .summary import render
 
-    started = time.time()
-    results = run(settings)
-    results["seconds"] = time.time() - started
+    if settings.extra["from_results"]:
+        settings, results = load_results(settings.extra["from_results"], output=settings.output)
+    else:
+        started = time.time()
+        results = run(settings)
+        results["seconds"] = time.time() - started
     table, key, section = render(settings, results)
     print()
     print(table)
     raw = Path(settings.workdir) / f"results-{key}.json"
-    raw.write_text(json.dumps({"settings": settings.as_dict(), "results": results}, indent=1, default=_plain))
-    from .report import write_section
-
+    if not settings.extra.get("from_results"):
+        raw.write_text(json.dumps({"settings": settings.as_dict(), "results": results}, indent=1, default=_plain))
     write_section(settings.output, key, section)
-    print(f"\nWrote {settings.output} (section {key}) and {raw}")
+    print(f"\nWrote {settings.output} (section {key})" + ("" if settings.extra.get("from_results") else f" and {raw}"))
     return 0
+
+
+def load_results(path: str, output: str | None = None) -> tuple[Settings, dict]:
+    """The settings and results of an earlier run, as :func:`run` returned them."""
+    from .measures import Timed
+
+    saved = json.loads(Path(path).read_text())
+    values = saved["settings"]
+    values["tasks"] = tuple(values["tasks"])
+    settings = Settings(**values)
+    settings.extra["from_results"] = path
+    if output and output != Settings.output:
+        settings.output = output
+    results = saved["results"]
+    results["speed"]["runs"] = {
+        name: [Timed(**timed) for timed in runs] for name, runs in results["speed"]["runs"].items()
+    }
+    return settings, results
 
 
 def _plain(value):

@@ -54,7 +54,12 @@ def rows(settings: Settings, results: dict) -> list[Row]:
         ),
     ]
     throughput = images / e2e["numerator_s"]
-    h100 = gpu and "H100" in machine()["GPU"] and "bfloat16" in results["dtype"] and settings.task == "caption"
+    h100 = (
+        gpu
+        and "H100" in results.get("machine", {}).get("GPU", "")
+        and "bfloat16" in results["dtype"]
+        and settings.task == "caption"
+    )
     out.append(
         Row(
             "images per second (ours, end to end)",
@@ -142,27 +147,34 @@ def render(settings: Settings, results: dict) -> tuple[str, str, str]:
         "write benchmark": f"{results['writes']['samples']} samples x {results['writes']['boxes_per_label']} "
         f"detections, batches of {results['writes']['batch_size']}",
         "memory run": f"{results['memory']['images']} images (320x240), tiny model, batches of "
-        f"{results['memory']['batch_size']}",
+        f"{results['memory']['batch_size']}, 1 torch thread",
+        "torch threads (timed comparisons)": str(results.get("threads", "")),
     }
+    rss = [r.rss_mib for r in speed["runs"]["ours"]]
+    later = rss[1:] or rss
     conditions = {
+        "resident memory after our runs": f"chunk 1: {rss[0]:.0f} MiB; chunks 2 to {len(rss)}: "
+        f"{min(later):.0f} to {max(later):.0f} MiB; peak of all runs "
+        f"{max(t.rss_mib for runs in speed['runs'].values() for t in runs):.0f} MiB",
         "load average (1, 5, 15 min) at start": ", ".join(f"{x:.2f}" for x in results["load"][0]),
         "load average at end": ", ".join(f"{x:.2f}" for x in results["load"][1]),
         "process CPU time / wall time while timing": f"{results['cpu_utilisation']:.2f}",
         "whole run": f"{results['seconds'] / 60:.1f} min",
     }
     per_chunk = [
-        [name, ", ".join(f"{r:.3f}" for r in speed[name]["per_chunk"])]
+        [name, ", ".join(f"{r:.3f}" for r in speed[name]["per_chunk"]), f"{speed[name]['cpu_ratio']:.3f}"]
         for name in ("e2e", "multitask", "baseline", "dtype")
         if name in speed
     ]
     title = f"## {'GPU' if device == 'cuda' else device.upper()}, {settings.mode} mode ({model})"
     parts = [
         title,
-        f"Run on {now()} with `{settings.command.strip()}`.",
+        f"Run on {results.get('date') or now()} with `{settings.command.strip()}`.",
         markdown_table(
             ["measure", "ours", "reference", "ratio", "target", "result"], [list(vars(r).values()) for r in table_rows]
         ),
-        "### Machine and versions\n\n" + key_values({**machine(), **versions()}),
+        "### Machine and versions\n\n"
+        + key_values({**(results.get("machine") or machine()), **(results.get("versions") or versions())}),
         "### Settings\n\n" + key_values(settings_table),
         "### Where our time goes (seconds per image)\n\n"
         + markdown_table(
@@ -171,7 +183,10 @@ def render(settings: Settings, results: dict) -> tuple[str, str, str]:
         )
         + "\n\n`other` is everything outside the model: reading and preprocessing images, parsing, labels and "
         "database writes, and FiftyOne's own loop.",
-        "### Per-chunk ratios\n\n" + markdown_table(["ratio", "per chunk"], per_chunk),
+        "### Per-chunk ratios\n\n"
+        + markdown_table(["ratio", "wall-clock, per chunk", "process CPU time, all chunks"], per_chunk)
+        + "\n\nThe CPU-time ratio counts this process only (not mongod); it moves less than wall-clock time "
+        "when other processes share the cores.",
         "### Conditions\n\n" + key_values(conditions),
     ]
     notes = settings.extra.get("notes") or []

@@ -1,4 +1,5 @@
-"""The runner's shared cross-attention cache changes speed, not answers or scores."""
+"""The runner's speed options: the shared cross-attention cache changes speed, not answers or
+scores; SDPA attention; fp32 by default on a CPU, bf16 only when asked for."""
 
 from __future__ import annotations
 
@@ -59,3 +60,24 @@ def test_same_tokens_as_the_models_own_generate(runner, pixels, num_beams):
         theirs = runner.model.generate(**prompt, pixel_values=pixels, num_beams=num_beams, do_sample=False, **FIXED)
     decoded = runner.tokenizer.batch_decode(theirs[:, 1:], skip_special_tokens=False)
     assert [g.text for g in ours] == [text.replace("<pad>", "") for text in decoded]
+
+
+def test_sdpa_attention_in_the_vision_tower_and_the_language_model(runner):
+    config = runner.model.config
+    assert config.vision_config._attn_implementation == "sdpa"
+    assert config.text_config._attn_implementation == "sdpa"
+
+
+def test_cpu_runs_in_float32_unless_bfloat16_is_asked_for(tiny_checkpoint, runner, pixels):
+    assert runner.dtype == torch.float32
+    assert next(runner.model.parameters()).dtype == torch.float32
+
+    bf16 = Florence2Runner(str(tiny_checkpoint), device="cpu", dtype="bfloat16")
+    assert bf16.dtype == torch.bfloat16
+    assert {p.dtype for p in bf16.model.parameters()} == {torch.bfloat16}
+    task = get_task("detection")
+    generations = bf16.generate(
+        task, bf16.image_features(pixels), [build_question(task)] * len(pixels), [0, 1, 2], generate_kwargs=FIXED
+    )
+    assert all(len(g.token_logprobs) == len(g.token_spans) > 0 for g in generations)
+    assert all(-100.0 <= lp <= 0.0 for g in generations for lp in g.token_logprobs)
