@@ -21,7 +21,7 @@ import torch
 from PIL import Image, ImageOps
 
 from fiftyone_florence2.labeling import label_samples
-from fiftyone_florence2.model import Florence2Model, Florence2ModelConfig
+from fiftyone_florence2.model import Florence2Model, Florence2ModelConfig, data_loader_available
 from fiftyone_florence2.runner import Florence2Runner
 from fiftyone_florence2.tasks import get_task
 
@@ -104,8 +104,17 @@ def upright_images(paths: list[str]) -> list[Image.Image]:
     return images
 
 
+def model_class() -> type[Florence2Model]:
+    """The class ``load_model`` returns here: FiftyOne's data loader feeds it when torchvision is installed."""
+    if data_loader_available():
+        from fiftyone_florence2.loader import Florence2LoaderModel
+
+        return Florence2LoaderModel
+    return Florence2Model
+
+
 def model_for(runner: Florence2Runner, settings: Settings, task, beams: int | None = None) -> Florence2Model:
-    """Our FiftyOne model on a shared runner, with the generated length fixed."""
+    """Our FiftyOne model, of the class ``load_model`` returns, on a shared runner, with the length fixed."""
     config = Florence2ModelConfig(
         {
             "task": task,
@@ -117,7 +126,7 @@ def model_for(runner: Florence2Runner, settings: Settings, task, beams: int | No
             "generate_kwargs": fixed_length(settings.new_tokens),
         }
     )
-    return Florence2Model(config, runner=runner)
+    return model_class()(config, runner=runner)
 
 
 def speed_contenders(settings: Settings, runner: Florence2Runner, other: Florence2Runner | None) -> list[Contender]:
@@ -194,7 +203,7 @@ def speed(settings: Settings, runner: Florence2Runner, other: Florence2Runner | 
     return summary
 
 
-class _PrecomputedModel(Florence2Model):
+class _Precomputed:
     """Hands out labels built beforehand instead of running the model, so that only writes are timed."""
 
     labels: Iterator = iter(())
@@ -226,7 +235,8 @@ def writes(settings: Settings, runner: Florence2Runner, log=print) -> dict:
     paths = write_images(os.path.join(settings.workdir, "tiny-images"), 20, sizes=[(64, 48)], prefix="tiny")
     count, boxes, size = settings.write_samples, settings.boxes_per_label, settings.write_batch_size
     dataset = make_dataset([paths[i % len(paths)] for i in range(count)])
-    model = _PrecomputedModel(model_for(runner, settings, "detection").config, runner=runner)
+    precomputed = type("PrecomputedModel", (_Precomputed, model_class()), {})
+    model = precomputed(model_for(runner, settings, "detection").config, runner=runner)
 
     def per_sample():
         for sample in dataset.iter_samples():

@@ -149,6 +149,7 @@ def render(settings: Settings, results: dict) -> tuple[str, str, str]:
         "memory run": f"{results['memory']['images']} images (320x240), tiny model, batches of "
         f"{results['memory']['batch_size']}, 1 torch thread",
         "torch threads (timed comparisons)": str(results.get("threads", "")),
+        "apply_model reads images through": results.get("apply_model_path", "FiftyOne's batch loop (no torchvision)"),
     }
     rss = [r.rss_mib for r in speed["runs"]["ours"]]
     later = rss[1:] or rss
