@@ -16,8 +16,6 @@ from pathlib import Path
 
 from .workload import Settings
 
-ROOT = Path(__file__).resolve().parents[1]
-
 # One thread for the tiny model: its operations are so small that two threads mostly wait for each
 # other, and wait much longer when other processes share the cores.
 QUICK = {"shape": "tiny", "threads": 1, "images": 16, "batch_size": 4, "new_tokens": 16, "write_samples": 1000,
