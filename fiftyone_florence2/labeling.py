@@ -273,7 +273,8 @@ def _write(dataset: Any, fields: dict[str, str], multitask: bool, ids: list[str]
             if label is not None:
                 values[sample_id] = label
         if values:
-            dataset.set_values(name, values, key_field="id")
+            # Our labels are built valid and check_run has checked the field's type.
+            dataset.set_values(name, values, key_field="id", validate=False)
 
 
 class _progress:
