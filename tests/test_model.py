@@ -252,3 +252,15 @@ def test_load_model_without_torchvision_gives_the_plain_model(tiny_checkpoint, m
     monkeypatch.setattr(f2_model, "data_loader_available", lambda: False)
     model = f2.load_model("caption", model=str(tiny_checkpoint))
     assert type(model) is f2_model.Florence2Model
+
+
+def test_an_item_for_another_sample_is_reread_for_the_sample_it_is_labelled_for(labelled, tiny_checkpoint, tokenizer):
+    """FiftyOne's loader snapshots ids while its cursor may be re-queried: labels follow the cursor's sample."""
+    from fiftyone_florence2.model import Item
+
+    model = load(tiny_checkpoint, tokenizer, "phrase_grounding", prompt_field="caption")
+    first, second = labelled.head(2)
+    stale = Item(first.id, pixel_values=None, image_wh=(1, 1), prompt="a red car number 0")
+    (label,) = model.predict_all([stale], samples=[second])
+    assert [d.label for d in label.detections] == ["a red car number 1"]  # the second sample's own prompt
+    assert model.failures == {}
