@@ -165,8 +165,3 @@ def list_locks(dataset) -> list[dict]:
     """The locks held on ``dataset``'s fields, with their run and holders."""
     prefix = f"{dataset._doc.id}:"
     return list(_collection().find({"_id": {"$regex": f"^{prefix}"}}))
-
-
-def break_lock(dataset, field: str) -> bool:
-    """Removes the lock on ``field``, for a run known to be dead on another machine; returns whether one existed."""
-    return bool(_collection().delete_one({"_id": f"{dataset._doc.id}:{field}"}).deleted_count)
