@@ -21,7 +21,7 @@ import torch
 from PIL import Image, ImageOps
 
 from fiftyone_florence2.labeling import label_samples
-from fiftyone_florence2.model import Florence2Model, Florence2ModelConfig, data_loader_available
+from fiftyone_florence2.model import Florence2Model, Florence2ModelConfig
 from fiftyone_florence2.runner import Florence2Runner
 from fiftyone_florence2.tasks import get_task
 
@@ -105,11 +105,7 @@ def upright_images(paths: list[str]) -> list[Image.Image]:
 
 
 def model_class() -> type[Florence2Model]:
-    """The class ``load_model`` returns here: FiftyOne's data loader feeds it when torchvision is installed."""
-    if data_loader_available():
-        from fiftyone_florence2.loader import Florence2LoaderModel
-
-        return Florence2LoaderModel
+    """The class ``load_model`` returns: FiftyOne's data loader feeds it."""
     return Florence2Model
 
 

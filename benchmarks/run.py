@@ -118,10 +118,7 @@ def run(settings: Settings, log=print) -> dict:
     other = measures.load_runner(checkpoint, settings, dtype=compare) if compare and compare != "none" else None
     results = {**stamp, "device": str(runner.device), "dtype": str(runner.dtype), "attention": _attention(runner)}
     results["threads"] = torch.get_num_threads()
-    results["apply_model_path"] = (
-        "FiftyOne's data loader (torchvision installed)" if measures.data_loader_available() else
-        "FiftyOne's batch loop (no torchvision)"
-    )  # fmt: skip
+    results["apply_model_path"] = "FiftyOne's data loader"
     if other is not None:
         results["compare_dtype"] = str(other.dtype)
     cpu0, wall0 = time.process_time(), time.perf_counter()

@@ -15,8 +15,9 @@ __version__ = "0.1.0"
 _LAZY = {
     "to_label": "labels",
     "load_model": "model",
+    "label_samples": "labeling",
     "Florence2Model": "model",
-    "Florence2ModelConfig": "model",
+    "Florence2ModelConfig": "config",
     "DEFAULT_CHECKPOINT": "checkpoints",
     "NATIVE_CHECKPOINTS": "checkpoints",
 }

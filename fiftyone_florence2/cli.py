@@ -10,14 +10,14 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
-from .checkpoints import DEFAULT_CHECKPOINT, NATIVE_CHECKPOINTS, CheckpointError
+from .checkpoints import DEFAULT_CHECKPOINT, CheckpointError
+from .options import MODEL_OPTIONS, RUN_OPTIONS, Option, check_existing_policy, default_label_field
 from .tasks import TASKS
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 EXIT_USAGE = 2
 EXIT_FAILED = 1
+_TYPES = {"int": int, "float": float}
 
 
 class UsageError(Exception):
@@ -32,26 +32,6 @@ def task_table() -> str:
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths)) + "  " + row[4] for row in rows)
 
 
-def _shard(value: str) -> tuple[int, int]:
-    try:
-        index, count = (int(part) for part in value.split("/"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected INDEX/COUNT such as 0/4, got {value!r}") from None
-    if not 0 <= index < count:
-        raise argparse.ArgumentTypeError(f"shard index must be in [0, {count}), got {index}")
-    return index, count
-
-
-def _positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
-    return number
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="florence2", description="Florence-2 labels for FiftyOne datasets.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{tasks,label,runs,demo}")
@@ -62,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--images", metavar="DIR", help="a folder of images (searched recursively)")
     source.add_argument("--dataset", metavar="NAME", help="an existing FiftyOne dataset")
     label.add_argument("--dataset-name", metavar="NAME", help="dataset to create for --images (default: folder name)")
-    _add_run_arguments(label)
+    for option in (*MODEL_OPTIONS, *RUN_OPTIONS):
+        if option.cli:
+            add_option(label, option)
 
     runs = sub.add_parser("runs", help="list the recorded runs on a dataset, their failures, or delete one")
     runs.add_argument("--dataset", required=True, metavar="NAME")
@@ -78,91 +60,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    names = [t.name for t in TASKS]
+def add_option(parser: argparse.ArgumentParser, option: Option) -> None:
+    """The flag of a declared option; a value not given stays None, so the declaration's default applies."""
+    if option.kind == "bool":
+        action = "store_false" if option.default else "store_true"
+        parser.add_argument(option.cli_flag, dest=option.name, action=action, default=None, help=option.help)
+        return
+    # Choices are checked by the declaration's own check, which also takes forms such as cuda:1.
+    extra = {"metavar": "|".join(option.choices)} if option.kind == "choice" else {}
+    if option.kind == "task":
+        extra = {"action": "append", "required": True, "metavar": "TASK"}
+    default = "" if option.default is None else f" (default: {option.default})"
     parser.add_argument(
-        "--task", action="append", required=True, metavar="TASK",
-        help=f"repeat for several tasks; one of: {', '.join(names)} (or a token such as '<OD>')",
-    )  # fmt: skip
-    parser.add_argument("--label-field", default="florence2", help="field to write, or prefix for several tasks")
-    parser.add_argument(
-        "--model", default=DEFAULT_CHECKPOINT,
-        help=f"Hub id or local checkpoint directory (native format: {', '.join(NATIVE_CHECKPOINTS)})",
-    )  # fmt: skip
-    parser.add_argument("--revision", help="Hub branch, tag or commit")
-    text = parser.add_mutually_exclusive_group()
-    text.add_argument("--prompt", help="text for text tasks (grounding, segmentation, open-vocabulary detection)")
-    text.add_argument("--prompt-field", help="field holding each sample's text")
-    text.add_argument("--classes", help="comma-separated classes for open_vocabulary_detection and segmentation")
-    parser.add_argument("--regions-field", help="Detections field whose boxes region tasks describe")
-    parser.add_argument("--masks", action="store_true", help="segmentation as Detections with instance masks")
-    parser.add_argument("--batch-size", type=_positive_int, default=8, help="images per batch (default 8)")
-    parser.add_argument("--num-beams", type=_positive_int, default=3, help="beam width; 1 is greedy (default 3)")
-    parser.add_argument("--max-new-tokens", type=_positive_int, help="token budget instead of each task's own")
-    parser.add_argument("--device", help="cuda, cuda:N, mps or cpu (default: best available)")
-    parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto")
-    parser.add_argument("--confidence-thresh", type=float, help="drop detections below this confidence")
-    existing = parser.add_mutually_exclusive_group()
-    existing.add_argument("--skip-existing", action="store_true", help="leave samples that already have labels")
-    existing.add_argument("--overwrite", action="store_true", help="replace existing labels")
-    parser.add_argument("--shard", type=_shard, metavar="INDEX/COUNT", help="label one of COUNT disjoint parts")
-    parser.add_argument("--fail-fast", action="store_true", help="stop at the first sample that fails")
+        option.cli_flag, dest=option.name, type=_TYPES.get(option.kind, str), help=option.help + default, **extra
+    )
 
 
-def find_images(folder: str) -> list[str]:
-    """Image files below ``folder``, by extension, sorted."""
-    root = Path(folder).expanduser()
-    if not root.is_dir():
-        raise UsageError(f"--images {folder!r} is not a folder.")
-    paths = sorted(str(p.resolve()) for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-    if not paths:
-        raise UsageError(f"No images ({', '.join(sorted(IMAGE_EXTENSIONS))}) found in {folder!r}.")
-    return paths
-
-
-def dataset_for_images(folder: str, name: str | None):
-    """A persistent dataset holding every image of ``folder``; only new files are added to an existing one."""
-    return add_images(name or folder_dataset_name(folder), find_images(folder))
-
-
-def folder_dataset_name(folder: str) -> str:
-    """The default dataset name for a folder: its own name."""
-    return Path(folder).expanduser().resolve().name
-
-
-def add_images(name: str, paths: list[str]):
-    """Creates the persistent dataset ``name`` if needed, and adds the paths it does not hold yet."""
-    import fiftyone as fo
-
-    if fo.dataset_exists(name):
-        dataset = fo.load_dataset(name)
-        known = set(dataset.values("filepath"))
-        paths = [p for p in paths if p not in known]
-    else:
-        dataset = fo.Dataset(name, persistent=True)
-    if paths:
-        dataset.add_samples([fo.Sample(filepath=p) for p in paths], progress=False)
-    return dataset
-
-
-def _model_options(args: argparse.Namespace) -> dict:
-    options = {
-        "task": args.task if len(args.task) > 1 else args.task[0],
-        "model": args.model,
-        "revision": args.revision,
-        "prompt": args.prompt,
-        "prompt_field": args.prompt_field,
-        "classes": args.classes,
-        "regions_field": args.regions_field,
-        "masks": args.masks,
-        "batch_size": args.batch_size,
-        "num_beams": args.num_beams,
-        "max_new_tokens": args.max_new_tokens,
-        "device": args.device,
-        "dtype": None if args.dtype == "auto" else args.dtype,
-        "confidence_thresh": args.confidence_thresh,
-        "skip_failures": not args.fail_fast,
-    }
+def _options(args: argparse.Namespace, declared: Sequence[Option]) -> dict:
+    """The given values of the declared options; each check and default lives in the declaration."""
+    options = {option.name: getattr(args, option.name, None) for option in declared if option.cli}
+    if options.get("task") is not None and len(options["task"]) == 1:
+        options["task"] = options["task"][0]
     return {key: value for key, value in options.items() if value is not None}
 
 
@@ -170,79 +88,53 @@ def run_label(args: argparse.Namespace) -> int:
     """Checks everything it can, loads the model, and only then creates or changes a dataset."""
     import fiftyone as fo
 
-    from .labeling import check_label_field, label_samples
+    from .checks import check_label_field, check_run, labelled_ids
+    from .folders import add_images, find_images, folder_dataset_name
+    from .labeling import describe_run, label_samples
     from .model import Florence2Model, Florence2ModelConfig
 
     try:
-        config = Florence2ModelConfig(_model_options(args))
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    paths = None
-    if args.dataset:
-        if not fo.dataset_exists(args.dataset):
-            raise UsageError(f"No FiftyOne dataset named {args.dataset!r}.")
-        name = args.dataset
-    else:
-        paths = find_images(args.images)
-        name = args.dataset_name or folder_dataset_name(args.images)
-    if fo.dataset_exists(name):
-        _check(fo.load_dataset(name), config, args)
-    else:
-        try:
-            for field in config.label_fields(args.label_field).values():
+        config = Florence2ModelConfig(_options(args, MODEL_OPTIONS))
+        run = {option.name: option.read(getattr(args, option.name)) for option in RUN_OPTIONS if option.cli}
+        run["label_field"] = run["label_field"] or default_label_field(config.tasks)
+        check_existing_policy(run["skip_existing"], run["overwrite"])
+        paths = None
+        if args.dataset:
+            if not fo.dataset_exists(args.dataset):
+                raise UsageError(f"No FiftyOne dataset named {args.dataset!r}.")
+            name = args.dataset
+        else:
+            paths = find_images(args.images)
+            name = args.dataset_name or folder_dataset_name(args.images)
+        if fo.dataset_exists(name):
+            check_run(fo.load_dataset(name), config, **run)
+        else:
+            for field in config.label_fields(run["label_field"]).values():
                 check_label_field(field)
-        except ValueError as e:
-            raise UsageError(str(e)) from None
-        missing = config.prompt_field or config.regions_field
-        if missing:
-            raise UsageError(
-                f"Field {missing!r} does not exist: a dataset made from --images holds only the images. "
-                "Add the field, then label with --dataset."
-            )
-    model = Florence2Model(config)
+            missing = config.prompt_field or config.regions_field
+            if missing:
+                raise UsageError(
+                    f"Field {missing!r} does not exist: a dataset made from --images holds only the images. "
+                    "Add the field, then label with --dataset."
+                )
+        model = Florence2Model(config)
+    except ValueError as e:  # a CheckpointError, a device that is not there, a prompt too long
+        raise UsageError(str(e)) from None
     print(f"Model {config.model} on {model.runner.device} ({str(model.runner.dtype).replace('torch.', '')})")
+    created = paths is not None and not fo.dataset_exists(name)
     dataset = add_images(name, paths) if paths is not None else fo.load_dataset(name)
-    _check(dataset, config, args)
-    summary = label_samples(
-        dataset,
-        model,
-        label_field=args.label_field,
-        batch_size=args.batch_size,
-        skip_existing=args.skip_existing,
-        overwrite=args.overwrite,
-        shard=args.shard,
-        progress=True,
-    )
-    print_summary(dataset, summary, config.label_types)
-    return EXIT_FAILED if summary.failures and not summary.labelled else 0
-
-
-def _check(dataset, config, args: argparse.Namespace) -> None:
-    from .labeling import check_run
-
     try:
-        check_run(dataset, config, args.label_field, args.skip_existing, args.overwrite, args.shard)
+        summary = label_samples(dataset, model, progress=True, **run)
+        print(describe_run(dataset, summary, config.label_types))
     except ValueError as e:
         raise UsageError(str(e)) from None
-
-
-def print_summary(dataset, summary, label_types: dict[str, str]) -> None:
-    """What was written where, what failed and why, and how to look at it."""
-    fields = ", ".join(f"{name} ({label_types[task]})" for task, name in summary.label_fields.items())
-    print(
-        f"Labelled {summary.labelled} of {summary.targeted} sample(s) in {summary.seconds:.1f} s "
-        f"({summary.images_per_second:.2f} images/s) into {fields}."
-    )
-    if summary.skipped:
-        print(f"Skipped {summary.skipped} sample(s) that already had labels.")
-    if summary.failures:
-        print(f"{len(summary.failures)} sample(s) could not be labelled:")
-        paths = dict(zip(*dataset.select(list(summary.failures)).values(["id", "filepath"])))
-        for sample_id, reason in list(summary.failures.items())[:20]:
-            print(f"  {paths.get(sample_id, sample_id)}: {reason}")
-        if len(summary.failures) > 20:
-            print(f"  ... and {len(summary.failures) - 20} more")
-    print(f"Open it in the App:  fiftyone app launch {dataset.name}")
+    finally:
+        if created and not labelled_ids(dataset, config.label_fields(run["label_field"]).values()):
+            dataset.delete()  # a dataset this run made, and left without a single label, goes again
+            print("Nothing was labelled, so the dataset made for this run was deleted again.")
+    if not dataset.deleted:
+        print(f"Open it in the App:  fiftyone app launch {dataset.name}")
+    return EXIT_FAILED if (summary.failures or summary.skips) and not summary.labelled else 0
 
 
 def run_runs(args: argparse.Namespace) -> int:

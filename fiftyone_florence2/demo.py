@@ -45,8 +45,8 @@ def draw_images(folder: str | Path) -> list[str]:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from .cli import dataset_for_images, print_summary
-    from .labeling import label_samples
+    from .folders import dataset_for_images
+    from .labeling import describe_run, label_samples
     from .model import load_model
 
     draw_images(args.images_dir)
@@ -69,5 +69,6 @@ def run_demo(args: argparse.Namespace) -> int:
     budget = {"max_new_tokens": 32} if field == "random_weights" else {}
     model = load_model(DEMO_TASKS, model=checkpoint, device=args.device, num_beams=1, **budget)
     summary = label_samples(dataset, model, label_field=field, overwrite=True, progress=True)
-    print_summary(dataset, summary, model.config.label_types)
+    print(describe_run(dataset, summary, model.config.label_types))
+    print(f"Open it in the App:  fiftyone app launch {dataset.name}")
     return 0

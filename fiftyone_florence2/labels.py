@@ -10,8 +10,8 @@ import fiftyone.core.labels as fol
 from .parsing import Box, Generation, Polygon, TextAnswer, parse, span_confidence
 from .tasks import Task, get_task
 
-# Tasks whose boxes are named by the prompt that asked for them.
-_LABELLED_BY_PROMPT = frozenset({"open_vocabulary_detection", "segmentation"})
+# The list each label type holds its instances in.
+_INSTANCES = {fol.Detections: "detections", fol.Polylines: "polylines", fol.Classifications: "classifications"}
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ def build_label(
         if image_wh is None:
             raise ValueError("Instance masks need the image size.")
         return polylines.to_detections(frame_size=image_wh)
-    if task.input == "region" and task.answer == "text":
+    if task.boxes_per_region:
         return fol.Detections(detections=[d for r in results for d in _region_answer(task, r)])
     return fol.Detections(detections=[d for r in results for d in _detections(task, r)])
 
@@ -94,7 +94,7 @@ def _detections(task: Task, result: Result) -> list[fol.Detection]:
     detections = []
     for box in boxes:
         assert isinstance(box, Box)
-        label = result.prompt if task.name in _LABELLED_BY_PROMPT and result.prompt else box.label
+        label = result.prompt if task.labelled_by_prompt and result.prompt else (box.label or task.unnamed_label)
         detection = fol.Detection(
             label=label,
             bounding_box=list(box.rel_xywh),
@@ -127,3 +127,32 @@ def _polylines(task: Task, result: Result) -> list[fol.Polyline]:
             )
         )
     return polylines
+
+
+def threshold(label: fol.Label, confidence_thresh: float | None) -> fol.Label:
+    """Drops the instances whose confidence is below ``confidence_thresh`` (a classification is emptied)."""
+    if confidence_thresh is None:
+        return label
+    name = _INSTANCES.get(type(label))
+    if name is not None:
+        label[name] = [x for x in label[name] if x.confidence is not None and x.confidence >= confidence_thresh]
+        return label
+    if label.confidence is None or label.confidence < confidence_thresh:
+        return fol.Classification()
+    return label
+
+
+def texts_from_value(value: object) -> list[str]:
+    """The prompts a field value holds: a string, strings, or labelled FiftyOne labels."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, fol.Classification):
+        return [value.label] if value.label else []
+    name = _INSTANCES.get(type(value))
+    if name is not None:
+        return list(dict.fromkeys(label.label for label in value[name] if label.label))
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return list(dict.fromkeys(value))
+    raise ValueError(f"a prompt field must hold text or labels, not {type(value).__name__}")

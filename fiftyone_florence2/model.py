@@ -1,271 +1,60 @@
-"""The FiftyOne ``Model`` for ``apply_model``: per-sample prompts and regions, per-image failures.
+"""The FiftyOne ``Model`` for ``apply_model``: images through FiftyOne's data loader, per-image failures.
 
-The vision features of a batch are computed once and shared by every task
-and by every prompt or region of the batch. A sample that fails gets no
-label and a reason in :attr:`Florence2Model.failures`; the others in its
-batch are still labelled.
+``apply_model`` reads and preprocesses each image in the data loader's
+workers (:class:`Florence2GetItem`), so an unreadable file becomes a reason
+for its own sample and never skips the rest of its batch. The vision features
+of a batch are computed once and shared by every task, prompt and region.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-import fiftyone.core.config as foc
-import fiftyone.core.labels as fol
 import fiftyone.core.models as fom
-import numpy as np
-from PIL import Image
+import fiftyone.utils.torch as fout
 
-from .checkpoints import DEFAULT_CHECKPOINT, resolve_checkpoint
-from .images import ImageLoadError, load_rgb, shrink_toward, to_rgb
-from .labels import Result, build_label
-from .prompts import build_question, check_prompt
-from .tasks import Task, get_tasks
+from .batching import Florence2Error, label_items
+from .checkpoints import DEFAULT_CHECKPOINT
+from .config import Florence2ModelConfig
+from .items import Item, load_item
+from .prompts import build_question
+from .tasks import DEFAULT_TASK
 
 logger = logging.getLogger(__name__)
 
-# Tasks that accept a list of classes, one generation per class.
-CLASS_TASKS = frozenset({"open_vocabulary_detection", "segmentation"})
-SEGMENTATION_TASKS = frozenset({"segmentation", "region_to_segmentation"})
-
-OPTIONS = [
-    "task",
-    "model",
-    "revision",
-    "prompt",
-    "prompt_field",
-    "classes",
-    "regions_field",
-    "masks",
-    "batch_size",
-    "num_beams",
-    "max_new_tokens",
-    "device",
-    "dtype",
-    "attn_implementation",
-    "confidence_thresh",
-    "scores",
-    "skip_failures",
-    "generate_kwargs",
-]
+__all__ = ["Florence2Error", "Florence2GetItem", "Florence2Model", "Florence2ModelConfig", "load_model"]
 
 
-class Florence2Error(RuntimeError):
-    """A sample that could not be labelled, raised when ``skip_failures`` is off."""
+class Florence2GetItem(fout.GetItem):
+    """Reads one sample's image upright and preprocessed, with its id and inputs; never raises.
 
-    def __init__(self, sample_id: str | None, reason: str):
-        super().__init__(f"Sample {sample_id or '(no id)'}: {reason}")
-        self.sample_id = sample_id
-        self.reason = reason
-
-
-def _field_name(value: Any, key: str) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value.strip() or value.startswith(("$", "_")) or " " in value:
-        raise ValueError(f"{key} must be a field name such as 'ground_truth', got {value!r}.")
-    return value
-
-
-def _positive(value: Any, key: str, allow_none: bool = False) -> int | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{key} must be a whole number of at least 1, got {value!r}.")
-    return int(value)
-
-
-class Florence2ModelConfig(foc.Config):
-    """Settings of a :class:`Florence2Model`, validated when built.
-
-    Args:
-        task ("caption"): a task name or token, or a list of them; several
-            tasks write one field each (``<label_field>_<task>``)
-        model ("florence-community/Florence-2-base-ft"): a Hub id or a local
-            checkpoint directory in transformers' native format
-        revision (None): a Hub branch, tag or commit
-        prompt (None): the text for every sample of a text task
-        prompt_field (None): a field holding each sample's text: a string, a
-            list of strings, or a ``Classification``/``Classifications``/
-            ``Detections`` whose labels are used
-        classes (None): a list of texts, one generation each, for
-            ``open_vocabulary_detection`` and ``segmentation``
-        regions_field (None): a ``Detections`` field whose boxes region tasks
-            describe, one generation per box
-        masks (False): write segmentation tasks as ``Detections`` with
-            instance masks instead of ``Polylines``
-        batch_size (8): the most generations per ``generate`` call
-        num_beams (3): beam search width (1 is greedy and fastest)
-        max_new_tokens (None): a budget for every task instead of each
-            task's own
-        device (None): ``cuda``, ``cuda:N``, ``mps`` or ``cpu``; the best one
-            available when None
-        dtype (None): ``float32``, ``bfloat16`` or ``float16``; bf16/fp16 on
-            GPUs and fp32 on CPU when None
-        attn_implementation ("sdpa"): the attention kernel
-        confidence_thresh (None): drop detections and polylines whose
-            confidence is lower
-        scores (True): compute confidences from token probabilities
-        skip_failures (True): record a failing sample and go on; when
-            False, raise
-        generate_kwargs (None): extra ``generate`` arguments, or a function
-            ``(task, questions) -> dict``
+    A file that cannot be read becomes an :class:`~fiftyone_florence2.items.Item`
+    with an error, so FiftyOne's collate step never sees an exception and the
+    other images of the batch are labelled.
     """
 
-    def __init__(self, d: dict):
-        unknown = sorted(set(d) - set(OPTIONS))
-        if unknown:
-            raise ValueError(f"Unknown option(s) {', '.join(unknown)}. Options are: {', '.join(OPTIONS)}.")
-        self.task = self.parse_raw(d, "task", default="caption")
-        self.tasks: tuple[Task, ...] = get_tasks(self.task)
-        self.model = resolve_checkpoint(self.parse_raw(d, "model", default=DEFAULT_CHECKPOINT))
-        self.revision = self.parse_raw(d, "revision", default=None)
-        prompt = self.parse_raw(d, "prompt", default=None)
-        self.prompt = None if prompt is None else check_prompt(prompt)
-        self.prompt_field = _field_name(self.parse_raw(d, "prompt_field", default=None), "prompt_field")
-        classes = self.parse_raw(d, "classes", default=None)
-        if isinstance(classes, str):
-            classes = [c for c in classes.split(",") if c.strip()]
-        if classes is not None and (not isinstance(classes, (list, tuple)) or not classes):
-            raise ValueError(f"classes must be a non-empty list of texts, got {classes!r}.")
-        self.classes = None if classes is None else list(dict.fromkeys(check_prompt(c) for c in classes))
-        self.regions_field = _field_name(self.parse_raw(d, "regions_field", default=None), "regions_field")
-        self.masks = bool(self.parse_raw(d, "masks", default=False))
-        self.batch_size = _positive(self.parse_raw(d, "batch_size", default=8), "batch_size")
-        self.num_beams = _positive(self.parse_raw(d, "num_beams", default=3), "num_beams")
-        self.max_new_tokens = _positive(
-            self.parse_raw(d, "max_new_tokens", default=None), "max_new_tokens", allow_none=True
-        )
-        self.device = self.parse_raw(d, "device", default=None)
-        self.dtype = self.parse_raw(d, "dtype", default=None)
-        self.attn_implementation = self.parse_raw(d, "attn_implementation", default="sdpa")
-        thresh = self.parse_raw(d, "confidence_thresh", default=None)
-        if thresh is not None and (isinstance(thresh, bool) or not isinstance(thresh, (int, float))):
-            raise ValueError(f"confidence_thresh must be a number, got {thresh!r}.")
-        self.confidence_thresh = thresh
-        self.scores = bool(self.parse_raw(d, "scores", default=True))
-        self.skip_failures = bool(self.parse_raw(d, "skip_failures", default=True))
-        self.generate_kwargs = self.parse_raw(d, "generate_kwargs", default=None)
-        self._check_inputs()
-
-    def _check_inputs(self) -> None:
-        """Each task gets exactly the inputs it needs; stray inputs are mistakes."""
-        text_tasks = [t.name for t in self.tasks if t.input == "text"]
-        region_tasks = [t.name for t in self.tasks if t.input == "region"]
-        given = [k for k in ("prompt", "prompt_field", "classes") if getattr(self, k) is not None]
-        if text_tasks and not given:
-            raise ValueError(
-                f"Task(s) {', '.join(text_tasks)} need text: pass prompt='...', "
-                "prompt_field='<field>' or, for detection and segmentation, classes=[...]."
-            )
-        if len(given) > 1:
-            raise ValueError(f"Pass only one of prompt, prompt_field and classes (got {', '.join(given)}).")
-        if given and not text_tasks:
-            raise ValueError(f"{given[0]} was given, but none of the tasks takes text.")
-        if self.classes is not None and set(text_tasks) - CLASS_TASKS:
-            raise ValueError(
-                f"classes applies to {' and '.join(sorted(CLASS_TASKS))}; "
-                f"give {', '.join(sorted(set(text_tasks) - CLASS_TASKS))} a prompt or prompt_field."
-            )
-        if region_tasks and self.regions_field is None:
-            raise ValueError(f"Task(s) {', '.join(region_tasks)} need regions_field='<Detections field>'.")
-        if self.regions_field is not None and not region_tasks:
-            raise ValueError("regions_field was given, but none of the tasks takes regions.")
-        if self.masks and not SEGMENTATION_TASKS & {t.name for t in self.tasks}:
-            raise ValueError(f"masks applies only to {' and '.join(sorted(SEGMENTATION_TASKS))}.")
+    def __init__(self, preprocess: Any, draft_wh: tuple[int, int], input_keys: Sequence[str], field_mapping=None):
+        self.preprocess = preprocess
+        self.draft_wh = draft_wh
+        self.input_keys = list(input_keys)
+        super().__init__(field_mapping=field_mapping)
 
     @property
-    def label_types(self) -> dict[str, str]:
-        """The FiftyOne label type each task writes, with ``masks`` taken into account."""
-        return {
-            t.name: "Detections" if self.masks and t.name in SEGMENTATION_TASKS else t.label_type for t in self.tasks
-        }
+    def required_keys(self) -> list[str]:
+        return ["id", "filepath", *self.input_keys]
 
-    def label_fields(self, label_field: str) -> dict[str, str]:
-        """The field each task writes: ``label_field``, or ``<label_field>_<task>`` for several tasks."""
-        if self.multitask:
-            return {t.name: f"{label_field}_{t.name}" for t in self.tasks}
-        return {self.tasks[0].name: label_field}
-
-    @property
-    def multitask(self) -> bool:
-        """Whether predictions are dicts keyed by task name."""
-        return len(self.tasks) > 1 or isinstance(self.task, (list, tuple))
+    def __call__(self, d: dict) -> Item:
+        item = Item(d.get("id"), prompt=d.get("prompt_field"), regions=d.get("regions_field"))
+        return load_item(item, d.get("filepath"), self.preprocess, self.draft_wh)
 
 
-@dataclass
-class Item:
-    """One loaded image with what its sample provides; ``error`` says why it is unusable."""
-
-    sample_id: str | None
-    pixel_values: Any = None
-    image_wh: tuple[int, int] | None = None
-    prompt: Any = None
-    regions: Any = None
-    error: str | None = None
-
-
-def load_item(item: Item, image: Any, preprocess, draft_wh=None) -> Item:
-    """Fills ``item`` with the pixel values of ``image`` (a path, PIL image or HWC array)."""
-    try:
-        if isinstance(image, str):
-            loaded = load_rgb(image, draft_wh)
-            pil, item.image_wh = loaded.image, (loaded.width, loaded.height)
-        else:
-            pil = to_rgb(image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image)))
-            item.image_wh = pil.size
-            pil = shrink_toward(pil, draft_wh)
-        item.pixel_values = preprocess(pil)
-    except ImageLoadError as e:
-        item.error = str(e)
-    except Exception as e:  # a worker must hand every failure back, not raise
-        item.error = f"could not load the image ({type(e).__name__}: {e})"
-    return item
-
-
-def _get(sample: Any, field: str | None) -> Any:
-    if not field:
-        return None
-    try:
-        return sample.get_field(field)
-    except (AttributeError, KeyError):
-        return None
-
-
-def texts_from_value(value: Any) -> list[str]:
-    """The prompts a field value holds: a string, strings, or labelled FiftyOne labels."""
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, fol.Classification):
-        return [value.label] if value.label else []
-    if isinstance(value, (fol.Classifications, fol.Detections, fol.Polylines)):
-        labels = [label.label for label in getattr(value, value._LABEL_LIST_FIELD) if label.label]
-        return list(dict.fromkeys(labels))
-    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-        return list(dict.fromkeys(value))
-    raise ValueError(f"a prompt field must hold text or labels, not {type(value).__name__}")
-
-
-@dataclass(frozen=True)
-class Request:
-    """One generation to run: which image (row of the features), the question, and its context."""
-
-    row: int
-    question: str
-    prompt: str | None = None
-    region: fol.Detection | None = None
-
-
-class Florence2Model(fom.Model, fom.SamplesMixin):
+class Florence2Model(fom.Model, fom.SamplesMixin, fom.SupportsGetItem, fom.TorchModelMixin):
     """Florence-2 as a FiftyOne model, for ``dataset.apply_model(model, label_field=...)``.
 
     Args:
-        config: a :class:`Florence2ModelConfig`
+        config: a :class:`~fiftyone_florence2.config.Florence2ModelConfig`
         runner (None): an already loaded :class:`~fiftyone_florence2.runner.Florence2Runner`
             to share (its weights), e.g. across App executions; loaded from the
             config when None
@@ -276,7 +65,10 @@ class Florence2Model(fom.Model, fom.SamplesMixin):
         self.config = config
         self.runner = runner if runner is not None else load_runner(config)
         self.failures: dict[str, str] = {}
+        self.skips: dict[str, str] = {}
+        self._fields: dict[str, str] = {}
         self._preprocess = True
+        check_fixed_prompts(config, self.runner)
 
     @property
     def needs_fields(self) -> dict[str, str]:
@@ -303,7 +95,7 @@ class Florence2Model(fom.Model, fom.SamplesMixin):
 
     @property
     def transforms(self):
-        return None  # images are preprocessed inside predict_all
+        return None  # images are preprocessed by Florence2GetItem or in predict_all
 
     @property
     def preprocess(self) -> bool:
@@ -313,6 +105,27 @@ class Florence2Model(fom.Model, fom.SamplesMixin):
     def preprocess(self, value: bool) -> None:
         self._preprocess = value
 
+    @property
+    def has_collate_fn(self) -> bool:
+        return True
+
+    @staticmethod
+    def collate_fn(batch: list) -> list:
+        return list(batch)
+
+    @property
+    def _using_gpu(self) -> bool:
+        return getattr(getattr(self.runner, "device", None), "type", None) == "cuda"
+
+    def build_get_item(self, field_mapping: dict | None = None) -> Florence2GetItem:
+        inputs = self.needs_fields
+        return Florence2GetItem(
+            self.runner.preprocess,
+            self.runner.image_size,
+            list(inputs),
+            field_mapping={**inputs, **(field_mapping or {})},
+        )
+
     def predict(self, arg: Any, sample: Any = None) -> Any:
         return self.predict_all([arg], samples=None if sample is None else [sample])[0]
 
@@ -320,8 +133,7 @@ class Florence2Model(fom.Model, fom.SamplesMixin):
         """Labels a batch; a sample that fails gets ``None`` and a reason in :attr:`failures`."""
         args = list(args)
         samples = [None] * len(args) if samples is None else list(samples)
-        items = [self._item(arg, sample) for arg, sample in zip(args, samples)]
-        return self.predict_items(items)
+        return self.predict_items([self._item(arg, sample) for arg, sample in zip(args, samples)])
 
     def _item(self, arg: Any, sample: Any) -> Item:
         if isinstance(arg, Item):
@@ -339,145 +151,49 @@ class Florence2Model(fom.Model, fom.SamplesMixin):
         return load_item(item, arg, self.runner.preprocess, self.runner.image_size)
 
     def predict_items(self, items: Sequence[Item]) -> list[Any]:
-        """Labels loaded items: one label (or dict of labels per task) per item, ``None`` on failure.
+        """Labels loaded items: one label (or dict of labels per task) per item, ``None`` when none.
 
-        Failures are logged and kept in :attr:`failures` (sample id: reason).
+        Failures are logged and kept in :attr:`failures`, and samples that gave
+        a task nothing to read (no regions) in :attr:`skips` (sample id: reason).
         """
         outputs = []
-        for item, (output, reason) in zip(items, self.label_items(items)):
-            if reason is not None:
-                key = item.sample_id or f"image {len(self.failures)}"
-                self.failures[key] = reason
-                logger.warning("Sample %s not fully labelled: %s", key, reason)
-            outputs.append(output)
+        for item, outcome in zip(items, label_items(self.config, self.runner, items)):
+            key = item.sample_id or f"image {len(self.failures) + len(self.skips)}"
+            if outcome.failed:
+                self.failures[key] = outcome.reason
+                logger.warning("Sample %s not fully labelled: %s", key, outcome.reason)
+            elif outcome.skipped and not outcome.labels:
+                self.skips[key] = outcome.reason
+            outputs.append(self.output(outcome.labels))
         return outputs
 
-    def label_items(self, items: Sequence[Item]) -> list[tuple[Any, str | None]]:
-        """Each item's output (a label, a dict of labels per task, or ``None``) and failure reason."""
-        reasons: list[list[str]] = [[] if item.error is None else [item.error] for item in items]
-        labels: list[dict[str, fol.Label]] = [{} for _ in items]
-        ready = [i for i, item in enumerate(items) if item.error is None]
-        features, ready = self._features(items, ready, reasons)
-        for task in self.config.tasks:
-            requests: dict[int, list[Request]] = {}
-            for row, i in enumerate(ready):
-                try:
-                    requests[i] = self._requests(task, items[i], row)
-                except ValueError as e:
-                    reasons[i].append(f"{task.name}: {e}")
-            flat = [r for rs in requests.values() for r in rs]
-            generations = iter(self._generate(task, features, flat))
-            for i, mine in requests.items():
-                answers = [(r, next(generations)) for r in mine]
-                errors = [g for _, g in answers if isinstance(g, Exception)]
-                if errors:
-                    reasons[i].append(f"{task.name}: generation failed ({errors[0]})")
-                    continue
-                results = [Result(g, r.prompt, r.region) for r, g in answers]
-                label = build_label(task, results, masks=self.config.masks, image_wh=items[i].image_wh)
-                labels[i][task.name] = self._threshold(label)
-        return [self._output(item, label, reason) for item, label, reason in zip(items, labels, reasons)]
-
-    def _features(self, items: Sequence[Item], ready: list[int], reasons: list[list[str]]):
-        """Vision features of the ready items; an image that breaks the batch is found and left out."""
-        if not ready:
-            return None, []
-        try:
-            return self.runner.image_features([items[i].pixel_values for i in ready]), ready
-        except Exception as e:
-            if not self.config.skip_failures:
-                raise
-            if len(ready) == 1:
-                reasons[ready[0]].append(f"vision encoder failed ({e})")
-                return None, []
-        parts = [(self._features(items, [i], reasons), i) for i in ready]
-        kept = [(features, i) for (features, ok), i in parts if ok]
-        if not kept:
-            return None, []
-        return self.runner.concat_features([f for f, _ in kept]), [i for _, i in kept]
-
-    def _requests(self, task: Task, item: Item, row: int) -> list[Request]:
-        if task.input == "none":
-            return [Request(row, build_question(task))]
-        if task.input == "text":
-            texts = self._texts(item)
-            if not texts:
-                raise ValueError(f"no prompt in field {self.config.prompt_field!r}")
-            return [Request(row, build_question(task, text=t), prompt=check_prompt(t)) for t in texts]
-        regions = item.regions
-        if regions is None:
-            return []
-        if not isinstance(regions, fol.Detections):
-            raise ValueError(
-                f"regions field {self.config.regions_field!r} holds {type(regions).__name__}, not Detections"
-            )
-        requests = []
-        for detection in regions.detections:
-            try:
-                requests.append(Request(row, build_question(task, rel_xywh=detection.bounding_box), region=detection))
-            except (ValueError, TypeError) as e:
-                logger.warning("Sample %s: region %s skipped (%s)", item.sample_id, detection.id, e)
-        return requests
-
-    def _texts(self, item: Item) -> list[str]:
-        if self.config.prompt is not None:
-            return [self.config.prompt]
-        if self.config.classes is not None:
-            return list(self.config.classes)
-        return texts_from_value(item.prompt)
-
-    def _generate(self, task: Task, features, requests: list[Request]) -> list[Any]:
-        """Generations (or the exception that stopped them) in chunks of ``batch_size``."""
-        out: list[Any] = []
-        size = self.config.batch_size
-        for lo in range(0, len(requests), size):
-            out.extend(self._generate_chunk(task, features, requests[lo : lo + size]))
-        return out
-
-    def _generate_chunk(self, task: Task, features, chunk: list[Request]) -> list[Any]:
-        try:
-            return self.runner.generate(
-                task,
-                features,
-                [r.question for r in chunk],
-                [r.row for r in chunk],
-                num_beams=self.config.num_beams,
-                max_new_tokens=self.config.max_new_tokens,
-                generate_kwargs=self.config.generate_kwargs,
-                scores=self.config.scores,
-            )
-        except Exception as e:
-            if not self.config.skip_failures:
-                raise
-            if len(chunk) == 1:
-                return [e]
-            half = len(chunk) // 2
-            return self._generate_chunk(task, features, chunk[:half]) + self._generate_chunk(
-                task, features, chunk[half:]
-            )
-
-    def _threshold(self, label: fol.Label) -> fol.Label:
-        thresh = self.config.confidence_thresh
-        if thresh is None:
-            return label
-        if isinstance(label, (fol.Detections, fol.Polylines)):
-            name = label._LABEL_LIST_FIELD
-            kept = [x for x in label[name] if x.confidence is not None and x.confidence >= thresh]
-            label[name] = kept
-            return label
-        if label.confidence is None or label.confidence < thresh:
-            return fol.Classification()
-        return label
-
-    def _output(self, item: Item, labels: dict[str, fol.Label], reasons: list[str]) -> tuple[Any, str | None]:
-        reason = "; ".join(reasons) if reasons else None
-        if reason is not None and not self.config.skip_failures:
-            raise Florence2Error(item.sample_id, reason)
+    def output(self, labels: dict[str, Any]) -> Any:
+        """What ``apply_model`` stores: the task's label, a dict of labels per task, or ``None``."""
         if not labels:
-            return None, reason
-        if self.config.multitask:
-            return labels, reason
-        return labels[self.config.tasks[0].name], reason
+            return None
+        return labels if self.config.multitask else labels.get(self.config.tasks[0].name)
+
+
+def _get(sample: Any, field: str | None) -> Any:
+    if not field:
+        return None
+    try:
+        return sample.get_field(field)
+    except (AttributeError, KeyError):
+        return None
+
+
+def check_fixed_prompts(config: Florence2ModelConfig, runner: Any) -> None:
+    """Refuses a prompt or class that cannot fit in the text encoder, before any sample is read."""
+    texts = [config.prompt] if config.prompt is not None else list(config.classes or [])
+    for task in config.tasks:
+        if task.input != "text":
+            continue
+        for text in texts:
+            try:
+                runner.check_question(build_question(task, text=text))
+            except ValueError as e:
+                raise ValueError(f"{task.name}: {e}") from None
 
 
 def load_runner(config: Florence2ModelConfig):
@@ -494,37 +210,18 @@ def load_runner(config: Florence2ModelConfig):
 
 
 def load_model(
-    task: str | Sequence[str] = "caption", model: str = DEFAULT_CHECKPOINT, **options: Any
+    task: str | Sequence[str] = DEFAULT_TASK, model: str = DEFAULT_CHECKPOINT, **options: Any
 ) -> Florence2Model:
     """Returns a FiftyOne model that runs Florence-2 ``task`` (or several tasks).
 
-    See :class:`Florence2ModelConfig` for the options: ``prompt``,
-    ``prompt_field``, ``classes``, ``regions_field``, ``masks``,
-    ``batch_size``, ``num_beams``, ``max_new_tokens``, ``device``, ``dtype``,
-    ``confidence_thresh``, ``scores``, ``skip_failures`` and more.
-
-    With torchvision installed, ``apply_model`` then reads and preprocesses
-    images in FiftyOne's data-loader workers, and an unreadable file fails
-    only its own sample; without it, FiftyOne reads the images itself and an
-    unreadable file skips its whole batch.
+    The options are those of ``docs/OPTIONS.md`` (``prompt``, ``prompt_field``,
+    ``classes``, ``regions_field``, ``masks``, ``batch_size``, ``num_beams``,
+    ``max_new_tokens``, ``device``, ``dtype``, ``confidence_thresh``, ...).
+    Bad options raise ``ValueError`` before any weights load.
 
     Example::
 
         model = fiftyone_florence2.load_model("detection")
         dataset.apply_model(model, label_field="florence2", batch_size=8)
     """
-    config = Florence2ModelConfig({"task": task, "model": model, **options})
-    if data_loader_available():
-        from .loader import Florence2LoaderModel
-
-        return Florence2LoaderModel(config)
-    return Florence2Model(config)
-
-
-def data_loader_available() -> bool:
-    """Whether FiftyOne's data loader (``fiftyone.utils.torch``, which needs torchvision) imports here."""
-    try:
-        import fiftyone.utils.torch  # noqa: F401
-    except Exception:  # ImportError, or FiftyOne's own requirement error
-        return False
-    return True
+    return Florence2Model(Florence2ModelConfig({"task": task, "model": model, **options}))

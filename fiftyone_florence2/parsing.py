@@ -18,18 +18,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .tasks import Task
-
-BINS = 1000
+from .tasks import BINS, VOCABULARY_TOKENS, Task
 
 Span = tuple[int, int]
 Point = tuple[float, float]
 XYWH = tuple[float, float, float, float]
 
+# Tags that are not in Florence-2's vocabulary but that fine-tuned checkpoints have been seen to
+# write; they are read as tokens so that they never end up inside a label.
+_STRAY_TAGS = ("ground", "obj", "box", "bbox")
 _TOKEN = re.compile(
-    r"<loc_(\d+)>"
-    r"|</?(?:s|pad|unk|mask|image|sep|poly|od|ocr|cap|ncap|dcap|grounding|ground|obj|box|bbox"
-    r"|seg|region_cap|region_to_desciption|proposal|and)>"
+    r"<loc_(\d+)>|</?(?:" + "|".join(re.escape(name) for name in (*VOCABULARY_TOKENS, *_STRAY_TAGS)) + ")>"
 )
 # Tokens that carry no structure: decoder start/end, batch padding.
 _FILLER = frozenset({"<s>", "</s>", "<pad>", "<unk>", "<ground>", "<obj>"})
@@ -364,9 +363,9 @@ def parse(task: Task, text: str) -> Answer:
     if task.answer == "boxes_or_polygons" and any(p.value == "<poly>" for p in pieces):
         polygons = parse_polygons(pieces, labelled=True)
         return [Box(p.label, p.rel_xywh, p.spans, p.rings) for p in polygons if not is_degenerate(p.rel_xywh)]
-    if task.name == "region_proposal":
+    if task.answer == "unnamed_boxes":
         return parse_boxes(pieces, labelled=False)
-    banned = BANNED_GROUNDING_PHRASES if task.name == "phrase_grounding" else frozenset()
+    banned = BANNED_GROUNDING_PHRASES if task.answer == "phrase_boxes" else frozenset()
     return parse_boxes(pieces, labelled=True, banned=banned)
 
 

@@ -6,39 +6,17 @@ import math
 import re
 from collections.abc import Sequence
 
-from .tasks import TASKS, Task
+from .tasks import BINS, TASKS, VOCABULARY_TOKENS, Task
 
-# Florence-2's own tokens. The tokenizer matches them inside any text, so a
-# prompt holding one would change the task or smuggle locations into it.
-_VOCAB_TOKENS = [
-    "s",
-    "pad",
-    "unk",
-    "mask",
-    "image",
-    "od",
-    "ocr",
-    "cap",
-    "ncap",
-    "dcap",
-    "grounding",
-    "seg",
-    "sep",
-    "region_cap",
-    "region_to_desciption",
-    "proposal",
-    "poly",
-    "and",
-]
+# A prompt holding one of Florence-2's own tokens would change the task or smuggle locations in.
 _SPECIAL_TOKEN = re.compile(
     "|".join(
         [r"<loc_\d+>"]
         + [re.escape(task.token) for task in TASKS]
-        + [rf"</?{re.escape(name)}>" for name in _VOCAB_TOKENS]
+        + [rf"</?{re.escape(name)}>" for name in VOCABULARY_TOKENS]
     )
 )
 
-BINS = 1000
 _MAX_EXTENT = 1.5
 
 

@@ -7,7 +7,7 @@ import secrets
 from typing import Any
 
 from . import __version__
-from .model import Florence2ModelConfig
+from .config import Florence2ModelConfig
 
 METHOD = "florence2"
 
@@ -19,26 +19,13 @@ def new_run_key(label_field: str) -> str:
 
 
 def run_settings(config: Florence2ModelConfig, runner: Any) -> dict[str, Any]:
-    """The settings that decide a run's labels, as JSON."""
-    return {
-        "tasks": [task.name for task in config.tasks],
-        "checkpoint": config.model,
-        "revision": getattr(runner, "revision", None) or config.revision,
-        "prompt": config.prompt,
-        "prompt_field": config.prompt_field,
-        "classes": config.classes,
-        "regions_field": config.regions_field,
-        "masks": config.masks,
-        "generation": {
-            "num_beams": config.num_beams,
-            "max_new_tokens": config.max_new_tokens,
-            "batch_size": config.batch_size,
-            "scores": config.scores,
-            "confidence_thresh": config.confidence_thresh,
-            "device": str(getattr(runner, "device", config.device)),
-            "dtype": str(getattr(runner, "dtype", config.dtype)).replace("torch.", ""),
-        },
-    }
+    """The settings that decide a run's labels, as JSON: every model option, and what the runner chose."""
+    settings = config.settings()
+    settings["revision"] = getattr(runner, "revision", None) or config.revision
+    generation = settings["generation"]
+    generation["device"] = str(getattr(runner, "device", config.device))
+    generation["dtype"] = str(getattr(runner, "dtype", config.dtype)).replace("torch.", "")
+    return settings
 
 
 def start_run(samples: Any, run_key: str, config: Florence2ModelConfig, runner: Any, **details: Any) -> str:

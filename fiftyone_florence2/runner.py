@@ -19,13 +19,14 @@ from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutput
 
 from .checkpoints import DEFAULT_CHECKPOINT, CheckpointError, check_native_config, hub_reachable, resolve_checkpoint
-from .parsing import Generation, Span
+from .decoding import decode_with_spans
+from .options import dtype_name
+from .parsing import Generation
 from .tasks import Task
 
 logger = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-_DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
 # Log-probabilities are floored so that a confidence is never exactly 0.
 _MIN_LOGPROB = -100.0
 # Logits computed at once when scoring: rows x positions x vocabulary.
@@ -58,14 +59,18 @@ def pick_device(device: str | None = None) -> torch.device:
     return torch.device("cpu")
 
 
+def available_devices() -> list[str]:
+    """The device types this machine can run on, best first."""
+    found = ["cuda"] if torch.cuda.is_available() else []
+    return found + (["mps"] if torch.backends.mps.is_available() else []) + ["cpu"]
+
+
 def pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
     """The requested dtype, else bf16 (or fp16) on CUDA, fp16 on MPS and fp32 on CPU."""
     if isinstance(dtype, torch.dtype):
         return dtype
-    if dtype not in (None, "", "auto"):
-        key = _DTYPE_ALIASES.get(str(dtype).lower(), str(dtype).lower())
-        if key not in DTYPES:
-            raise ValueError(f"Unknown dtype {dtype!r}. Choose one of: auto, {', '.join(DTYPES)}.")
+    key = dtype_name("dtype", dtype)
+    if key is not None:
         return DTYPES[key]
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -152,7 +157,10 @@ class Florence2Runner:
         self._special_ids = {i: token for token, i in added.items()}
         self._special_ids.update(dict(zip(self.tokenizer.all_special_ids, self.tokenizer.all_special_tokens)))
         text_config = self.model.config.text_config
-        self.max_new_tokens_limit = int(text_config.max_position_embeddings) - 1
+        self.max_text_positions = int(text_config.max_position_embeddings)
+        self.max_new_tokens_limit = self.max_text_positions - 1
+        # The encoder reads the image tokens, then <s>, the question and </s>.
+        self.question_room = self.max_text_positions - self.processor.num_image_tokens - 2
         self._default_no_repeat = int(self.model.generation_config.no_repeat_ngram_size or 0)
         self._cross_attention = self._cross_attention_modules()
 
@@ -176,6 +184,16 @@ class Florence2Runner:
                 "--model /path/to/checkpoint)."
             )
         return kwargs
+
+    def check_question(self, question: str) -> None:
+        """Raises ``ValueError`` if ``question`` cannot fit beside the image in the text encoder."""
+        used = len(self.tokenizer(question, add_special_tokens=False)["input_ids"])
+        if used > self.question_room:
+            raise ValueError(
+                f"the prompt is too long: with the task's question it takes {used} tokens, and at most "
+                f"{self.question_room} fit (the text encoder has {self.max_text_positions} positions, "
+                f"of which the image takes {self.processor.num_image_tokens})"
+            )
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -370,41 +388,7 @@ class Florence2Runner:
         return [np.concatenate([[0.0], row]).tolist() for row in scores]
 
     def _decode(self, ids: list[int], logprobs: list[float] | None) -> Generation:
-        """Decodes a sequence, keeping each token's character span.
-
-        Text between special tokens is decoded as one run, so characters that
-        span several byte-level tokens come out whole; every token of a run
-        gets the run's span.
-        """
-        eos = self.tokenizer.eos_token_id
-        end = next((i + 1 for i in range(1, len(ids)) if ids[i] == eos), len(ids))
-        ids = ids[1:end]  # drop the decoder start token and the padding after the end
-        logprobs = logprobs[1:end] if logprobs is not None else None
-        parts: list[str] = []
-        spans: list[Span] = []
-        pos = 0
-        run: list[int] = []
-
-        def flush() -> None:
-            nonlocal pos
-            if run:
-                text = self.tokenizer.decode(run, skip_special_tokens=False, clean_up_tokenization_spaces=False)
-                parts.append(text)
-                spans.extend([(pos, pos + len(text))] * len(run))
-                pos += len(text)
-                run.clear()
-
-        for token_id in ids:
-            token = self._special_ids.get(token_id)
-            if token is None:
-                run.append(token_id)
-                continue
-            flush()
-            parts.append(token)
-            spans.append((pos, pos + len(token)))
-            pos += len(token)
-        flush()
-        return Generation("".join(parts), tuple(spans), tuple(logprobs) if logprobs is not None else ())
+        return decode_with_spans(self.tokenizer, self._special_ids, ids, logprobs)
 
     def _sync(self) -> None:
         if self.device.type == "cuda":

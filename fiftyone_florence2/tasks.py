@@ -11,8 +11,10 @@ from typing import Literal
 
 # What a task reads besides the image.
 Input = Literal["none", "text", "region"]
-# How the generated text is parsed (see ``parsing.py``).
-Answer = Literal["text", "boxes", "quads", "polygons", "boxes_or_polygons"]
+# How the generated text is parsed (see ``parsing.py``): text; labelled boxes; boxes with no
+# names (proposals); boxes named by caption phrases (pronouns and generic words dropped);
+# text with a quad; polygons; boxes, or polygons in ``<poly>`` groups.
+Answer = Literal["text", "boxes", "unnamed_boxes", "phrase_boxes", "quads", "polygons", "boxes_or_polygons"]
 # The FiftyOne label type a task writes.
 LabelType = Literal["Classification", "Detections", "Polylines"]
 
@@ -32,6 +34,12 @@ class Task:
         label_type: the FiftyOne label written for one sample
         max_new_tokens: the default generation budget
         description: one line for help texts and dropdowns
+        takes_classes: whether a list of classes may stand for the prompt,
+            one generation per class
+        labelled_by_prompt: whether each output is labelled by the prompt
+            (or class) that asked for it, rather than by the model's text
+        can_mask: whether the output can be written as instance masks
+        unnamed_label: the label of an output the model gives no name
     """
 
     name: str
@@ -42,11 +50,20 @@ class Task:
     label_type: LabelType
     max_new_tokens: int
     description: str
+    takes_classes: bool = False
+    labelled_by_prompt: bool = False
+    can_mask: bool = False
+    unnamed_label: str | None = None
 
     @property
     def structured(self) -> bool:
         """Whether the answer holds locations (region tasks echo theirs): no n-gram blocking then."""
         return self.answer != "text" or self.input == "region"
+
+    @property
+    def boxes_per_region(self) -> bool:
+        """Whether each input region gets a text answer, written on that region's box."""
+        return self.input == "region" and self.answer == "text"
 
 
 TASKS: tuple[Task, ...] = (
@@ -70,19 +87,23 @@ TASKS: tuple[Task, ...] = (
          "none", "boxes", "Detections", 1023, "boxes with short captions"),
     Task("region_proposal", "<REGION_PROPOSAL>",
          "Locate the region proposals in the image.",
-         "none", "boxes", "Detections", 1023, "unlabeled object proposals"),
+         "none", "unnamed_boxes", "Detections", 1023, "unlabeled object proposals",
+         unnamed_label="roi"),
     Task("phrase_grounding", "<CAPTION_TO_PHRASE_GROUNDING>",
          "Locate the phrases in the caption: {input}",
-         "text", "boxes", "Detections", 512, "boxes for the phrases of a caption"),
+         "text", "phrase_boxes", "Detections", 512, "boxes for the phrases of a caption"),
     Task("segmentation", "<REFERRING_EXPRESSION_SEGMENTATION>",
          "Locate {input} in the image with mask",
-         "text", "polygons", "Polylines", 1023, "polygon for a referring expression"),
+         "text", "polygons", "Polylines", 1023, "polygon for a referring expression",
+         takes_classes=True, labelled_by_prompt=True, can_mask=True),
     Task("open_vocabulary_detection", "<OPEN_VOCABULARY_DETECTION>",
          "Locate {input} in the image.",
-         "text", "boxes_or_polygons", "Detections", 512, "boxes for given classes"),
+         "text", "boxes_or_polygons", "Detections", 512, "boxes for given classes",
+         takes_classes=True, labelled_by_prompt=True),
     Task("region_to_segmentation", "<REGION_TO_SEGMENTATION>",
          "What is the polygon mask of region {input}",
-         "region", "polygons", "Polylines", 1023, "polygon inside each input box"),
+         "region", "polygons", "Polylines", 1023, "polygon inside each input box",
+         can_mask=True),
     Task("region_to_category", "<REGION_TO_CATEGORY>", "What is the region {input}?",
          "region", "text", "Detections", 32, "category of each input box"),
     Task("region_to_description", "<REGION_TO_DESCRIPTION>",
@@ -93,6 +114,17 @@ TASKS: tuple[Task, ...] = (
 )  # fmt: skip
 
 TASK_NAMES: tuple[str, ...] = tuple(task.name for task in TASKS)
+DEFAULT_TASK: str = TASK_NAMES[0]
+
+# Florence-2's location bins: ``<loc_0>`` .. ``<loc_999>``, relative to the full image.
+BINS = 1000
+# The tokens Florence-2's vocabulary adds besides the task tokens and location bins, without
+# their angle brackets; each also has a closing form (``</od>``). The tokenizer matches them
+# anywhere in a text, so a prompt holding one would change the task.
+VOCABULARY_TOKENS: tuple[str, ...] = (
+    "s", "pad", "unk", "mask", "image", "od", "ocr", "cap", "ncap", "dcap", "grounding", "seg", "sep",
+    "region_cap", "region_to_desciption", "proposal", "poly", "and",
+)  # fmt: skip
 
 _BY_KEY = {task.name: task for task in TASKS} | {task.token: task for task in TASKS}
 

@@ -13,7 +13,8 @@ The parameters are ``load_model``'s (``task``, ``model``, ``revision``,
 ``prompt``, ``prompt_field``, ``classes``, ``regions_field``, ``masks``,
 ``batch_size``, ``num_beams``, ``max_new_tokens``, ``confidence_thresh``,
 ``device``, ``dtype``) plus ``label_field``, ``skip_existing``,
-``overwrite``, ``delegate`` and ``shards``; defaults are in ``plan.DEFAULTS``.
+``overwrite``, ``delegate`` and ``shards``; defaults and help are declared in
+``fiftyone_florence2.options`` (see ``docs/OPTIONS.md``).
 """
 
 from __future__ import annotations
@@ -43,18 +44,18 @@ class ApplyFlorence2(foo.Operator):
         )
 
     def resolve_input(self, ctx: Any) -> types.Property:
-        plan = make_plan(ctx)
+        plan = make_plan(ctx, full=False)
         submit = f"Queue {plan.shards} shards" if plan.fans_out else "Schedule" if plan.delegate else "Execute"
         view = types.PromptView(label="Florence-2", submit_button_label=submit)
         return types.Property(build_form(ctx, plan), view=view)
 
     def resolve_delegation(self, ctx: Any) -> bool:
-        plan = make_plan(ctx)
+        plan = make_plan(ctx, full=False)
         # A sharded run is queued from here, immediately; its shards are the delegated operations.
         return plan.delegate and not plan.fans_out
 
     def resolve_run_name(self, ctx: Any) -> str:
-        plan = make_plan(ctx)
+        plan = make_plan(ctx, full=False)
         return f"Florence-2 {plan.task.name} → {plan.label_field}"
 
     def execute(self, ctx: Any) -> Any:

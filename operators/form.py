@@ -1,8 +1,9 @@
 """The operator's form: one form for every task, showing only the inputs the chosen task needs.
 
-The task choices, which inputs appear and the label type shown all come from
-the task table (:data:`fiftyone_florence2.tasks.TASKS`) and the model's
-option sets; nothing here lists tasks by hand.
+The task choices, which inputs appear and the label type shown come from the
+task table (:data:`fiftyone_florence2.tasks.TASKS`); each input's default,
+help and choices come from the option declarations
+(:mod:`fiftyone_florence2.options`). Nothing here lists tasks or restates a default.
 """
 
 from __future__ import annotations
@@ -14,20 +15,19 @@ import fiftyone.core.labels as fol
 import fiftyone.core.sample as fos
 import fiftyone.operators.types as types
 
-from fiftyone_florence2.model import CLASS_TASKS, SEGMENTATION_TASKS
+from fiftyone_florence2.options import AUTO, OPTIONS, Option, default_label_field
 from fiftyone_florence2.tasks import TASKS
 
-from .plan import AUTO, DELEGATE_ABOVE, TEXT_INPUTS, Plan, default_label_field
+from .plan import DEFAULTS, DELEGATE_ABOVE, TEXT_INPUTS, Plan
 
-DEVICES = (AUTO, "cuda", "mps", "cpu")
-DTYPES = (AUTO, "float32", "bfloat16", "float16")
-# Field values the model reads as prompts (see fiftyone_florence2.model.texts_from_value).
+# Field values the model reads as prompts (see fiftyone_florence2.labels.texts_from_value).
 PROMPT_LABELS = (fol.Classification, fol.Classifications, fol.Detections, fol.Polylines)
-
-_TEXT_INPUT_LABELS = {
-    "prompt": ("Prompt", "the same text for every sample"),
-    "prompt_field": ("Prompt field", "each sample's own text, from a field"),
-    "classes": ("Classes", "one generation per class; each result is labelled by its class"),
+# Titles where the option's name does not read well; the rest are the name, capitalised.
+_TITLES = {
+    "model": "Checkpoint",
+    "num_beams": "Beams",
+    "dtype": "Precision",
+    "confidence_thresh": "Confidence threshold",
 }
 
 
@@ -74,33 +74,23 @@ def build_form(ctx: Any, plan: Plan) -> types.Object:
         default=tasks[0][0],
         view=_dropdown("Task", "What Florence-2 does for each image", tasks),
     )
-    inputs.str(
-        "model",
-        default=plan.values["model"],
-        label="Checkpoint",
-        description="A Hugging Face Hub id, or a local checkpoint directory in transformers' native format",
-    )
-    inputs.str("revision", label="Revision", description="A Hub branch, tag or commit (optional)")
+    for name in ("model", "revision"):
+        option_input(inputs, OPTIONS[name])
     if plan.task.input == "text":
         _text_inputs(inputs, plan)
     if plan.task.input == "region":
         _regions_input(inputs, plan)
-    if plan.task.name in SEGMENTATION_TASKS:
-        inputs.bool(
-            "masks",
-            default=False,
-            label="Instance masks",
-            description="Write Detections with instance masks instead of Polylines",
-            view=types.CheckboxView(),
-        )
+    if OPTIONS["masks"].applies(plan.task):
+        option_input(inputs, OPTIONS["masks"])
     inputs.str(
         "label_field",
         label="Output field",
         description=f"A new field, or an existing {plan.label_type} field; {plan.task.name} writes {plan.label_type}",
-        view=types.TextFieldView(placeholder=f"{default_label_field(plan.task)} (when left empty)"),
+        view=types.TextFieldView(placeholder=f"{default_label_field([plan.task])} (when left empty)"),
     )
     _existing_inputs(inputs, plan)
-    _generation_inputs(inputs)
+    for name in ("batch_size", "num_beams", "max_new_tokens", "confidence_thresh", "device", "dtype"):
+        option_input(inputs, OPTIONS[name])
     _execution_inputs(inputs, plan)
     if plan.problem:
         problem = types.Error(label="Cannot run", description=plan.problem)
@@ -108,64 +98,68 @@ def build_form(ctx: Any, plan: Plan) -> types.Object:
     return inputs
 
 
+def _title(name: str) -> str:
+    return _TITLES.get(name, name.replace("_", " ").capitalize())
+
+
+def option_input(inputs: types.Object, option: Option) -> None:
+    """The form input of a declared option: its kind, default, help and choices as declared."""
+    title = _title(option.name)
+    default = DEFAULTS[option.name]
+    help_text = option.help[0].upper() + option.help[1:]
+    if option.kind == "bool":
+        inputs.bool(option.name, default=default, label=title, description=help_text, view=types.CheckboxView())
+    elif option.kind == "int":
+        inputs.int(option.name, default=default, label=title, description=help_text)
+    elif option.kind == "float":
+        inputs.float(option.name, default=default, label=title, description=help_text)
+    elif option.kind == "choice":
+        choices = _available(option)
+        inputs.enum(option.name, choices, default=default, view=_dropdown(title, help_text, [(c, c) for c in choices]))
+    else:
+        inputs.str(option.name, default=default, label=title, description=help_text)
+
+
+def _available(option: Option) -> list[str]:
+    """A choice list, less the devices this machine does not have."""
+    if option.name != "device":
+        return list(option.choices)
+    from fiftyone_florence2.runner import available_devices
+
+    have = set(available_devices())
+    return [choice for choice in option.choices if choice == AUTO or choice in have]
+
+
 def _text_inputs(inputs: types.Object, plan: Plan) -> None:
-    sources = [s for s in TEXT_INPUTS if s != "classes" or plan.task.name in CLASS_TASKS]
+    sources = [s for s in TEXT_INPUTS if OPTIONS[s].applies(plan.task)]
     radio = types.RadioGroup(label="Text input", orientation="horizontal")
     for source in sources:
-        text, description = _TEXT_INPUT_LABELS[source]
-        radio.add_choice(source, label=text, description=description)
+        radio.add_choice(source, label=_title(source), description=OPTIONS[source].help)
     source = plan.values["text_input"] if plan.values["text_input"] in sources else sources[0]
     inputs.enum("text_input", sources, default=source, view=radio)
     if source == "prompt":
-        inputs.str("prompt", label="Prompt", description=f"The text {plan.task.name} reads")
+        option_input(inputs, OPTIONS["prompt"])
     elif source == "prompt_field":
         choices = [(name, name) for name in prompt_field_choices(plan.samples)]
-        view = _dropdown("Prompt field", "Text, a list of texts, or labels whose label text is used", choices)
-        inputs.str("prompt_field", view=view)
+        inputs.str("prompt_field", view=_dropdown(_title("prompt_field"), OPTIONS["prompt_field"].help, choices))
     elif isinstance(plan.values["classes"], list):
-        inputs.list("classes", types.String(), label="Classes")
+        inputs.list("classes", types.String(), label=_title("classes"))
     else:
-        inputs.str("classes", label="Classes", description="Comma-separated, e.g. car, traffic light")
+        option_input(inputs, OPTIONS["classes"])
 
 
 def _regions_input(inputs: types.Object, plan: Plan) -> None:
     choices = regions_field_choices(plan.samples)
-    view = _dropdown("Regions field", "One generation per box of this Detections field", [(n, n) for n in choices])
+    view = _dropdown(_title("regions_field"), OPTIONS["regions_field"].help, [(n, n) for n in choices])
     inputs.str("regions_field", view=view)
     if not choices:
         inputs.view("no_regions", types.Warning(label="This dataset has no Detections field for region tasks to read"))
 
 
 def _existing_inputs(inputs: types.Object, plan: Plan) -> None:
-    inputs.bool(
-        "skip_existing",
-        default=False,
-        label="Skip samples that already have the field",
-        view=types.CheckboxView(),
-    )
+    option_input(inputs, OPTIONS["skip_existing"])
     if plan.samples is not None and plan.label_field in plan.samples.get_field_schema():
-        inputs.bool(
-            "overwrite",
-            default=False,
-            label="Overwrite existing labels",
-            description=f"{plan.label_field!r} exists; replace its labels on the target samples",
-            view=types.CheckboxView(),
-        )
-
-
-def _generation_inputs(inputs: types.Object) -> None:
-    inputs.int("batch_size", default=8, label="Batch size", description="Images per batch")
-    inputs.int("num_beams", default=3, label="Beams", description="Beam search width; 1 (greedy) is fastest")
-    inputs.int("max_new_tokens", label="Max new tokens", description="Leave empty for each task's own budget")
-    inputs.float(
-        "confidence_thresh",
-        label="Confidence threshold",
-        description="Drop boxes and polygons whose confidence (from token probabilities) is lower (optional)",
-    )
-    devices = _dropdown("Device", "auto: cuda, then mps, then cpu", [(d, d) for d in DEVICES])
-    inputs.enum("device", list(DEVICES), default=AUTO, view=devices)
-    dtypes = _dropdown("Precision", "auto: bf16/fp16 on GPUs, fp32 on CPU", [(d, d) for d in DTYPES])
-    inputs.enum("dtype", list(DTYPES), default=AUTO, view=dtypes)
+        option_input(inputs, OPTIONS["overwrite"])
 
 
 def _execution_inputs(inputs: types.Object, plan: Plan) -> None:

@@ -1,8 +1,10 @@
 """What one execution of the operator will do, read from its parameters and checked by the library.
 
-Both the form (``resolve_input``) and the run (``execute``) build the same
-:class:`Plan`, so the App shows exactly the problem that would stop the run,
-and a run never starts from inputs the form would refuse.
+Both the form (``resolve_input``) and the run (``execute``) build a
+:class:`Plan`, so the App shows the problem that would stop the run. The
+form's plan reads only the schema and two aggregations, so that it stays fast
+on large datasets; the run's plan also snapshots the target ids and checks
+every one of them (:func:`~fiftyone_florence2.checks.check_run`).
 """
 
 from __future__ import annotations
@@ -10,10 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from fiftyone_florence2.checkpoints import DEFAULT_CHECKPOINT
-from fiftyone_florence2.labeling import check_run
-from fiftyone_florence2.model import Florence2ModelConfig
-from fiftyone_florence2.tasks import TASK_NAMES, Task, get_task
+from fiftyone import ViewField as F
+
+from fiftyone_florence2.checks import check_fields, check_run, refuse_existing
+from fiftyone_florence2.config import Florence2ModelConfig
+from fiftyone_florence2.options import AUTO, MODEL_OPTIONS, RUN_OPTIONS, default_label_field, whole_number
+from fiftyone_florence2.tasks import DEFAULT_TASK, Task, get_task
 
 # Above this many target samples a run defaults to delegated execution: on a
 # CPU, Florence-2-base takes seconds per image, and immediate runs time out
@@ -24,38 +28,19 @@ RELOAD_UP_TO = 1000
 
 # Where a text task takes its text from, in the order the form offers them.
 TEXT_INPUTS = ("prompt", "prompt_field", "classes")
-AUTO = "auto"
+# The form's choice lists show "auto" where the declared default is None.
+_AUTO_CHOICES = frozenset({"device", "dtype"})
 
+FORM_OPTIONS = tuple(option for option in (*MODEL_OPTIONS, *RUN_OPTIONS) if option.form)
 DEFAULTS: dict[str, Any] = {
-    "task": TASK_NAMES[0],
-    "model": DEFAULT_CHECKPOINT,
-    "revision": None,
-    "label_field": None,  # florence2_<task>
+    **{o.name: AUTO if o.name in _AUTO_CHOICES else o.default for o in FORM_OPTIONS},
     "text_input": None,  # the first of TEXT_INPUTS that was given, else "prompt"
-    "prompt": None,
-    "prompt_field": None,
-    "classes": None,
-    "regions_field": None,
-    "masks": False,
-    "batch_size": 8,
-    "num_beams": 3,
-    "max_new_tokens": None,
-    "confidence_thresh": None,
-    "device": AUTO,
-    "dtype": AUTO,
-    "skip_existing": False,
-    "overwrite": False,
     "delegate": None,  # by the number of target samples
     "shards": 1,
     # Set only on the operations that a sharded run queues.
     "shard": None,
     "run_key": None,
 }
-
-
-def default_label_field(task: Task) -> str:
-    return f"florence2_{task.name}"
-
 
 # Text the user must give: left empty, it is a mistake to report, not an option left out.
 _TEXTS = frozenset({"model", "prompt"})
@@ -75,31 +60,18 @@ def read_params(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def model_options(values: dict[str, Any], task: Task) -> dict[str, Any]:
-    """The ``Florence2ModelConfig`` options: only the text input that was chosen, only for tasks that take it."""
-    options = {
-        "task": task.name,
-        "model": values["model"],
-        "revision": values["revision"],
-        "masks": values["masks"],
-        "batch_size": values["batch_size"],
-        "num_beams": values["num_beams"],
-        "max_new_tokens": values["max_new_tokens"],
-        "confidence_thresh": values["confidence_thresh"],
-        "device": None if values["device"] == AUTO else values["device"],
-        "dtype": None if values["dtype"] == AUTO else values["dtype"],
-    }
-    if task.input == "text":
-        source = values["text_input"]
-        options[source] = values[source] if source in TEXT_INPUTS else None
-    if task.input == "region":
-        options["regions_field"] = values["regions_field"]
+    """The ``Florence2ModelConfig`` options: the form's, less the inputs the task does not read and the
+    text inputs that were not chosen."""
+    options = {"task": task.name}
+    for option in MODEL_OPTIONS:
+        if not option.form or option.name == "task":
+            continue
+        if option.applies is not None and not option.applies(task):
+            continue
+        if option.name in TEXT_INPUTS and option.name != values["text_input"]:
+            continue
+        options[option.name] = values[option.name]
     return options
-
-
-def _count(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}.")
-    return value
 
 
 @dataclass
@@ -137,32 +109,50 @@ class Plan:
         return self.task.label_type
 
 
-def make_plan(ctx: Any) -> Plan:
-    """Reads the request and checks it with the library, before any model work."""
+def make_plan(ctx: Any, full: bool = True) -> Plan:
+    """Reads the request and checks it with the library, before any model work.
+
+    ``full=False`` (the form) checks what the schema and an aggregation tell;
+    ``full=True`` (the run) also checks every target sample's existing labels.
+    """
     values = read_params(ctx.params)
     try:
         task = get_task(values["task"])
     except ValueError as e:
-        task = get_task(DEFAULTS["task"])
+        task = get_task(DEFAULT_TASK)
         values["task"] = task.name
-        return Plan(values, task, default_label_field(task), None, 0, problem=str(e))
-    label_field = values["label_field"] or default_label_field(task)
+        return Plan(values, task, default_label_field([task]), None, 0, problem=str(e))
+    label_field = values["label_field"] or default_label_field([task])
     if ctx.dataset is None:
         return Plan(values, task, label_field, None, 0, problem="Open a dataset of images first.")
     samples = ctx.target_view(require_flat=True)
     plan = Plan(values, task, label_field, samples, samples.count())
     try:
-        plan.shards = _count(values["shards"], "shards")
+        plan.shards = whole_number("shards", values["shards"])
         if values["shard"] is not None:
             index, count = values["shard"]
             plan.shard = (int(index), int(count))
         plan.config = Florence2ModelConfig(model_options(values, task))
-        # A shard checks only its own samples for labels, not those its sibling shards wrote.
-        plan.fields = check_run(
-            samples, plan.config, label_field, values["skip_existing"], values["overwrite"], plan.shard
-        )
+        skip, overwrite = values["skip_existing"], values["overwrite"]
+        if full:
+            # A shard checks only its own samples for labels, not those its sibling shards wrote.
+            plan.fields = check_run(samples, plan.config, label_field, skip, overwrite, plan.shard)
+        else:
+            plan.fields = check_fields(samples, plan.config, label_field, skip, overwrite)
+            _check_existing(samples, plan.fields, skip or overwrite)
         if plan.count == 0:
             raise ValueError("The target holds no samples: choose another target view.")
     except (TypeError, ValueError) as e:
         plan.problem = str(e)
     return plan
+
+
+def _check_existing(samples: Any, fields: dict[str, str], allowed: bool) -> None:
+    """The form's check of existing labels: one count over the target, in the database."""
+    schema = samples.get_field_schema()
+    present = [name for name in fields.values() if name in schema]
+    if allowed or not present:
+        return
+    count = samples.match(F.any([F(name).exists() for name in present])).count()
+    if count:
+        refuse_existing(count, present)

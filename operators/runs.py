@@ -33,7 +33,6 @@ def label(plan: Plan, progress: Progress) -> dict[str, Any]:
             plan.samples,
             model,
             plan.label_field,
-            batch_size=config.batch_size,
             skip_existing=plan.values["skip_existing"],
             overwrite=plan.values["overwrite"],
             shard=plan.shard,
@@ -41,6 +40,7 @@ def label(plan: Plan, progress: Progress) -> dict[str, Any]:
             run_key=plan.values["run_key"],
         )
     return {
+        "headline": summary.headline(config.label_types),
         "label_fields": summary.label_fields,
         "label_type": plan.label_type,
         "run_key": summary.run_key,
@@ -49,6 +49,8 @@ def label(plan: Plan, progress: Progress) -> dict[str, Any]:
         "skipped": summary.skipped,
         "failed": len(summary.failures),
         "failures": dict(list(summary.failures.items())[:SHOWN_FAILURES]),
+        "nothing_to_read": len(summary.skips),
+        "deleted": summary.deleted,
         "seconds": round(summary.seconds, 3),
         "shard": list(plan.shard) if plan.shard else None,
         "worker": {"host": socket.gethostname(), "pid": os.getpid()},
@@ -57,9 +59,7 @@ def label(plan: Plan, progress: Progress) -> dict[str, Any]:
 
 def describe(result: dict[str, Any]) -> str:
     """One line for a notification: what was written where, and what failed."""
-    fields = ", ".join(result["label_fields"].values())
-    text = f"Florence-2 labelled {result['labelled']} of {result['targeted']} sample(s) into {fields}"
-    text += f" ({result['label_type']}) in {result['seconds']:.1f} s."
+    text = f"Florence-2: {result['headline']}"
     if result["skipped"]:
         text += f" Skipped {result['skipped']} that already had labels."
     if result["failed"]:

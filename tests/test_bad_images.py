@@ -26,11 +26,12 @@ from helpers.threads import one_torch_thread  # noqa: F401
 from PIL import Image
 
 from fiftyone_florence2 import load_model
+from fiftyone_florence2.batching import Florence2Error
 from fiftyone_florence2.cli import main
 from fiftyone_florence2.images import load_rgb
+from fiftyone_florence2.items import Item, load_item
 from fiftyone_florence2.labeling import label_samples
 from fiftyone_florence2.locks import list_locks
-from fiftyone_florence2.model import Florence2Error, Item, data_loader_available, load_item
 from fiftyone_florence2.provenance import list_runs, run_failures
 
 # The top-left quadrant of the image, in bins and in relative [x, y, w, h].
@@ -450,10 +451,8 @@ def test_several_tasks_touch_only_their_own_fields(tiny_checkpoint, tokenizer, t
 def test_apply_model_keeps_the_good_samples_of_a_batch_with_a_broken_file(model, tmp_path):
     # Regression (found by this test, fixed in e21accb): FiftyOne's batch path reads
     # every image itself before predict_all, so one unreadable file skipped its
-    # whole batch, with no reason recorded. With torchvision (scripts/test.sh
-    # installs it) load_model now feeds apply_model through FiftyOne's data loader,
-    # and each file fails alone; without it FiftyOne's batch semantics remain.
-    assert data_loader_available(), "apply_model keeps good samples only through the data loader (torchvision)"
+    # whole batch, with no reason recorded. Florence2Model is always fed through
+    # FiftyOne's data loader now (torchvision is a dependency), and each file fails alone.
     dataset, bad_id = batch_with(tmp_path, _text_as_jpeg(tmp_path / "bad"))
     dataset.apply_model(model, label_field="det", batch_size=BATCH)
     assert dataset.has_field("det"), "no sample of the batch was labelled"

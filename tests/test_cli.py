@@ -64,15 +64,20 @@ def test_labels_a_folder(tmp_path, image_dir, tiny_checkpoint):
         (["label", "--images", "/x"], "the following arguments are required: --task"),
         (["label", "--task", "caption"], "one of the arguments --images --dataset is required"),
         (["label", "--images", "{images}", "--task", "nope"], "Unknown Florence-2 task 'nope'"),
-        (["label", "--images", "{images}", "--task", "caption", "--batch-size", "0"], "must be at least 1"),
-        (["label", "--images", "{images}", "--task", "caption", "--prompt", "hi"], "none of the tasks takes text"),
+        (["label", "--images", "{images}", "--task", "caption", "--batch-size", "0"], "of at least 1, got 0"),
+        (["label", "--images", "{images}", "--task", "caption", "--batch-size", "x"], "invalid int value"),
+        (["label", "--images", "{images}", "--task", "caption", "--confidence-thresh", "5"], "from 0 to 1"),
+        (["label", "--images", "{images}", "--task", "caption", "--confidence-thresh", "nan"], "from 0 to 1"),
+        (["label", "--images", "{images}", "--task", "caption", "--confidence-thresh", "-1"], "from 0 to 1"),
+        (["label", "--images", "{images}", "--task", "caption", "--device", "gpu"], "device must be one of"),
+        (["label", "--images", "{images}", "--task", "caption", "--prompt", "hi"], "none of the tasks"),
         (["label", "--images", "{images}", "--task", "phrase_grounding"], "need text"),
         (["label", "--images", "/no/such/dir", "--task", "caption"], "is not a folder"),
         (["label", "--images", "{images}", "--task", "caption", "--model", "/no/ckpt"], "is not a directory"),
         (["label", "--images", "{images}", "--task", "caption", "--label-field", "a.b"], "Invalid label field"),
-        (["label", "--images", "{images}", "--task", "caption", "--shard", "4/4"], "shard index"),
+        (["label", "--images", "{images}", "--task", "caption", "--shard", "4/4"], "0 <= INDEX < COUNT"),
         (["label", "--dataset", "no-such-dataset", "--task", "caption"], "No FiftyOne dataset"),
-        (["label", "--images", "{images}", "--task", "caption", "--skip-existing", "--overwrite"], "not allowed with"),
+        (["label", "--images", "{images}", "--task", "caption", "--skip-existing", "--overwrite"], "not both"),
         (["frobnicate"], "invalid choice"),
     ],
 )
@@ -86,6 +91,35 @@ def test_bad_arguments_fail_cleanly(args, message, image_dir, capsys):
     assert code == 2
     assert message in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:1", "mps"])
+def test_a_device_this_machine_lacks_is_a_usage_error(device, image_dir, tiny_checkpoint, capsys):
+    """Regression: --device cuda without CUDA exited 1 with the runner's error; it is a usage error (2)."""
+    import fiftyone as fo
+
+    name = f"no-{device.replace(':', '')}-{uuid.uuid4().hex[:6]}"
+    args = ["label", "--images", str(image_dir), "--dataset-name", name, "--model", str(tiny_checkpoint)]
+    assert main([*args, "--task", "caption", "--device", device]) == 2
+    err = capsys.readouterr().err
+    assert "is not available" in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not fo.dataset_exists(name)
+
+
+def test_a_folder_of_only_broken_images_leaves_no_dataset(tmp_path, tiny_checkpoint, capsys):
+    """Regression: a folder whose every image is unreadable still left a new persistent dataset behind."""
+    import fiftyone as fo
+
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    (folder / "a.jpg").write_text("not a jpeg")
+    (folder / "b.png").write_bytes(b"")
+    name = f"broken-{uuid.uuid4().hex[:6]}"
+    args = ["label", "--images", str(folder), "--dataset-name", name, "--task", "caption"]
+    assert main([*args, "--model", str(tiny_checkpoint), "--max-new-tokens", "2"]) == 1
+    out = capsys.readouterr().out
+    assert "2 sample(s) could not be labelled" in out and "a.jpg: not an image file" in out
+    assert "deleted again" in out and not fo.dataset_exists(name)
 
 
 def test_unreachable_hub_is_one_clear_line(image_dir, capsys):

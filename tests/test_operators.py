@@ -19,7 +19,6 @@ import yaml
 from fiftyone.operators.delegated import DelegatedOperationService
 from fiftyone.operators.executor import ExecutionContext, ExecutionError
 
-from fiftyone_florence2.model import CLASS_TASKS, SEGMENTATION_TASKS
 from fiftyone_florence2.tasks import TASK_NAMES, TASKS, get_task
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,7 +118,7 @@ def test_form_shows_exactly_the_inputs_the_task_needs(operator, boxes, task):
         expected |= {"text_input", "prompt"}
     if task.input == "region":
         expected |= {"regions_field"}
-    if task.name in SEGMENTATION_TASKS:
+    if task.can_mask:
         expected |= {"masks"}
     properties = form(operator, boxes, task=task.name)
     assert inputs_of(properties) == expected
@@ -127,9 +126,7 @@ def test_form_shows_exactly_the_inputs_the_task_needs(operator, boxes, task):
     assert task.label_type in properties["label_field"].view.description
     if task.input == "text":
         offered = properties["text_input"].type.values
-        assert offered == (
-            ["prompt", "prompt_field", "classes"] if task.name in CLASS_TASKS else ["prompt", "prompt_field"]
-        )
+        assert offered == (["prompt", "prompt_field", "classes"] if task.takes_classes else ["prompt", "prompt_field"])
     if task.input == "region":
         assert [c.value for c in properties["regions_field"].view.choices] == ["gt"]
 

@@ -1,0 +1,193 @@
+"""Labelling a batch of loaded items with a runner: requests, shared features, chunked generation.
+
+A failure stays with its own item: an image that breaks the vision pass is
+found and left out, a chunk whose generation fails is split until the failing
+generation is alone, and every failure becomes a reason. The runner is
+anything with :class:`Runner`'s methods, so this logic is tested without torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import fiftyone.core.labels as fol
+
+from .config import Florence2ModelConfig
+from .items import Item
+from .labels import Result, build_label, texts_from_value, threshold
+from .prompts import build_question, check_prompt
+from .tasks import Task
+
+
+class Runner(Protocol):
+    """What labelling needs of a runner (:class:`~fiftyone_florence2.runner.Florence2Runner` is one)."""
+
+    def image_features(self, pixel_values: Sequence[Any]) -> Any: ...
+    def concat_features(self, parts: Sequence[Any]) -> Any: ...
+    def check_question(self, question: str) -> None: ...
+    def generate(self, task: Task, features: Any, questions: Sequence[str], image_index: Sequence[int],
+                 **settings: Any) -> list[Any]: ...  # fmt: skip
+
+
+class Florence2Error(RuntimeError):
+    """A sample that could not be labelled, raised when ``skip_failures`` is off."""
+
+    def __init__(self, sample_id: str | None, reason: str):
+        super().__init__(f"Sample {sample_id or '(no id)'}: {reason}")
+        self.sample_id = sample_id
+        self.reason = reason
+
+
+class NothingToRead(ValueError):
+    """A sample that gives a task nothing to read (no regions): skipped with this reason, not failed."""
+
+
+@dataclass(frozen=True)
+class Request:
+    """One generation to run: which image (row of the features), the question, and its context."""
+
+    row: int
+    question: str
+    prompt: str | None = None
+    region: fol.Detection | None = None
+
+
+@dataclass
+class Outcome:
+    """What labelling one item gave: a label per task, and why any task failed or was skipped."""
+
+    labels: dict[str, fol.Label] = field(default_factory=dict)
+    failed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def reason(self) -> str | None:
+        """Why the item is not fully labelled (failures first), or None."""
+        return "; ".join(self.failed or self.skipped) or None
+
+
+def label_items(config: Florence2ModelConfig, runner: Runner, items: Sequence[Item]) -> list[Outcome]:
+    """Labels loaded items with every task of ``config`` (or the tasks each item asks for)."""
+    outcomes = [Outcome(failed=[] if item.error is None else [item.error]) for item in items]
+    ready = [i for i, item in enumerate(items) if item.error is None]
+    features, ready = _features(config, runner, items, ready, outcomes)
+    for task in config.tasks:
+        requests: dict[int, list[Request]] = {}
+        for row, i in enumerate(ready):
+            if items[i].tasks is not None and task.name not in items[i].tasks:
+                continue
+            try:
+                requests[i] = _requests(config, runner, task, items[i], row)
+            except NothingToRead as e:
+                outcomes[i].skipped.append(f"{task.name}: {e}")
+            except ValueError as e:
+                outcomes[i].failed.append(f"{task.name}: {e}")
+        flat = [r for rs in requests.values() for r in rs]
+        generations = iter(_generate(config, runner, task, features, flat))
+        for i, mine in requests.items():
+            answers = [(r, next(generations)) for r in mine]
+            errors = [g for _, g in answers if isinstance(g, Exception)]
+            if errors:
+                outcomes[i].failed.append(f"{task.name}: generation failed ({errors[0]})")
+                continue
+            results = [Result(g, r.prompt, r.region) for r, g in answers]
+            label = build_label(task, results, masks=config.masks, image_wh=items[i].image_wh)
+            outcomes[i].labels[task.name] = threshold(label, config.confidence_thresh)
+    if not config.skip_failures:
+        for item, outcome in zip(items, outcomes):
+            if outcome.failed:
+                raise Florence2Error(item.sample_id, "; ".join(outcome.failed))
+    return outcomes
+
+
+def _features(config, runner: Runner, items: Sequence[Item], ready: list[int], outcomes: list[Outcome]):
+    """Vision features of the ready items; an image that breaks the batch is found and left out."""
+    if not ready:
+        return None, []
+    try:
+        return runner.image_features([items[i].pixel_values for i in ready]), ready
+    except Exception as e:
+        if not config.skip_failures:
+            raise
+        if len(ready) == 1:
+            outcomes[ready[0]].failed.append(f"vision encoder failed ({e})")
+            return None, []
+    parts = [(_features(config, runner, items, [i], outcomes), i) for i in ready]
+    kept = [(features, i) for (features, ok), i in parts if ok]
+    if not kept:
+        return None, []
+    return runner.concat_features([f for f, _ in kept]), [i for _, i in kept]
+
+
+def _requests(config: Florence2ModelConfig, runner: Runner, task: Task, item: Item, row: int) -> list[Request]:
+    """The generations ``task`` needs for ``item``; raises ``ValueError`` for unusable inputs."""
+    if task.input == "none":
+        return [Request(row, build_question(task))]
+    if task.input == "text":
+        texts = _texts(config, item)
+        if not texts:
+            raise ValueError(f"no prompt in field {config.prompt_field!r}")
+        requests = [Request(row, build_question(task, text=t), prompt=check_prompt(t)) for t in texts]
+    else:
+        requests = _region_requests(config, task, item.regions, row)
+    for request in requests:
+        runner.check_question(request.question)
+    return requests
+
+
+def _region_requests(config: Florence2ModelConfig, task: Task, regions: Any, row: int) -> list[Request]:
+    """One request per box; any unusable box fails the sample rather than vanishing from its answer."""
+    name = config.regions_field
+    if regions is None or (isinstance(regions, fol.Detections) and not regions.detections):
+        raise NothingToRead(f"no regions in field {name!r}")
+    if not isinstance(regions, fol.Detections):
+        raise ValueError(f"regions field {name!r} holds {type(regions).__name__}, not Detections")
+    requests = []
+    for detection in regions.detections:
+        try:
+            requests.append(Request(row, build_question(task, rel_xywh=detection.bounding_box), region=detection))
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"region {detection.id} of field {name!r} is unusable: {e}") from None
+    return requests
+
+
+def _texts(config: Florence2ModelConfig, item: Item) -> list[str]:
+    if config.prompt is not None:
+        return [config.prompt]
+    if config.classes is not None:
+        return list(config.classes)
+    return texts_from_value(item.prompt)
+
+
+def _generate(config, runner: Runner, task: Task, features, requests: list[Request]) -> list[Any]:
+    """Generations (or the exception that stopped them) in chunks of ``batch_size``."""
+    out: list[Any] = []
+    size = config.batch_size
+    for lo in range(0, len(requests), size):
+        out.extend(_generate_chunk(config, runner, task, features, requests[lo : lo + size]))
+    return out
+
+
+def _generate_chunk(config, runner: Runner, task: Task, features, chunk: list[Request]) -> list[Any]:
+    try:
+        return runner.generate(
+            task,
+            features,
+            [r.question for r in chunk],
+            [r.row for r in chunk],
+            num_beams=config.num_beams,
+            max_new_tokens=config.max_new_tokens,
+            generate_kwargs=config.generate_kwargs,
+            scores=config.scores,
+        )
+    except Exception as e:
+        if not config.skip_failures:
+            raise
+        if len(chunk) == 1:
+            return [e]
+        half = len(chunk) // 2
+        return _generate_chunk(config, runner, task, features, chunk[:half]) + _generate_chunk(
+            config, runner, task, features, chunk[half:]
+        )

@@ -1,0 +1,182 @@
+"""Checks of a run against its dataset before any model work, and the snapshot of what to label.
+
+Everything here reads the database and writes nothing: the CLI and the App
+run these checks before loading a model or creating a dataset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import fiftyone.core.fields as fof
+import fiftyone.core.labels as fol
+from fiftyone import ViewField as F
+
+from .config import Florence2ModelConfig
+from .options import check_existing_policy, field_name
+
+_RESERVED = frozenset({"id", "filepath", "tags", "metadata", "created_at", "last_modified_at", "media_type", "frames"})
+
+
+def check_label_field(label_field: Any) -> str:
+    """Returns ``label_field`` if it can be a top-level field of labels, else raises ``ValueError``."""
+    field_name("label_field", label_field)
+    if "." in label_field:
+        raise ValueError(f"Invalid label field {label_field!r}: labels go in a top-level field (no dots).")
+    if label_field in _RESERVED:
+        raise ValueError(f"{label_field!r} is one of FiftyOne's own fields; choose another label field.")
+    return label_field
+
+
+def label_class(schema_field: Any) -> type | None:
+    """The label class an embedded-document field holds, else None."""
+    if isinstance(schema_field, fof.EmbeddedDocumentField):
+        return schema_field.document_type
+    return None
+
+
+def check_collection(samples: Any) -> None:
+    """Refuses collections whose samples are not the images of a dataset, naming what works instead.
+
+    A patches or frames view is a view onto a generated dataset: its sample
+    ids are patch or frame ids, so labels keyed by them would be written nowhere.
+    """
+    if getattr(samples, "_is_patches", False):
+        raise ValueError(
+            "This is a patches view: its samples are boxes of another field, not images of the dataset, so "
+            "labels written by their ids would be lost. Label each box on the dataset itself with a region "
+            "task instead (region_to_category, region_to_description, region_to_ocr or region_to_segmentation "
+            "with regions_field set to the patches field)."
+        )
+    if getattr(samples, "_is_frames", False) or getattr(samples, "_is_clips", False):
+        raise ValueError(
+            "This is a frames or clips view of a video dataset: label_samples writes sample fields of image "
+            "datasets, so its frame labels would be lost. Use dataset.apply_model(model, label_field=...) "
+            "on the video dataset, which writes frame labels, or import the frames as an image dataset."
+        )
+    if samples.media_type != "image":
+        raise ValueError(
+            f"Florence-2 labels images; this collection holds {samples.media_type!r} media. For video, "
+            "use dataset.apply_model(model, label_field=...), which labels every frame."
+        )
+
+
+def check_run(
+    samples: Any,
+    config: Florence2ModelConfig,
+    label_field: str,
+    skip_existing: bool = False,
+    overwrite: bool = False,
+    shard: tuple[int, int] | None = None,
+) -> dict[str, str]:
+    """Checks a run against the dataset before any model work; returns ``{task: field}``.
+
+    Refuses views whose labels would be lost, an invalid field name, an
+    existing field of another label type, a prompt or regions field that is
+    missing or of the wrong type, and, unless ``skip_existing`` or
+    ``overwrite``, samples (of the shard, if any) that already hold labels.
+    Target fields are checked on the whole dataset, so that a view that hides
+    a field cannot hide its labels; input fields are read through the view,
+    so they are checked there.
+    """
+    fields = check_fields(samples, config, label_field, skip_existing, overwrite)
+    if not (skip_existing or overwrite):
+        dataset = samples._root_dataset
+        labelled = labelled_ids(dataset, fields.values())
+        count = len(labelled.intersection(shard_ids(samples.values("id"), shard))) if labelled else 0
+        if count:
+            refuse_existing(count, [name for name in fields.values() if name in dataset.get_field_schema()])
+    return fields
+
+
+def refuse_existing(count: int, names: Sequence[str]) -> None:
+    """Raises the ``ValueError`` for ``count`` target samples that already hold labels in ``names``."""
+    raise ValueError(
+        f"{count} sample(s) already have labels in {', '.join(names)}. Pass skip_existing "
+        "to fill only the fields they lack, or overwrite to replace them."
+    )
+
+
+def check_fields(
+    samples: Any, config: Florence2ModelConfig, label_field: str, skip_existing: bool = False, overwrite: bool = False
+) -> dict[str, str]:
+    """The checks of :func:`check_run` that read only the schema: fast enough for a form."""
+    check_existing_policy(skip_existing, overwrite)
+    check_collection(samples)
+    check_label_field(label_field)
+    fields = config.label_fields(label_field)
+    schema = samples._root_dataset.get_field_schema()
+    for task, name in fields.items():
+        check_label_field(name)
+        expected = config.label_types[task]
+        if name in schema:
+            have = label_class(schema[name])
+            if have is None or have.__name__ != expected:
+                kind = have.__name__ if have else type(schema[name]).__name__
+                raise ValueError(
+                    f"Field {name!r} already holds {kind}, but task {task!r} writes {expected}. "
+                    "Choose another label field."
+                )
+    if config.prompt_field is not None and samples.get_field(config.prompt_field) is None:
+        raise ValueError(f"Prompt field {config.prompt_field!r} does not exist in this dataset or view.")
+    if config.regions_field is not None:
+        regions = label_class(samples.get_field(config.regions_field))
+        if regions is not fol.Detections:
+            raise ValueError(
+                f"Regions field {config.regions_field!r} must be a Detections field"
+                + (f", not {regions.__name__}." if regions else " of this dataset or view.")
+            )
+    return fields
+
+
+def labelled_ids(dataset: Any, names: Iterable[str]) -> set[str]:
+    """Ids of the samples of ``dataset`` with a label in any of the fields ``names``."""
+    schema = dataset.get_field_schema()
+    present = [name for name in names if name in schema]
+    if not present:
+        return set()
+    return set(dataset.match(F.any([F(name).exists() for name in present])).values("id"))
+
+
+def shard_ids(ids: Sequence[str], shard: tuple[int, int] | None) -> list[str]:
+    """The ids of shard ``(index, count)``: a split that does not depend on what is labelled yet."""
+    if shard is None:
+        return list(ids)
+    index, count = shard
+    if not (isinstance(count, int) and count >= 1 and isinstance(index, int) and 0 <= index < count):
+        raise ValueError(f"Invalid shard {shard!r}: expected (index, count) with 0 <= index < count.")
+    return [i for i in ids if int(i, 16) % count == index]
+
+
+@dataclass
+class Targets:
+    """The ids to label, in order, and for each id whose fields are partly filled, the tasks it lacks."""
+
+    ids: list[str]
+    skipped: int = 0
+    missing: dict[str, frozenset[str]] = field(default_factory=dict)
+
+    def tasks(self, sample_id: str) -> frozenset[str] | None:
+        """The tasks to run for a sample: None for all of them."""
+        return self.missing.get(sample_id)
+
+
+def target_ids(samples: Any, fields: dict[str, str], skip_existing: bool, shard: tuple[int, int] | None) -> Targets:
+    """Snapshots the ids to label; with ``skip_existing``, per field: a sample runs the tasks it lacks."""
+    ids = shard_ids(samples.values("id"), shard)
+    if not skip_existing:
+        return Targets(ids)
+    dataset = samples._root_dataset
+    done = {task: labelled_ids(dataset, [name]) for task, name in fields.items()}
+    targets = Targets([])
+    for sample_id in ids:
+        lacking = frozenset(task for task in fields if sample_id not in done[task])
+        if not lacking:
+            targets.skipped += 1
+            continue
+        targets.ids.append(sample_id)
+        if len(lacking) < len(fields):
+            targets.missing[sample_id] = lacking
+    return targets

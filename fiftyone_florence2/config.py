@@ -1,0 +1,91 @@
+"""``Florence2ModelConfig``: the model options of :mod:`~fiftyone_florence2.options`, checked when built."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import fiftyone.core.config as foc
+
+from .options import MODEL_OPTIONS, OPTIONS
+from .tasks import Task, get_tasks
+
+_TEXT_SOURCES = ("prompt", "prompt_field", "classes")
+
+
+class Florence2ModelConfig(foc.Config):
+    """Settings of a :class:`~fiftyone_florence2.model.Florence2Model`, validated when built.
+
+    Each option of :data:`fiftyone_florence2.options.MODEL_OPTIONS` is an
+    attribute, with the default, check and help declared there (see
+    ``docs/OPTIONS.md``). Bad values, unknown options and inputs that no task
+    reads raise ``ValueError`` before any weights load.
+    """
+
+    def __init__(self, d: dict):
+        unknown = sorted(set(d) - {option.name for option in MODEL_OPTIONS})
+        if unknown:
+            names = ", ".join(option.name for option in MODEL_OPTIONS)
+            raise ValueError(f"Unknown option(s) {', '.join(unknown)}. Options are: {names}.")
+        for option in MODEL_OPTIONS:
+            setattr(self, option.name, option.read(self.parse_raw(d, option.name, default=None)))
+        self.tasks: tuple[Task, ...] = get_tasks(self.task)
+        self._check_inputs()
+
+    def _check_inputs(self) -> None:
+        """Each task gets exactly the inputs it needs; an input no task reads is a mistake."""
+        for option in MODEL_OPTIONS:
+            value = getattr(self, option.name)
+            if option.applies and value not in (None, False) and not any(map(option.applies, self.tasks)):
+                raise ValueError(f"{option.name} was given, but none of the tasks ({self._names()}) reads it.")
+        text_tasks = [t.name for t in self.tasks if t.input == "text"]
+        given = [name for name in _TEXT_SOURCES if getattr(self, name) is not None]
+        if text_tasks and not given:
+            raise ValueError(
+                f"Task(s) {', '.join(text_tasks)} need text: pass prompt='...', prompt_field='<field>' or, "
+                f"for {', '.join(t.name for t in self.tasks if t.takes_classes) or 'some tasks'}, classes=[...]."
+            )
+        if len(given) > 1:
+            raise ValueError(f"Pass only one of prompt, prompt_field and classes (got {', '.join(given)}).")
+        without = [t.name for t in self.tasks if t.input == "text" and not t.takes_classes]
+        if self.classes is not None and without:
+            raise ValueError(f"classes is not read by {', '.join(without)}; give it a prompt or prompt_field.")
+        region_tasks = [t.name for t in self.tasks if t.input == "region"]
+        if region_tasks and self.regions_field is None:
+            raise ValueError(f"Task(s) {', '.join(region_tasks)} need regions_field='<Detections field>'.")
+
+    def _names(self) -> str:
+        return ", ".join(task.name for task in self.tasks)
+
+    @property
+    def label_types(self) -> dict[str, str]:
+        """The FiftyOne label type each task writes, with ``masks`` taken into account."""
+        return {t.name: "Detections" if self.masks and t.can_mask else t.label_type for t in self.tasks}
+
+    def label_fields(self, label_field: str) -> dict[str, str]:
+        """The field each task writes: ``label_field``, or ``<label_field>_<task>`` for several tasks."""
+        if self.multitask:
+            return {t.name: f"{label_field}_{t.name}" for t in self.tasks}
+        return {self.tasks[0].name: label_field}
+
+    @property
+    def multitask(self) -> bool:
+        """Whether predictions are dicts keyed by task name."""
+        return len(self.tasks) > 1 or isinstance(self.task, (list, tuple))
+
+    def settings(self) -> dict[str, Any]:
+        """The options as JSON for a run record: the tasks and inputs, and ``generation``."""
+        record: dict[str, Any] = {"tasks": [task.name for task in self.tasks]}
+        generation: dict[str, Any] = {}
+        for option in MODEL_OPTIONS:
+            if option.name == "task":
+                continue
+            value = getattr(self, option.name)
+            value = value if value is None or isinstance(value, (str, int, float, bool, list)) else repr(value)
+            (generation if option.group == "generation" else record)[option.name] = value
+        record["checkpoint"] = record.pop("model")
+        return {**record, "generation": generation}
+
+
+def option_help(name: str) -> str:
+    """The declared help of an option."""
+    return OPTIONS[name].help

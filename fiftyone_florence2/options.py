@@ -1,0 +1,233 @@
+"""Every run option, declared once: its name, default, check and help. Standard library only.
+
+:class:`~fiftyone_florence2.config.Florence2ModelConfig`, the ``florence2``
+command line, the App's form, the run record and ``docs/OPTIONS.md`` all
+derive from :data:`MODEL_OPTIONS` and :data:`RUN_OPTIONS`; nothing else
+restates a default or a check.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from .checkpoints import DEFAULT_CHECKPOINT, resolve_checkpoint
+from .prompts import check_prompt
+from .tasks import DEFAULT_TASK, TASK_NAMES, Task, get_tasks
+
+Kind = Literal["task", "text", "int", "float", "bool", "choice", "texts", "field", "shard", "any"]
+# Where an option is recorded in a run's settings: beside the tasks, or under "generation".
+Group = Literal["model", "input", "generation", "run"]
+
+AUTO = "auto"
+DEVICES = (AUTO, "cuda", "mps", "cpu")
+DTYPES = (AUTO, "float32", "bfloat16", "float16")
+_DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
+# The released checkpoints' text encoder has 1024 positions; the image takes 577 and <s>, </s> two.
+PROMPT_ROOM = 1024 - 577 - 2
+_FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)*$")
+_DEVICE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
+
+
+def whole_number(name: str, value: Any, minimum: int = 1) -> int:
+    """Returns ``value`` as an int, or raises ``ValueError`` unless it is a whole number >= ``minimum``."""
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise ValueError(f"{name} must be a whole number of at least {minimum}, got {value!r}.")
+    if value.__index__() < minimum:
+        raise ValueError(f"{name} must be a whole number of at least {minimum}, got {value!r}.")
+    return value.__index__()
+
+
+def field_name(name: str, value: Any) -> str:
+    """Returns ``value`` if it names a field (``ground_truth``, ``meta.caption``), else raises ``ValueError``."""
+    if not isinstance(value, str) or not _FIELD_NAME.match(value):
+        raise ValueError(
+            f"{name} must be a field name of letters, digits and underscores that starts with a letter "
+            f"(dots for embedded fields), got {value!r}."
+        )
+    return value
+
+
+def boolean(name: str, value: Any) -> bool:
+    """``value`` as a bool."""
+    return bool(value)
+
+
+def fraction(name: str, value: Any) -> float:
+    """Returns ``value`` as a float in [0, 1], or raises ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a number from 0 to 1, got {value!r}.")
+    if not 0 <= value <= 1:
+        raise ValueError(f"{name} must be from 0 to 1 (confidences are probabilities), got {value!r}.")
+    return float(value)
+
+
+def device_name(name: str, value: Any) -> str | None:
+    """``cpu``, ``cuda``, ``cuda:N`` or ``mps``; ``auto`` (or None) leaves the choice to the runner."""
+    if value in (None, "", AUTO):
+        return None
+    if not isinstance(value, str) or not _DEVICE.match(value.strip()):
+        raise ValueError(f"{name} must be one of auto, cpu, cuda, cuda:N or mps, got {value!r}.")
+    return value.strip()
+
+
+def dtype_name(name: str, value: Any) -> str | None:
+    """A dtype name (or alias such as ``bf16``); ``auto`` (or None) leaves the choice to the runner."""
+    key = _DTYPE_ALIASES.get(value.lower(), value.lower()) if isinstance(value, str) else value
+    if key in (None, "", AUTO):
+        return None
+    if key not in DTYPES:
+        raise ValueError(f"{name} must be one of {', '.join(DTYPES)}, got {value!r}.")
+    return key
+
+
+def task_names(name: str, value: Any) -> Any:
+    """A task name or token, or a list of them, kept as given once each is known."""
+    get_tasks(value)
+    return value
+
+
+def texts(name: str, value: Any) -> list[str]:
+    """A non-empty list of prompts, from a list or a comma-separated string; repeats are dropped."""
+    if isinstance(value, str):
+        value = [part for part in value.split(",") if part.strip()]
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ValueError(f"{name} must be a non-empty list of texts, got {value!r}.")
+    return list(dict.fromkeys(check_prompt(text) for text in value))
+
+
+def shard(name: str, value: Any) -> tuple[int, int]:
+    """``(index, count)`` from a pair or ``"INDEX/COUNT"``, with ``0 <= index < count``."""
+    if isinstance(value, str):
+        value = value.split("/")
+    try:
+        index, count = (int(part) for part in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be INDEX/COUNT such as 0/4, got {value!r}.") from None
+    if not (count >= 1 and 0 <= index < count):
+        raise ValueError(f"{name} must have 0 <= INDEX < COUNT, got {index}/{count}.")
+    return index, count
+
+
+@dataclass(frozen=True)
+class Option:
+    """One run option.
+
+    Attributes:
+        name: the keyword (``batch_size``); the CLI flag is ``--batch-size``
+        default: the value when not given
+        help: one line for the CLI, the form and the docs
+        kind: how text from the CLI or the form is read
+        check (None): ``check(name, value) -> value`` normalises a given value
+            or raises ``ValueError``; ``None`` is always accepted where the
+            default is ``None``
+        applies (None): the tasks that read the option (``None``: every run)
+        choices: the values a ``choice`` offers
+        group: where the run record keeps it
+        flag (None): a CLI flag other than ``--<name>``; a boolean's flag
+            stores the opposite of its default
+        cli, form: whether the command line and the App's form offer it
+    """
+
+    name: str
+    default: Any
+    help: str
+    kind: Kind = "any"
+    check: Callable[[str, Any], Any] | None = None
+    applies: Callable[[Task], bool] | None = None
+    choices: tuple[str, ...] = ()
+    group: Group = "generation"
+    flag: str | None = None
+    cli: bool = True
+    form: bool = True
+
+    @property
+    def cli_flag(self) -> str:
+        return self.flag or "--" + self.name.replace("_", "-")
+
+    def read(self, value: Any) -> Any:
+        """The checked value; ``None`` means the default."""
+        if value is None:
+            value = self.default
+        if value is None or self.check is None:
+            return value
+        return self.check(self.name, value)
+
+
+def _takes_text(task: Task) -> bool:
+    return task.input == "text"
+
+
+MODEL_OPTIONS: tuple[Option, ...] = (
+    Option("task", DEFAULT_TASK, "a task name or token, or a list of them (one field each)", "task", task_names,
+           choices=TASK_NAMES, group="model"),
+    Option("model", DEFAULT_CHECKPOINT, "a Hub id, or a local checkpoint directory in transformers' native format",
+           "text", lambda name, value: resolve_checkpoint(value), group="model"),
+    Option("revision", None, "a Hub branch, tag or commit", "text", group="model"),
+    Option("prompt", None, "the text every sample's generation reads; with the task's question it must fit in "
+           f"{PROMPT_ROOM} tokens on the released checkpoints", "text",
+           lambda name, value: check_prompt(value), _takes_text, group="input"),
+    Option("prompt_field", None, "a field with each sample's text: text, a list of texts, or labels", "field",
+           field_name, _takes_text, group="input"),
+    Option("classes", None, "texts (or one comma-separated text), one generation each, labelled by its class",
+           "texts", texts, lambda task: task.takes_classes, group="input"),
+    Option("regions_field", None, "a Detections field whose boxes region tasks read, one generation per box",
+           "field", field_name, lambda task: task.input == "region", group="input"),
+    Option("masks", False, "write segmentation as Detections with instance masks instead of Polylines", "bool",
+           boolean, lambda task: task.can_mask, group="input"),
+    Option("batch_size", 8, "images per batch, and the most generations per generate call", "int", whole_number),
+    Option("num_beams", 3, "beam search width; 1 (greedy) is fastest", "int", whole_number),
+    Option("max_new_tokens", None, "a token budget for every task instead of each task's own", "int", whole_number),
+    Option("confidence_thresh", None, "drop boxes and polygons whose confidence is lower (0 to 1)", "float",
+           fraction),
+    Option("device", None, "cuda, cuda:N, mps or cpu; auto picks the best available", "choice", device_name,
+           choices=DEVICES),
+    Option("dtype", None, "float32, bfloat16 or float16; auto is bf16/fp16 on GPUs and fp32 on CPU", "choice",
+           dtype_name, choices=DTYPES),
+    Option("attn_implementation", "sdpa", "the attention kernel", "text", cli=False, form=False),
+    Option("scores", True, "compute confidences from token probabilities", "bool",
+           boolean, cli=False, form=False),
+    Option("skip_failures", True, "record a failing sample and go on (off: stop at the first failure)", "bool",
+           boolean, flag="--fail-fast", form=False),
+    Option("generate_kwargs", None, "extra generate() arguments, or a function (task, questions) -> dict",
+           cli=False, form=False),
+)  # fmt: skip
+
+RUN_OPTIONS: tuple[Option, ...] = (
+    Option("label_field", None, "the field to write, or the prefix of one field per task (default florence2_<task>)",
+           "text", group="run"),
+    Option("skip_existing", False, "fill only the fields a sample lacks; touch nothing else", "bool",
+           boolean, group="run"),
+    Option("overwrite", False, "replace existing labels", "bool", boolean, group="run"),
+    Option("shard", None, "label one of COUNT disjoint parts (INDEX/COUNT)", "shard", shard, group="run",
+           form=False),
+)  # fmt: skip
+
+OPTIONS: dict[str, Option] = {option.name: option for option in (*MODEL_OPTIONS, *RUN_OPTIONS)}
+DEFAULT_LABEL_PREFIX = "florence2"
+
+
+def check_existing_policy(skip_existing: bool, overwrite: bool) -> None:
+    """What to do with existing labels: skip them, replace them, or (neither) refuse them; not both."""
+    if skip_existing and overwrite:
+        raise ValueError("Pass skip_existing or overwrite, not both.")
+
+
+def default_label_field(tasks: Sequence[Task]) -> str:
+    """``florence2_<task>`` for one task, and the prefix ``florence2`` for several, which gives each
+    task the same ``florence2_<task>`` field."""
+    return f"{DEFAULT_LABEL_PREFIX}_{tasks[0].name}" if len(tasks) == 1 else DEFAULT_LABEL_PREFIX
+
+
+def options_table() -> str:
+    """The options as a markdown table (``docs/OPTIONS.md`` holds it)."""
+    rows = ["| option | default | CLI | App form | what it does |", "|---|---|---|---|---|"]
+    for option in OPTIONS.values():
+        cli = f"`{option.cli_flag}`" if option.cli else ""
+        rows.append(
+            f"| `{option.name}` | `{option.default!r}` | {cli} | {'yes' if option.form else ''} | {option.help} |"
+        )
+    return "\n".join(rows)
