@@ -6,8 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import fiftyone.core.labels as fol
+import numpy as np
 
-from .parsing import Box, Generation, Polygon, TextAnswer, parse, span_confidence
+from .parsing import BINS, XYWH, Box, Generation, Point, Polygon, TextAnswer, parse, span_confidence
 from .tasks import Task, get_task
 
 # The list each label type holds its instances in.
@@ -27,10 +28,21 @@ def to_label(task: str | Task, text: str) -> fol.Label:
     """Turns one decoded Florence-2 generation into the label for ``task``.
 
     ``text`` is the decoder output as is (special tokens and padding
-    included). Coordinates are relative, so no image size is needed. Region
-    tasks return the region the model echoed, labelled with its answer.
+    included). Coordinates are relative, so no image size is needed; masks
+    of open-vocabulary polygons are drawn on the 1000 x 1000 location grid.
+    Region-to-text tasks return the region the model echoed, labelled with
+    its answer; an answer that echoes no usable region has no box to go on,
+    so it comes back as a ``Classification`` holding the text (an empty
+    answer stays an empty ``Detections``).
     """
-    return build_label(get_task(task), [Result(Generation(text))])
+    task = get_task(task)
+    result = Result(Generation(text))
+    if task.input == "region" and task.answer == "text":
+        answer = parse(task, text)
+        assert isinstance(answer, TextAnswer)
+        if answer.text and answer.rel_xywh is None:
+            return _text_classification(answer, result.generation)
+    return build_label(task, [result])
 
 
 def build_label(
@@ -47,6 +59,8 @@ def build_label(
         masks (False): write segmentation tasks as ``Detections`` with
             instance masks instead of ``Polylines``
         image_wh (None): the image's ``(width, height)``, needed for masks
+            of segmentation tasks; open-vocabulary polygons are masked at
+            this size, else on the 1000 x 1000 location grid
     """
     if task.label_type == "Classification":
         if len(results) != 1:
@@ -61,13 +75,17 @@ def build_label(
         return polylines.to_detections(frame_size=image_wh)
     if task.boxes_per_region:
         return fol.Detections(detections=[d for r in results for d in _region_answer(task, r)])
-    return fol.Detections(detections=[d for r in results for d in _detections(task, r)])
+    return fol.Detections(detections=[d for r in results for d in _detections(task, r, image_wh)])
 
 
 def _classification(task: Task, result: Result) -> fol.Classification:
     answer = parse(task, result.generation.text)
     assert isinstance(answer, TextAnswer)
-    return fol.Classification(label=answer.text, confidence=span_confidence(answer.spans, result.generation))
+    return _text_classification(answer, result.generation)
+
+
+def _text_classification(answer: TextAnswer, generation: Generation) -> fol.Classification:
+    return fol.Classification(label=answer.text, confidence=span_confidence(answer.spans, generation))
 
 
 def _region_answer(task: Task, result: Result) -> list[fol.Detection]:
@@ -88,7 +106,7 @@ def _region_copy(region: fol.Detection, **fields) -> fol.Detection:
     return fol.Detection(bounding_box=list(region.bounding_box), region_id=region.id, **fields)
 
 
-def _detections(task: Task, result: Result) -> list[fol.Detection]:
+def _detections(task: Task, result: Result, image_wh: tuple[int, int] | None = None) -> list[fol.Detection]:
     boxes = parse(task, result.generation.text)
     assert isinstance(boxes, list)
     detections = []
@@ -102,8 +120,21 @@ def _detections(task: Task, result: Result) -> list[fol.Detection]:
         )
         if task.answer == "quads":
             detection["quad"] = [list(p) for p in box.points[0]]
+        elif task.answer == "boxes_or_polygons" and box.points:
+            detection.mask = _rings_to_mask(box.points, box.rel_xywh, image_wh or (BINS, BINS))
         detections.append(detection)
     return detections
+
+
+def _rings_to_mask(rings: tuple[tuple[Point, ...], ...], rel_xywh: XYWH, frame_wh: tuple[int, int]) -> np.ndarray:
+    """The filled rings as a boolean instance mask over their box ``rel_xywh``, at ``frame_wh`` pixels.
+
+    The mask is at least one pixel each way, so that a box thinner than a
+    pixel still carries its (full) shape.
+    """
+    mask_wh = (max(1, round(rel_xywh[2] * frame_wh[0])), max(1, round(rel_xywh[3] * frame_wh[1])))
+    polyline = fol.Polyline(points=[[list(p) for p in ring] for ring in rings], closed=True, filled=True)
+    return polyline.to_detection(mask_size=mask_wh).mask
 
 
 def _polylines(task: Task, result: Result) -> list[fol.Polyline]:

@@ -218,6 +218,21 @@ def ring_area(ring: Sequence[Point]) -> float:
     return abs(twice) / 2
 
 
+def bin_to_grid(b: int) -> int:
+    """The bin's centre doubled (``2b + 1``), clamped like :func:`bin_to_rel`: ``2 * BINS * bin_to_rel(b)``."""
+    return min(max(2 * b + 1, 0), 2 * BINS)
+
+
+def ring_has_area(bins: Sequence[int]) -> bool:
+    """Whether a ring of location bins (``x, y`` pairs) has three distinct points and a non-zero area.
+
+    Decided on integers, where the shoelace formula is exact: on relative
+    floats, rounding gives collinear points a tiny area or none by chance.
+    """
+    grid = [(bin_to_grid(bins[i]), bin_to_grid(bins[i + 1])) for i in range(0, len(bins) - 1, 2)]
+    return len(set(grid)) >= 3 and ring_area(grid) > 0
+
+
 def _label(piece: Piece) -> str | None:
     stripped = " ".join(piece.value.split())
     return stripped or None
@@ -315,9 +330,9 @@ def parse_polygons(pieces: list[Piece], labelled: bool = True) -> list[Polygon]:
     spans: list[Span] = []
 
     def close_ring() -> None:
-        points = bins_to_points([p.bin for p in ring])
-        if len(set(points)) >= 3 and ring_area(points) > 0:
-            rings.append(points)
+        bins = [p.bin for p in ring]
+        if ring_has_area(bins):
+            rings.append(bins_to_points(bins))
             spans.extend((p.start, p.end) for p in ring)
         ring.clear()
 

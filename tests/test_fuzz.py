@@ -84,7 +84,11 @@ def check_point(point) -> None:
     assert len(point) == 2 and all(0 <= v <= 1 for v in point), point
 
 
-def check_label(task, label) -> None:
+def check_label(task, label, text_without_box: bool = False) -> None:
+    """``text_without_box``: a region answer that echoed no usable box may come back as its text."""
+    if text_without_box and isinstance(label, fol.Classification):
+        assert isinstance(label.label, str) and label.label
+        return
     assert type(label).__name__ == task.label_type
     if isinstance(label, fol.Classification):
         assert isinstance(label.label, str)
@@ -101,6 +105,8 @@ def check_label(task, label) -> None:
     for detection in label.detections:
         check_box(detection.bounding_box)
         assert detection.label is None or (isinstance(detection.label, str) and detection.label.strip())
+        if detection.mask is not None:  # open-vocabulary polygons: their shape over their box
+            assert detection.mask.ndim == 2 and detection.mask.size and detection.mask.dtype == bool
         if task.answer == "quads":
             assert len(detection.quad) == 4
             for point in detection.quad:
@@ -116,7 +122,7 @@ def check_label(task, label) -> None:
 @example(text="<poly><loc_1><loc_1><loc_1><loc_1><loc_1><loc_1></poly>")
 @example(text="a" + "<loc_999999999999999999999999999>" * 4)
 def test_any_decoded_text_gives_a_valid_label(task, text):
-    check_label(task, to_label(task, text))
+    check_label(task, to_label(task, text), text_without_box=task.input == "region" and task.answer == "text")
 
 
 @FUZZ
@@ -137,14 +143,15 @@ def test_confidence_is_a_probability(task, text, logprobs):
         assert item.confidence is None or 0 <= item.confidence <= 1
 
 
-def test_region_answer_without_an_echoed_region_has_a_box():
+def test_region_answer_without_an_echoed_region_has_a_box_or_is_text():
     # Regression (found by the fuzz property, fixed in 4a7c06c): an answer that
     # echoes no usable region, turned into a label with no input region, came
-    # back as a Detection with an empty bounding_box ([]).
+    # back as a Detection with an empty bounding_box ([]). Such an answer now
+    # comes back as a Classification holding its text.
     for task in ("region_to_category", "region_to_description", "region_to_ocr"):
         for text in ("</s>car</s>", "car<loc_5><loc_5><loc_5><loc_5>"):
-            for detection in to_label(task, text).detections:
-                check_box(detection.bounding_box)
+            label = to_label(task, text)
+            assert isinstance(label, fol.Classification) and label.label == "car"
 
 
 # ---------------------------------------------------------------- prompts
