@@ -1,0 +1,37 @@
+"""The standalone benchmarks (form latency, preprocessing backends) run end to end on small sizes.
+
+Timings are not checked; only that every row is measured and printed.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import form_latency, preprocess  # noqa: E402
+
+
+def test_form_latency_prints_every_form_state(capsys):
+    assert form_latency.main(["--samples", "200", "--calls", "1", "--no-cache"]) == 0
+    printed = capsys.readouterr().out
+    assert "### Form latency, 200 samples" in printed
+    assert "### Where resolve_input's time goes" in printed
+    tables = printed[printed.index("### Form latency") :]
+    for name in ("defaults: caption", "caption → new field", "caption → existing field, skip_existing=False",
+                 "caption → existing field, skip_existing=True", "current view", "region_to_category"):  # fmt: skip
+        assert tables.count(f"| {name}") == 2, name
+    # The cached-dataset flag deletes nothing it did not make.
+    assert form_latency.main(["--samples", "200", "--delete"]) == 0
+    assert "no dataset florence2-form-latency-200" in capsys.readouterr().out
+
+
+def test_preprocess_times_both_backends(tmp_path, capsys):
+    assert preprocess.main(["--calls", "1", "--warmup", "0", "--workdir", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    rows = [line for line in printed.splitlines() if line.startswith(("| 64x64", "| 768x768"))]
+    assert len(rows) == 4
+    assert "CLIPImageProcessorPil" in printed and "image_processing_clip.CLIPImageProcessor`" in printed
