@@ -156,14 +156,14 @@ class Probe:
         import fiftyone.core.collections as focol
         import fiftyone.core.dataset as fod
 
-        import fiftyone_florence2.labeling as labeling
+        import fiftyone_florence2.checks as checks
 
         apply = sys.modules[type(operator).__module__]
         plan = sys.modules[apply.__name__.rsplit(".", 1)[0] + ".plan"]
-        if plan.check_run.__module__ != labeling.__name__ or labeling.__file__ != str(
-            ROOT / "fiftyone_florence2" / "labeling.py"
+        if plan.check_run.__module__ != checks.__name__ or checks.__file__ != str(
+            ROOT / "fiftyone_florence2" / "checks.py"
         ):
-            raise RuntimeError(f"the plugin does not use this checkout's library ({labeling.__file__})")
+            raise RuntimeError(f"the plugin does not use this checkout's library ({checks.__file__})")
 
         def reads_ids(collection, field_or_expr=None, *args, **kwargs):
             return field_or_expr == "id"
@@ -176,8 +176,9 @@ class Probe:
             (apply, "make_plan", self.wrap("make_plan", apply.make_plan, after=self.plans.append)),
             (apply, "build_form", self.wrap("build_form", apply.build_form)),
             (plan, "check_run", self.wrap("check_run", plan.check_run)),
+            (plan, "check_fields", self.wrap("check_fields", plan.check_fields)),
             (plan, "Florence2ModelConfig", self.wrap("Florence2ModelConfig", plan.Florence2ModelConfig)),
-            (labeling, "labelled_ids", self.wrap("labelled_ids", labeling.labelled_ids)),
+            (checks, "labelled_ids", self.wrap("labelled_ids", checks.labelled_ids)),
             (fod, "load_dataset", self.wrap("load_dataset", fod.load_dataset)),
             (focol.SampleCollection, "count", self.wrap("count()", focol.SampleCollection.count)),
             (focol.SampleCollection, "values",
@@ -188,7 +189,7 @@ class Probe:
         return stack
 
 
-BREAKDOWN = ("make_plan", "load_dataset", "count()", 'values("id")', "labelled_ids", "check_run",
+BREAKDOWN = ("make_plan", "load_dataset", "count()", 'values("id")', "labelled_ids", "check_run", "check_fields",
              "Florence2ModelConfig", "build_form")  # fmt: skip
 
 
