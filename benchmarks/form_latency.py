@@ -26,7 +26,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from unittest import mock
 
-from . import mongod
+from . import mongod, report
 
 ROOT = Path(__file__).resolve().parents[1]
 CHUNK = 20_000  # documents per bulk insert
@@ -270,6 +270,8 @@ def parse_args(argv):
         "--no-cache", dest="cache", action="store_false", help="build a throw-away dataset and delete it at the end"
     )
     p.add_argument("--rebuild", action="store_true", help="rebuild the kept dataset of this size")
+    p.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"), help="markdown file for the section ('' for none)")
+    p.add_argument("--note", action="append", default=[], help="a line added to the section (repeatable)")
     p.add_argument("--delete", action="store_true", help="delete the kept dataset of this size and exit")
     return p.parse_args(argv)
 
@@ -309,17 +311,26 @@ def main(argv: list[str] | None = None) -> int:
         fo.config.plugins_dir = previous
         if not args.cache:
             dataset.delete()
-    print(
-        f"\n### Form latency, {args.samples:,} samples ({args.calls} calls each, after one warm-up; "
-        f"load average {load:.1f} → {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)\n"
-    )
-    print(table(rows))
-    print(
-        "\nColumns 4-7 are counts per resolve_input call. An input change is what the App runs on each one: "
-        "resolve_type (→ resolve_input) and resolve_execution_options (→ resolve_delegation), on fresh contexts."
-    )
-    print("\n### Where resolve_input's time goes: median seconds per call (calls per call), inclusive\n")
-    print(breakdown_table(rows))
+    lines = [
+        f"## Operator form latency, {args.samples:,} samples",
+        "",
+        f"`python -m benchmarks.form_latency --samples {args.samples}`, {args.calls} calls each after one warm-up; "
+        f"load average {load:.1f} → {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; {report.now()}, "
+        f"commit {report.git_commit()}.",
+        "",
+        table(rows),
+        "",
+        "Columns 4-7 are counts per resolve_input call. An input change is what the App runs on each one: "
+        "resolve_type (→ resolve_input) and resolve_execution_options (→ resolve_delegation), on fresh contexts.",
+        "",
+        "### Where resolve_input's time goes: median seconds per call (calls per call), inclusive",
+        "",
+        breakdown_table(rows),
+        *(["", *[f"- {note}" for note in args.note]] if args.note else []),
+    ]
+    print("\n".join(lines))
+    if args.output:
+        report.write_section(args.output, "form-latency", "\n".join(lines))
     return 0
 
 

@@ -20,6 +20,7 @@ import psutil
 import torch
 from PIL import Image, ImageOps
 
+from fiftyone_florence2.batching import Outcome
 from fiftyone_florence2.labeling import label_samples
 from fiftyone_florence2.model import Florence2Model, Florence2ModelConfig
 from fiftyone_florence2.runner import Florence2Runner
@@ -205,7 +206,7 @@ class _Precomputed:
     labels: Iterator = iter(())
 
     def label_items(self, items):
-        return [(next(self.labels), None) for _ in items]
+        return [Outcome(labels={self.config.tasks[0].name: next(self.labels)}) for _ in items]
 
 
 def _detections(count: int, boxes: int) -> list:

@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from . import report
+
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = ((640, 480), (1920, 1080))
 # What transformers 5 calls the backends; use_fast=True/False is the deprecated spelling of the same choice.
@@ -161,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=5, help="untimed calls first (default 5)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1, as in loader workers)")
     p.add_argument("--workdir", default=str(ROOT / "benchmarks" / "out" / "preprocess"))
+    p.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"), help="markdown file for the section ('' for none)")
     args = p.parse_args(argv)
     import os
 
@@ -171,13 +174,23 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()[0]
     rows, classes = run(Path(args.workdir), args.calls, args.warmup)
     threads = torch.get_num_threads()
-    print(f"\n### Preprocessing per image ({args.calls} calls after {args.warmup} warm-up, torch threads {threads}, "
-          f"load average {load:.1f} → {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)\n")  # fmt: skip
-    print(table(rows))
-    print("\nTimes are medians. Backends (Florence2Processor.from_pretrained(path, backend=...); "
-          "use_fast=True/False gives the same classes):\n")  # fmt: skip
-    for name, cls in classes.items():
-        print(f"- {name}: `{cls}`")
+    lines = [
+        "## Image preprocessing per image: torchvision (fast) vs PIL (slow) backend",
+        "",
+        f"`python -m benchmarks.preprocess`, {args.calls} calls after {args.warmup} warm-up, torch threads {threads}, "
+        f"load average {load:.1f} → {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; {report.now()}, "
+        f"commit {report.git_commit()}.",
+        "",
+        table(rows),
+        "",
+        "Times are medians. Backends (Florence2Processor.from_pretrained(path, backend=...); "
+        "use_fast=True/False gives the same classes):",
+        "",
+        *[f"- {name}: `{cls}`" for name, cls in classes.items()],
+    ]
+    print("\n".join(lines))
+    if args.output:
+        report.write_section(args.output, "preprocess", "\n".join(lines))
     return 0
 
 

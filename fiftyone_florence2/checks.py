@@ -22,9 +22,13 @@ _RESERVED = frozenset({"id", "filepath", "tags", "metadata", "created_at", "last
 
 def check_label_field(label_field: Any) -> str:
     """Returns ``label_field`` if it can be a top-level field of labels, else raises ``ValueError``."""
-    field_name("label_field", label_field)
-    if "." in label_field:
-        raise ValueError(f"Invalid label field {label_field!r}: labels go in a top-level field (no dots).")
+    try:
+        field_name("label_field", label_field, nested=False)
+    except ValueError:
+        raise ValueError(
+            f"Invalid label field {label_field!r}: a top-level field of letters, digits and underscores, "
+            "starting with a letter."
+        ) from None
     if label_field in _RESERVED:
         raise ValueError(f"{label_field!r} is one of FiftyOne's own fields; choose another label field.")
     return label_field

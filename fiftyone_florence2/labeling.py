@@ -18,7 +18,7 @@ from typing import Any
 
 import fiftyone.core.utils as fou
 
-from .batching import Florence2Error, Outcome, label_items
+from .batching import Florence2Error, Outcome
 from .checks import Targets, check_label_field, check_run, shard_ids, target_ids
 from .items import Item, load_item
 from .locks import locked
@@ -167,7 +167,7 @@ def _label(samples, model, targets: Targets, summary: Summary, batch_size, progr
                 # Samples deleted since the snapshot have no row to read.
                 summary.deleted += len(batch) - len(items)
                 pending = _prepare(samples, batches[k + 1], targets, model, pool) if k + 1 < len(batches) else []
-                outcomes = label_items(model.config, model.runner, items)
+                outcomes = model.label_items(items)
                 _write(samples._root_dataset, summary, items, outcomes)
                 report(len(batch))
     finally:

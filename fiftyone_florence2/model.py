@@ -15,7 +15,7 @@ from typing import Any
 import fiftyone.core.models as fom
 import fiftyone.utils.torch as fout
 
-from .batching import Florence2Error, label_items
+from .batching import Florence2Error, Outcome, label_items
 from .checkpoints import DEFAULT_CHECKPOINT
 from .config import Florence2ModelConfig
 from .items import Item, load_item
@@ -157,7 +157,7 @@ class Florence2Model(fom.Model, fom.SamplesMixin, fom.SupportsGetItem, fom.Torch
         a task nothing to read (no regions) in :attr:`skips` (sample id: reason).
         """
         outputs = []
-        for item, outcome in zip(items, label_items(self.config, self.runner, items)):
+        for item, outcome in zip(items, self.label_items(items)):
             key = item.sample_id or f"image {len(self.failures) + len(self.skips)}"
             if outcome.failed:
                 self.failures[key] = outcome.reason
@@ -166,6 +166,10 @@ class Florence2Model(fom.Model, fom.SamplesMixin, fom.SupportsGetItem, fom.Torch
                 self.skips[key] = outcome.reason
             outputs.append(self.output(outcome.labels))
         return outputs
+
+    def label_items(self, items: Sequence[Item]) -> list[Outcome]:
+        """Each item's labels per task, and why any task failed or was skipped."""
+        return label_items(self.config, self.runner, items)
 
     def output(self, labels: dict[str, Any]) -> Any:
         """What ``apply_model`` stores: the task's label, a dict of labels per task, or ``None``."""

@@ -41,9 +41,10 @@ def whole_number(name: str, value: Any, minimum: int = 1) -> int:
     return value.__index__()
 
 
-def field_name(name: str, value: Any) -> str:
-    """Returns ``value`` if it names a field (``ground_truth``, ``meta.caption``), else raises ``ValueError``."""
-    if not isinstance(value, str) or not _FIELD_NAME.match(value):
+def field_name(name: str, value: Any, nested: bool = True) -> str:
+    """Returns ``value`` if it names a field (``ground_truth``, or ``meta.caption`` when ``nested``),
+    else raises ``ValueError``."""
+    if not isinstance(value, str) or not _FIELD_NAME.match(value) or (not nested and "." in value):
         raise ValueError(
             f"{name} must be a field name of letters, digits and underscores that starts with a letter "
             f"(dots for embedded fields), got {value!r}."
@@ -231,3 +232,12 @@ def options_table() -> str:
             f"| `{option.name}` | `{option.default!r}` | {cli} | {'yes' if option.form else ''} | {option.help} |"
         )
     return "\n".join(rows)
+
+
+if __name__ == "__main__":  # python -m fiftyone_florence2.options > docs/OPTIONS.md
+    print("# Options\n")
+    print("Generated from `fiftyone_florence2/options.py`, where each option is declared once with its default,")
+    print("check and help: `python -m fiftyone_florence2.options > docs/OPTIONS.md`. `load_model(task, **options)`")
+    print("and `Florence2ModelConfig` take the model options, `label_samples` and the App the run options, and the")
+    print("`florence2 label` command line offers those with a flag. A value left out (or `None`) is the default.\n")
+    print(options_table())

@@ -139,7 +139,8 @@ def make_plan(ctx: Any, full: bool = True) -> Plan:
             plan.fields = check_run(samples, plan.config, label_field, skip, overwrite, plan.shard)
         else:
             plan.fields = check_fields(samples, plan.config, label_field, skip, overwrite)
-            _check_existing(samples, plan.fields, skip or overwrite)
+            # A queued shard's siblings label the same field: its full check counts its own samples only.
+            _check_existing(samples, plan.fields, skip or overwrite or plan.shard is not None)
         if plan.count == 0:
             raise ValueError("The target holds no samples: choose another target view.")
     except (TypeError, ValueError) as e:

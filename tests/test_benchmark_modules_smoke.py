@@ -16,11 +16,11 @@ from benchmarks import form_latency, preprocess  # noqa: E402
 
 
 def test_form_latency_prints_every_form_state(capsys):
-    assert form_latency.main(["--samples", "200", "--calls", "1", "--no-cache"]) == 0
+    assert form_latency.main(["--samples", "200", "--calls", "1", "--no-cache", "--output", ""]) == 0
     printed = capsys.readouterr().out
-    assert "### Form latency, 200 samples" in printed
+    assert "## Operator form latency, 200 samples" in printed
     assert "### Where resolve_input's time goes" in printed
-    tables = printed[printed.index("### Form latency") :]
+    tables = printed[printed.index("## Operator form latency") :]
     for name in ("defaults: caption", "caption → new field", "caption → existing field, skip_existing=False",
                  "caption → existing field, skip_existing=True", "current view", "region_to_category"):  # fmt: skip
         assert tables.count(f"| {name}") == 2, name
@@ -30,7 +30,7 @@ def test_form_latency_prints_every_form_state(capsys):
 
 
 def test_preprocess_times_both_backends(tmp_path, capsys):
-    assert preprocess.main(["--calls", "1", "--warmup", "0", "--workdir", str(tmp_path)]) == 0
+    assert preprocess.main(["--calls", "1", "--warmup", "0", "--workdir", str(tmp_path), "--output", ""]) == 0
     printed = capsys.readouterr().out
     rows = [line for line in printed.splitlines() if line.startswith(("| 64x64", "| 768x768"))]
     assert len(rows) == 4

@@ -230,5 +230,8 @@ def test_an_absurd_region_fails_only_its_own_sample(dataset, tiny_checkpoint, to
         "region_to_category", model=str(tiny_checkpoint), regions_field="gt", generate_kwargs=force(tokenizer, "cat")
     )
     summary = label_samples(dataset, model, "cat", batch_size=5)
-    assert summary.labelled == 5
-    assert [len(d.detections) for d in dataset.values("cat")] == [1, 0, 1, 1, 1]
+    # Since "Nothing lost, round two" the sample with the unusable box fails with a reason instead of
+    # getting an empty label that counted as labelled.
+    bad = dataset.values("id")[1]
+    assert summary.labelled == 4 and list(summary.failures) == [bad] and "unusable" in summary.failures[bad]
+    assert [None if d is None else len(d.detections) for d in dataset.values("cat")] == [1, None, 1, 1, 1]

@@ -435,8 +435,8 @@ def test_bad_api_arguments_write_nothing(kwargs, error, dataset, tiny_checkpoint
         (["--task", "region_to_category", "--regions-field", "note"], "must be a Detections field"),
         (["--task", "caption", "--model", "{remote}"], "declares remote code"),
         (["--task", "caption", "--model", HUB_ID], "Hugging Face Hub is not reachable"),
-        (["--task", "caption", "--shard", "3/2"], "shard index"),
-        (["--task", "caption", "--batch-size", "-1"], "must be at least 1"),
+        (["--task", "caption", "--shard", "3/2"], "0 <= INDEX < COUNT"),
+        (["--task", "caption", "--batch-size", "-1"], "of at least 1, got -1"),
     ],
 )
 def test_bad_cli_arguments_on_a_dataset_write_nothing(
