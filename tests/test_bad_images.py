@@ -10,6 +10,7 @@ sample stays byte-for-byte the same.
 from __future__ import annotations
 
 import io
+import os
 import struct
 import zlib
 from collections.abc import Callable
@@ -105,6 +106,12 @@ def _directory(path: Path) -> str:
     return str(path)
 
 
+def _fifo(path: Path) -> str:
+    path = path.with_suffix(".jpg")
+    os.mkfifo(path)
+    return str(path)
+
+
 def _decompression_bomb(path: Path) -> str:
     """A PNG header that declares 30000x30000 pixels: refused at open, without decoding."""
 
@@ -171,7 +178,8 @@ BAD = {
     "zero-byte file": (_zero_bytes, "empty file"),
     "truncated JPEG": (_truncated_jpeg, "truncated"),
     "text file named .jpg": (_text_as_jpeg, "not an image file"),
-    "directory named .jpg": (_directory, "corrupt image"),
+    "directory named .jpg": (_directory, "is a directory, not an image file"),
+    "FIFO named .jpg": (_fifo, "not a regular file (FIFO)"),
     "decompression bomb": (_decompression_bomb, "too large"),
 }
 
