@@ -14,11 +14,19 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from transformers import Florence2ForConditionalGeneration, Florence2Processor, PretrainedConfig
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutput
 
-from .checkpoints import DEFAULT_CHECKPOINT, CheckpointError, check_native_config, hub_reachable, resolve_checkpoint
+from .checkpoints import (
+    DEFAULT_CHECKPOINT,
+    CheckpointError,
+    check_native_config,
+    corrupt_weights_error,
+    hub_reachable,
+    resolve_checkpoint,
+)
 from .parsing import Generation, Span
 from .tasks import Task
 
@@ -135,14 +143,17 @@ class Florence2Runner:
         config, _ = PretrainedConfig.get_config_dict(self.checkpoint, **kwargs)
         check_native_config(config, self.checkpoint)
         self.processor = Florence2Processor.from_pretrained(self.checkpoint, **kwargs)
-        self.model = Florence2ForConditionalGeneration.from_pretrained(
-            self.checkpoint,
-            dtype=self.dtype,
-            attn_implementation=attn_implementation,
-            use_safetensors=True,
-            trust_remote_code=False,
-            **kwargs,
-        )
+        try:
+            self.model = Florence2ForConditionalGeneration.from_pretrained(
+                self.checkpoint,
+                dtype=self.dtype,
+                attn_implementation=attn_implementation,
+                use_safetensors=True,
+                trust_remote_code=False,
+                **kwargs,
+            )
+        except SafetensorError as e:  # a truncated, empty or garbled weights file
+            raise corrupt_weights_error(self.checkpoint, e) from None
         self.model.to(self.device).eval()
         self.revision = getattr(self.model.config, "_commit_hash", None) or revision
         self.tokenizer = self.processor.tokenizer
