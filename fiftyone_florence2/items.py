@@ -28,6 +28,16 @@ class Item:
     tasks: frozenset[str] | None = None
 
 
+class ImagePreprocessor:
+    """Turns an RGB PIL image into Florence-2 pixel values; safe to send to data-loader workers."""
+
+    def __init__(self, image_processor: Any):
+        self.image_processor = image_processor
+
+    def __call__(self, image: Image.Image) -> Any:
+        return self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
+
+
 def load_item(item: Item, image: Any, preprocess, draft_wh=None) -> Item:
     """Fills ``item`` with the pixel values of ``image`` (a path, PIL image or HWC array); never raises."""
     try:

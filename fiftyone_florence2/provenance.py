@@ -4,18 +4,44 @@ from __future__ import annotations
 
 import datetime
 import secrets
+import threading
 from typing import Any
 
 from . import __version__
 from .config import Florence2ModelConfig
 
 METHOD = "florence2"
+_UTC = datetime.timezone.utc
+_last_start = datetime.datetime.min.replace(tzinfo=_UTC)
+_start_lock = threading.Lock()
 
 
 def new_run_key(label_field: str) -> str:
-    """A fresh, sortable run key such as ``florence2_20261125_143012_a1b2_detections``."""
+    """A fresh run key such as ``florence2_20261125_143012_a1b2_detections``.
+
+    Keys of runs started within one second do not sort by start; :func:`list_runs` does.
+    """
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d_%H%M%S")
     return f"{METHOD}_{stamp}_{secrets.token_hex(2)}_{label_field}"
+
+
+def _now() -> str:
+    """The current UTC time, to the second, as ISO 8601."""
+    return datetime.datetime.now(_UTC).isoformat(timespec="seconds")
+
+
+def start_stamp() -> str:
+    """A run's start time, to the microsecond, as ISO 8601; strictly increasing within a process.
+
+    The clock can repeat a reading (coarse clocks, quick successive calls);
+    then the last stamp plus one microsecond is used, so runs one process
+    starts keep their order.
+    """
+    global _last_start
+    with _start_lock:
+        now = max(datetime.datetime.now(_UTC), _last_start + datetime.timedelta(microseconds=1))
+        _last_start = now
+    return now.isoformat(timespec="microseconds")
 
 
 def run_settings(config: Florence2ModelConfig, runner: Any) -> dict[str, Any]:
@@ -45,7 +71,7 @@ def start_run(samples: Any, run_key: str, config: Florence2ModelConfig, runner: 
         method=METHOD,
         plugin_version=__version__,
         status="running",
-        started_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        started_at=start_stamp(),
         **run_settings(config, runner),
         **details,
     )
@@ -53,19 +79,30 @@ def start_run(samples: Any, run_key: str, config: Florence2ModelConfig, runner: 
     return run_key
 
 
+def _counts(summary: Any) -> dict[str, Any]:
+    """A summary's counts and failure reasons, as JSON."""
+    return {
+        "targeted": summary.targeted,
+        "labelled": summary.labelled,
+        "skipped": summary.skipped,
+        "failed": len(summary.failures),
+        "seconds": round(summary.seconds, 3),
+        "failures": dict(summary.failures),
+    }
+
+
+def record_progress(samples: Any, run_key: str, summary: Any) -> None:
+    """Stores a running run's counts so far (its status stays ``running``); call it once per batch.
+
+    A run killed later keeps the counts of its last recorded batch.
+    """
+    results = samples.init_run_results(run_key, status="running", updated_at=_now(), **_counts(summary))
+    samples.save_run_results(run_key, results, overwrite=True)
+
+
 def finish_run(samples: Any, run_key: str, status: str, summary: Any) -> None:
     """Stores a run's outcome: counts, the reason each failed sample failed, and its status."""
-    results = samples.init_run_results(
-        run_key,
-        status=status,
-        finished_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        targeted=summary.targeted,
-        labelled=summary.labelled,
-        skipped=summary.skipped,
-        failed=len(summary.failures),
-        seconds=round(summary.seconds, 3),
-        failures=dict(summary.failures),
-    )
+    results = samples.init_run_results(run_key, status=status, finished_at=_now(), **_counts(summary))
     samples.save_run_results(run_key, results, overwrite=True)
     info = samples.get_run_info(run_key)
     info.config.status = status
@@ -73,20 +110,49 @@ def finish_run(samples: Any, run_key: str, status: str, summary: Any) -> None:
 
 
 def mark_interrupted(dataset: Any, run_key: str) -> None:
-    """Marks a run still recorded as running, whose process is gone, as interrupted."""
+    """Marks a run still recorded as running, whose process is gone, as interrupted.
+
+    The counts its last :func:`record_progress` stored are kept.
+    """
     dataset.reload()
     if run_key not in dataset.list_runs():
         return
     info = dataset.get_run_info(run_key)
-    if getattr(info.config, "status", None) == "running":
-        info.config.status = "interrupted"
-        dataset.update_run_config(run_key, info.config)
+    if getattr(info.config, "status", None) != "running":
+        return
+    info.config.status = "interrupted"
+    dataset.update_run_config(run_key, info.config)
+    results = dataset.load_run_results(run_key, cache=False, load_view=False)
+    if results is not None and getattr(results, "status", None) == "running":
+        results.status = "interrupted"
+        dataset.save_run_results(run_key, results, overwrite=True)
+
+
+def _registered(info: Any) -> datetime.datetime:
+    """When FiftyOne registered a run (UTC, to the millisecond)."""
+    stamp = info.timestamp or datetime.datetime.min
+    return stamp.replace(tzinfo=stamp.tzinfo or _UTC)
+
+
+def _started(info: Any) -> datetime.datetime:
+    """When a run started: its ``started_at`` (older records have it to the second), else its registration."""
+    try:
+        started = datetime.datetime.fromisoformat(info.config.started_at)
+    except (AttributeError, TypeError, ValueError):
+        return _registered(info)
+    return started.replace(tzinfo=started.tzinfo or _UTC)
 
 
 def list_runs(dataset: Any) -> list[str]:
-    """The keys of this project's runs on ``dataset``, oldest first."""
+    """The keys of this project's runs on ``dataset``, oldest first (by start, so ``[-1]`` is the latest).
+
+    Ties (records that kept their start only to the second) go by when
+    FiftyOne registered them, then by key.
+    """
     dataset.reload()
-    return dataset.list_runs(method=METHOD)
+    infos = [dataset.get_run_info(key) for key in dataset.list_runs(method=METHOD)]
+    infos.sort(key=lambda info: (_started(info), _registered(info), info.key))
+    return [info.key for info in infos]
 
 
 def run_failures(dataset: Any, run_key: str) -> dict[str, str]:

@@ -14,12 +14,21 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from transformers import Florence2ForConditionalGeneration, Florence2Processor, PretrainedConfig
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutput
 
-from .checkpoints import DEFAULT_CHECKPOINT, CheckpointError, check_native_config, hub_reachable, resolve_checkpoint
+from .checkpoints import (
+    DEFAULT_CHECKPOINT,
+    CheckpointError,
+    check_native_config,
+    corrupt_weights_error,
+    hub_reachable,
+    resolve_checkpoint,
+)
 from .decoding import decode_with_spans
+from .items import ImagePreprocessor
 from .options import dtype_name
 from .parsing import Generation
 from .tasks import Task
@@ -103,16 +112,6 @@ class _SharedCrossAttentionCache(EncoderDecoderCache):
         self.self_attention_cache.reorder_cache(beam_idx)
 
 
-class ImagePreprocessor:
-    """Turns an RGB PIL image into Florence-2 pixel values; safe to send to data-loader workers."""
-
-    def __init__(self, image_processor):
-        self.image_processor = image_processor
-
-    def __call__(self, image) -> torch.Tensor:
-        return self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
-
-
 class Florence2Runner:
     """Loads Florence-2 and runs batched generation on shared image features.
 
@@ -140,14 +139,17 @@ class Florence2Runner:
         config, _ = PretrainedConfig.get_config_dict(self.checkpoint, **kwargs)
         check_native_config(config, self.checkpoint)
         self.processor = Florence2Processor.from_pretrained(self.checkpoint, **kwargs)
-        self.model = Florence2ForConditionalGeneration.from_pretrained(
-            self.checkpoint,
-            dtype=self.dtype,
-            attn_implementation=attn_implementation,
-            use_safetensors=True,
-            trust_remote_code=False,
-            **kwargs,
-        )
+        try:
+            self.model = Florence2ForConditionalGeneration.from_pretrained(
+                self.checkpoint,
+                dtype=self.dtype,
+                attn_implementation=attn_implementation,
+                use_safetensors=True,
+                trust_remote_code=False,
+                **kwargs,
+            )
+        except SafetensorError as e:  # a truncated, empty or garbled weights file
+            raise corrupt_weights_error(self.checkpoint, e) from None
         self.model.to(self.device).eval()
         self.revision = getattr(self.model.config, "_commit_hash", None) or revision
         self.tokenizer = self.processor.tokenizer

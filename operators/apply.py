@@ -4,10 +4,11 @@ From Python::
 
     import fiftyone.operators as foo
 
-    foo.execute_operator(
+    result = foo.execute_operator(
         "@fiftyone-florence2/florence2/apply_florence2",
         ctx=dict(dataset=dataset, params=dict(task="detection", label_field="florence2_od")),
     )
+    result.result  # {"run_key": ..., "labelled": ..., "failed": ..., ...}; for shards {"queued": [...], ...}
 
 The parameters are ``load_model``'s (``task``, ``model``, ``revision``,
 ``prompt``, ``prompt_field``, ``classes``, ``regions_field``, ``masks``,
@@ -26,7 +27,12 @@ import fiftyone.operators.types as types
 
 from .form import build_form
 from .plan import make_plan
-from .runs import label, queue_shards, stream
+from .runs import Progress, label, queue_shards, stream
+
+
+def from_app(ctx: Any) -> bool:
+    """Whether the App sent this request: its requests name the operator, ``execute_operator``'s do not."""
+    return "operator_uri" in ctx.request_params
 
 
 class ApplyFlorence2(foo.Operator):
@@ -59,15 +65,20 @@ class ApplyFlorence2(foo.Operator):
         return f"Florence-2 {plan.task.name} → {plan.label_field}"
 
     def execute(self, ctx: Any) -> Any:
+        """Labels (or queues the shards) and returns the summary; to the App, a stream of progress first."""
         plan = make_plan(ctx)
         if plan.problem:
             raise ValueError(plan.problem)
-        if plan.fans_out:
-            run_name = self.resolve_run_name(ctx)
-            return stream(ctx, plan, lambda progress: queue_shards(ctx, self.uri, plan, run_name))
-        if ctx.delegated:
+        if ctx.delegated and not plan.fans_out:
             return label(plan, lambda fraction, text: ctx.set_progress(progress=fraction, label=text))
-        return stream(ctx, plan, lambda progress: label(plan, progress))
+        run_name = self.resolve_run_name(ctx) if plan.fans_out else ""
+
+        def job(progress: Progress) -> dict[str, Any]:
+            return queue_shards(ctx, self.uri, plan, run_name) if plan.fans_out else label(plan, progress)
+
+        # foo.execute_operator exhausts a generator and keeps none of its values, so only
+        # the App gets the stream (progress, reload, notification); Python gets the summary.
+        return stream(ctx, plan, job) if from_app(ctx) else job(lambda fraction, text: None)
 
     def resolve_output(self, ctx: Any) -> types.Property | None:
         result = ctx.results or {}

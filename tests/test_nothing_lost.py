@@ -49,7 +49,7 @@ def test_a_patches_view_is_refused_before_anything_is_written(dataset, model_for
     _add_gt(dataset, [[[0.1, 0.1, 0.3, 0.3]]] * len(dataset))
     patches = dataset.to_patches("gt")
     model = model_for("caption")
-    with pytest.raises(ValueError, match="patches view.*region task"):
+    with pytest.raises(ValueError, match=r"patches view.*region task"):
         label_samples(patches, model, "cap")
     assert "cap" not in dataset.get_field_schema() and dataset.list_runs() == []
     assert "cap" not in dataset.to_patches("gt").get_field_schema()
@@ -76,7 +76,7 @@ def test_the_operator_refuses_a_patches_view_in_its_form(dataset, tiny_checkpoin
 def test_a_video_dataset_is_refused_with_the_route_that_works(tmp_path, model_for):
     video = fo.Dataset()
     video.add_sample(fo.Sample(filepath=str(tmp_path / "clip.mp4")))
-    with pytest.raises(ValueError, match="video.*apply_model"):
+    with pytest.raises(ValueError, match=r"video.*apply_model"):
         label_samples(video, model_for("caption"), "cap")
     assert "cap" not in video.get_field_schema()
     video.delete()

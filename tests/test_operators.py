@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.metadata
 import json
 import os
@@ -17,8 +18,10 @@ import fiftyone.operators.types as types
 import pytest
 import yaml
 from fiftyone.operators.delegated import DelegatedOperationService
-from fiftyone.operators.executor import ExecutionContext, ExecutionError
+from fiftyone.operators.executor import ExecutionContext, ExecutionError, execute_or_delegate_operator
+from fiftyone.operators.server import create_response_generator
 
+from fiftyone_florence2.provenance import list_runs
 from fiftyone_florence2.tasks import TASK_NAMES, TASKS, get_task
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,17 +89,50 @@ for _task in TASKS:
 
 @pytest.mark.parametrize("task_name", EXAMPLES.values())
 def test_execute_from_python_writes_the_tasks_label_type(operator, boxes, tiny_checkpoint, task_name):
+    # Regression: the operator was always a generator, which execute_operator exhausts, so
+    # Python got result None; now it gets the summary that the App's notification describes.
     task = get_task(task_name)
     result = run(boxes, **_example_params(task, tiny_checkpoint))
     field = f"out_{task.name}"
     schema = boxes.get_field_schema()
     assert schema[field].document_type.__name__ == task.label_type
     assert boxes.count(field) == len(boxes)
-    requests = result.executor.to_json()["requests"]
-    requested = [r["operator_uri"] for r in requests]
-    assert "set_progress" in requested and requested[-2:] == ["reload_dataset", "notify"]
-    progress = [r["params"]["label"] for r in requests if r["operator_uri"] == "set_progress"]
-    assert progress[-1] == f"{len(boxes)}/{len(boxes)} images"
+    summary = result.result
+    assert summary["label_fields"] == {task.name: field} and summary["label_type"] == task.label_type
+    assert (summary["targeted"], summary["labelled"], summary["skipped"], summary["failed"]) == (len(boxes), 5, 0, 0)
+    assert list_runs(boxes)[-1] == summary["run_key"]
+    assert json.loads(json.dumps(summary)) == summary  # JSON, as an operator's result must be
+
+
+def run_from_app(dataset, **params) -> list[dict]:
+    """Executes as the App's server does (the App's request names the operator) and returns the
+    messages it streams to the App, as JSON."""
+    request = {"operator_uri": URI, "dataset_name": dataset.name, "view": [], "selected": [], "params": params}
+    execution = asyncio.run(execute_or_delegate_operator(URI, request))
+    assert execution.is_generator, "the App gets no progress from an operator that is not a generator"
+    return [json.loads(line) for line in create_response_generator(execution.result)]
+
+
+# Each row: the run, and the App operations it streams (progress updates collapsed into one).
+APP_RUNS = [
+    ("labels", {"task": "caption", "label_field": "app_cap"}, ["set_progress", "reload_dataset", "notify"]),
+    ("queues shards", {"task": "caption", "label_field": "app_shards", "shards": 2, "delegate": True}, ["notify"]),
+]
+
+
+@pytest.mark.parametrize(("params", "expected"), [row[1:] for row in APP_RUNS], ids=[row[0] for row in APP_RUNS])
+def test_the_app_gets_progress_then_a_reload_and_a_notification(operator, dataset, tiny_checkpoint, params, expected):
+    messages = run_from_app(dataset, model=str(tiny_checkpoint), **FAST, **params)
+    assert all(m["cls"] == "InvocationRequest" for m in messages)
+    requested = [m["body"]["operator_uri"] for m in messages]
+    assert [name for i, name in enumerate(requested) if requested[i - 1 : i] != [name]] == expected
+    if "shards" in params:
+        assert len(DelegatedOperationService().list_operations(dataset_name=dataset.name, run_state="queued")) == 2
+        return
+    progress = [m["body"]["params"]["label"] for m in messages if m["body"]["operator_uri"] == "set_progress"]
+    assert progress[-1] == f"{len(dataset)}/{len(dataset)} images"
+    assert "Florence-2 labelled 5 of 5 sample(s) into app_cap" in messages[-1]["body"]["params"]["message"]
+    assert dataset.count("app_cap") == len(dataset)
 
 
 def test_the_model_is_loaded_once_per_process(operator, dataset, tiny_checkpoint, plugin_module, monkeypatch):
@@ -254,6 +290,7 @@ def test_sharded_run_queues_one_operation_per_shard(operator, dataset, tiny_chec
     result = run(dataset, task="detection", model=str(tiny_checkpoint), label_field="sharded", shards=3, **FAST)
     assert not result.delegated
     queued = service.list_operations(dataset_name=dataset.name, run_state="queued")
+    assert sorted(result.result["queued"]) == sorted(str(op.id) for op in queued)
     assert sorted(tuple(op.context.params["shard"]) for op in queued) == [(0, 3), (1, 3), (2, 3)]
     assert len({op.context.params["run_key"] for op in queued}) == 1
     results = service.execute_queued_operations(dataset_name=dataset.name)

@@ -7,13 +7,24 @@ import socket
 import subprocess
 import sys
 
+import fiftyone as fo
 import pytest
 from conftest import force
 
 from fiftyone_florence2 import __version__, load_model
-from fiftyone_florence2.labeling import label_samples
+from fiftyone_florence2.labeling import Summary, label_samples
 from fiftyone_florence2.locks import FieldLockedError, FieldLocks, _collection, list_locks
-from fiftyone_florence2.provenance import delete_run, list_runs, run_failures
+from fiftyone_florence2.model import Florence2ModelConfig
+from fiftyone_florence2.provenance import (
+    delete_run,
+    list_runs,
+    mark_interrupted,
+    new_run_key,
+    record_progress,
+    run_failures,
+    start_run,
+    start_stamp,
+)
 
 ANSWER = "car<loc_100><loc_200><loc_500><loc_900>"
 
@@ -151,3 +162,83 @@ def test_fail_fast_keeps_the_reason_that_stopped_the_run(dataset, model, tmp_pat
     (key,) = list_runs(dataset)
     assert dataset.get_run_info(key).config.status == "failed"
     assert "file not found" in run_failures(dataset, key)[bad]
+
+
+# ---------------------------------------------------------------- order of runs, counts of running runs
+
+
+@pytest.fixture
+def config(tiny_checkpoint):
+    return Florence2ModelConfig({"task": "caption", "model": str(tiny_checkpoint)})
+
+
+def _set_started_at(dataset, key: str, started_at: str | None) -> None:
+    """Rewrites a record's start as an older version of the plugin (or another tool) left it."""
+    info = dataset.get_run_info(key)
+    info.config.started_at = started_at
+    dataset.update_run_config(key, info.config)
+
+
+OLD = "2020-01-01T00:00:05+00:00"  # an older record's start, to the second
+GENERATED = [new_run_key("det") for _ in range(8)]  # within one second: their order is their random part's
+
+# Each row: keys in the order their runs start, rewrites of their records' starts, the order expected.
+START_ORDERS = [
+    ("keys against the alphabet", ["zeta", "alpha", "mid", "beta"], {}, ["zeta", "alpha", "mid", "beta"]),
+    ("generated keys, one second", GENERATED, {}, GENERATED),
+    ("attempt suffixes", ["run_b", "run_a", "run_a_attempt2"], {}, ["run_b", "run_a", "run_a_attempt2"]),
+    ("older records, one second", ["old_z", "old_a", "new"], {"old_z": OLD, "old_a": OLD}, ["old_z", "old_a", "new"]),
+    ("an older record after newer ones", ["c_new", "b_old", "a_new"], {"b_old": OLD}, ["b_old", "c_new", "a_new"]),
+    ("a record without a start", ["b", "a", "c"], {"a": None}, ["b", "a", "c"]),
+]
+
+
+@pytest.mark.parametrize(
+    ("keys", "rewrites", "expected"), [row[1:] for row in START_ORDERS], ids=[row[0] for row in START_ORDERS]
+)
+def test_runs_are_listed_oldest_first_by_their_start(dataset, config, keys, rewrites, expected):
+    # Regression: list_runs returned FiftyOne's order, by key, so runs started within one
+    # second came out in the order of their keys' random part, and [-1] was not the latest.
+    for key in keys:
+        assert start_run(dataset, key, config, None) == key
+    for key, started_at in rewrites.items():
+        _set_started_at(dataset, key, started_at)
+    assert list_runs(dataset) == expected
+
+
+def test_start_stamps_keep_microseconds_and_never_repeat():
+    stamps = [start_stamp() for _ in range(2000)]
+    parsed = [datetime.datetime.fromisoformat(s) for s in stamps]
+    assert sorted(set(parsed)) == parsed  # strictly increasing
+    assert all(stamp.endswith("+00:00") and len(stamp.split(".")[-1]) == len("123456+00:00") for stamp in stamps)
+
+
+PROGRESS = [
+    ("first batch", dict(targeted=10, labelled=4, skipped=2, seconds=1.23456), {"id1": "empty file"}),
+    ("nothing done yet", dict(targeted=5, labelled=0, skipped=0, seconds=0.0), {}),
+    ("many failures", dict(targeted=900, labelled=100, skipped=0, seconds=12.0), {f"id{i}": "bad" for i in range(500)}),
+]
+
+
+@pytest.mark.parametrize(("counts", "failures"), [row[1:] for row in PROGRESS], ids=[r[0] for r in PROGRESS])
+def test_a_running_runs_counts_are_stored_and_kept_when_it_is_marked_interrupted(dataset, config, counts, failures):
+    # Regression: counts were stored only by finish_run, so a SIGKILLed run's record had none.
+    key = start_run(dataset, "live_run", config, None)
+    stale = Summary({"caption": "cap"}, run_key=key, targeted=99, labelled=1)
+    record_progress(dataset, key, stale)
+    summary = Summary({"caption": "cap"}, run_key=key, failures=failures, **counts)
+    record_progress(dataset, key, summary)  # the last batch's counts replace the earlier ones
+    expected = {**counts, "seconds": round(counts["seconds"], 3), "failed": len(failures), "failures": failures}
+
+    def stored(collection):
+        results = collection.load_run_results(key, cache=False)
+        return {name: getattr(results, name) for name in expected}, results.status
+
+    assert stored(dataset) == (expected, "running")
+    assert dataset.get_run_info(key).config.status == "running"
+
+    # The process is killed; the run that takes its lock over closes the record as labelling does.
+    mark_interrupted(fo.load_dataset(dataset.name), key)
+    assert dataset.get_run_info(key).config.status == "interrupted"
+    assert stored(dataset) == (expected, "interrupted")
+    assert run_failures(dataset, key) == failures

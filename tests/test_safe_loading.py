@@ -220,6 +220,73 @@ def test_safetensors_are_loaded_and_pickled_weights_beside_them_ignored(tiny_che
     dataset.delete()
 
 
+# ---------------------------------------------------------------- corrupt weights
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _header_only(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: 8 + int.from_bytes(data[:8], "little")])
+
+
+CORRUPTIONS = [
+    ("truncated", _truncate, "file not fully covered"),
+    ("header only", _header_only, "file not fully covered"),
+    ("random bytes", lambda path: path.write_bytes(os.urandom(path.stat().st_size)), "header too large"),
+    ("empty file", lambda path: path.write_bytes(b""), "header too small"),
+    ("three bytes", lambda path: path.write_bytes(b"abc"), "header too small"),
+]
+
+
+@pytest.fixture(params=CORRUPTIONS, ids=[row[0] for row in CORRUPTIONS])
+def corrupt_checkpoint(request, tiny_checkpoint, tmp_path):
+    """A copy of the tiny checkpoint whose model.safetensors is damaged, and safetensors' reason."""
+    _, corrupt, reason = request.param
+    path = copy_checkpoint(tiny_checkpoint, tmp_path / "corrupt")
+    corrupt(path / "model.safetensors")
+    return path, reason
+
+
+def test_corrupt_weights_raise_a_checkpoint_error_naming_the_file(corrupt_checkpoint):
+    # Regression: safetensors' own SafetensorError came through, naming no file.
+    path, reason = corrupt_checkpoint
+    with pytest.raises(CheckpointError, match="corrupt or incomplete") as refused:
+        Florence2Runner(str(path), device="cpu")
+    message = str(refused.value)
+    assert str(path / "model.safetensors") in message and reason in message
+    with pytest.raises(CheckpointError, match="corrupt or incomplete"):
+        load_model("caption", model=str(path))
+
+
+def test_cli_refuses_corrupt_weights_in_one_line_and_creates_nothing(corrupt_checkpoint, image_dir, capsys):
+    path, _ = corrupt_checkpoint
+    name = f"corrupt-{uuid.uuid4().hex[:8]}"
+    try:
+        code = main(["label", "--images", str(image_dir), "--dataset-name", name, "--task", "caption",
+                     "--model", str(path)])  # fmt: skip
+        err = capsys.readouterr().err.strip()
+        assert code == 2, err
+        assert err.count("\n") == 0 and err.startswith("florence2: error: The weights in"), err
+        assert str(path / "model.safetensors") in err and "Traceback" not in err
+        assert not fo.dataset_exists(name), "a refused run left a new dataset behind"
+    finally:
+        if fo.dataset_exists(name):
+            fo.delete_dataset(name)
+
+
+def test_corrupt_weights_of_a_hub_checkpoint_say_how_to_download_again():
+    from safetensors import SafetensorError
+
+    from fiftyone_florence2.checkpoints import corrupt_weights_error
+
+    error = corrupt_weights_error(HUB_ID, SafetensorError("Error while deserializing header: header too small"))
+    assert isinstance(error, CheckpointError) and "corrupt or incomplete (Error while deserializing" in str(error)
+    assert f"hf cache rm model/{HUB_ID}" in str(error)
+
+
 # ---------------------------------------------------------------- local paths
 
 
