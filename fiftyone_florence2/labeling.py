@@ -24,7 +24,7 @@ from .items import Item, load_item
 from .locks import locked
 from .model import Florence2Model
 from .options import default_label_field, whole_number
-from .provenance import finish_run, mark_interrupted, new_run_key, start_run
+from .provenance import finish_run, mark_interrupted, new_run_key, record_progress, start_run
 
 __all__ = ["Summary", "check_label_field", "check_run", "label_samples"]
 
@@ -141,7 +141,8 @@ def label_samples(
         status = "failed"
         try:
             targets = target_ids(samples, fields, skip_existing, shard)
-            _label(samples, model, targets, summary, batch_size, progress, workers)
+            checkpoint = (lambda: record_progress(samples, summary.run_key, summary)) if record else None
+            _label(samples, model, targets, summary, batch_size, progress, workers, checkpoint)
             status = "completed"
         except Florence2Error as e:  # fail-fast: the reason that stopped the run is kept too
             summary.failures[e.sample_id or "(no id)"] = e.reason
@@ -155,7 +156,9 @@ def label_samples(
     return summary
 
 
-def _label(samples, model, targets: Targets, summary: Summary, batch_size, progress, workers) -> None:
+def _label(samples, model, targets: Targets, summary: Summary, batch_size, progress, workers, checkpoint) -> None:
+    """Labels the targets batch by batch; ``checkpoint``, if any, stores the counts after each batch, so
+    that a killed run keeps them."""
     start = time.perf_counter()
     ids, summary.skipped, summary.targeted = targets.ids, targets.skipped, len(targets.ids)
     batches = [ids[i : i + batch_size] for i in range(0, len(ids), batch_size)]
@@ -169,6 +172,9 @@ def _label(samples, model, targets: Targets, summary: Summary, batch_size, progr
                 pending = _prepare(samples, batches[k + 1], targets, model, pool) if k + 1 < len(batches) else []
                 outcomes = model.label_items(items)
                 _write(samples._root_dataset, summary, items, outcomes)
+                summary.seconds = time.perf_counter() - start
+                if checkpoint is not None:
+                    checkpoint()
                 report(len(batch))
     finally:
         summary.seconds = time.perf_counter() - start

@@ -86,8 +86,11 @@ def _counts(summary: Any) -> dict[str, Any]:
         "labelled": summary.labelled,
         "skipped": summary.skipped,
         "failed": len(summary.failures),
+        "nothing_to_read": len(summary.skips),
+        "deleted": summary.deleted,
         "seconds": round(summary.seconds, 3),
         "failures": dict(summary.failures),
+        "skips": dict(summary.skips),
     }
 
 

@@ -119,6 +119,10 @@ def test_sigkill_then_skip_existing_gives_the_uninterrupted_labels(datasets, tin
     (killed_key,) = list_runs(dataset)
     assert dataset.get_run_info(killed_key).config.status == "running"  # it never got to say otherwise
     assert len(list_locks(dataset)) == 1  # the dead run's lock is still there ...
+    # Regression: a killed run kept no counts. Each batch stores them, so they lag the labels by a batch at most.
+    killed = dataset.load_run_results(killed_key, cache=False)
+    assert killed.status == "running" and len(done) - BATCH <= killed.labelled <= len(done)
+    assert killed.targeted == N and killed.failed == 0
 
     resumed = driver_run(dataset.name, checkpoint, BATCH, skip_existing=True, delay=0.0)  # ... and is taken over
     uninterrupted = driver_run(reference.name, checkpoint, BATCH, skip_existing=False, delay=0.0)
@@ -140,6 +144,8 @@ def test_sigkill_then_skip_existing_gives_the_uninterrupted_labels(datasets, tin
         assert got == pytest.approx([d.confidence for d in expected[path].detections], rel=1e-4)
     runs = list_runs(dataset)
     assert runs[0] == killed_key and len(runs) == 2
+    taken_over = dataset.load_run_results(killed_key, cache=False)
+    assert taken_over.status == "interrupted" and taken_over.labelled == killed.labelled
     assert dataset.get_run_info(runs[1]).config.status == "completed"
 
 

@@ -35,6 +35,7 @@ def model_for(tiny_checkpoint, tokenizer):
 
 
 def _add_gt(dataset, boxes_per_sample):
+    dataset.add_sample_field("gt", fo.EmbeddedDocumentField, embedded_doc_type=fol.Detections)
     for sample, boxes in zip(dataset.iter_samples(autosave=True), boxes_per_sample):
         sample["gt"] = None if boxes is None else fol.Detections(
             detections=[fol.Detection(label="x", bounding_box=box) for box in boxes]
@@ -89,9 +90,11 @@ def test_skip_existing_with_several_tasks_keeps_a_hand_set_label_and_fills_the_r
     """Regression: a sample with only some of the fields had all of them rewritten."""
     ids = dataset.values("id")
     checked = fol.Classification(label="A hand-checked caption.")
-    dataset[ids[0]].set_field("f2_caption", checked).save()  # caption only
     existing = fol.Detections(detections=[fol.Detection(label="mine", bounding_box=[0, 0, 0.5, 0.5])])
-    dataset[ids[1]].set_field("f2_detection", existing).save()  # detection only
+    for i, fields in ((0, {"f2_caption": checked}), (1, {"f2_detection": existing})):  # one of the two only
+        sample = dataset[ids[i]]
+        sample.update_fields({k: v.copy() for k, v in fields.items()})
+        sample.save()
     both = dataset[ids[2]]
     both["f2_caption"], both["f2_detection"] = checked.copy(), existing.copy()
     both.save()
@@ -155,9 +158,9 @@ def test_a_sample_with_no_regions_is_skipped_with_a_reason(dataset, model_for, r
 def test_an_over_long_fixed_prompt_is_refused_when_the_model_loads(model_for):
     """Regression: it passed every check, then failed every sample with 'index out of range in self'."""
     with pytest.raises(ValueError, match="the prompt is too long"):
-        model_for("phrase_grounding", prompt="a red car " * 200)
+        model_for("phrase_grounding", prompt="a red car " * 400)
     with pytest.raises(ValueError, match="open_vocabulary_detection: the prompt is too long"):
-        model_for("open_vocabulary_detection", classes=["car", "bus " * 400])
+        model_for("open_vocabulary_detection", classes=["car", "bus " * 1200])
 
 
 def test_an_over_long_prompt_field_value_fails_its_sample_with_the_reason(dataset, model_for):
