@@ -43,7 +43,7 @@ BANNED_GROUNDING_PHRASES = frozenset([
     "whom", "whose", "which", "what", "all", "another", "any", "anybody", "anyone", "anything", "each",
     "everybody", "everyone", "everything", "few", "many", "nobody", "none", "several", "some", "somebody",
     "someone", "something", "each other", "one another", "the image", "image", "images", "the", "a", "an",
-    "a group", "other objects", "lots", "a set", "",
+    "a group", "other objects", "lots", "a set",
 ])  # fmt: skip
 
 
