@@ -328,9 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         breakdown_table(rows),
         *(["", *[f"- {note}" for note in args.note]] if args.note else []),
     ]
-    print("\n".join(lines))
-    if args.output:
-        report.write_section(args.output, "form-latency", "\n".join(lines))
+    report.publish(lines, args.output, "form-latency")
     return 0
 
 

@@ -24,12 +24,19 @@ QUIET = {
 }
 
 
+class NoMongod(RuntimeError):
+    """FiftyOne ships no mongod binary on this machine."""
+
+
 def start(dbpath: str | Path) -> str:
-    """Starts mongod on ``dbpath`` (kept, so data persists between runs) and returns its URI."""
+    """Starts mongod on ``dbpath`` (kept, so data persists between runs) and returns its URI.
+
+    The tests start theirs with this too, on a fresh directory.
+    """
     spec = importlib.util.find_spec("fiftyone")
     binary = Path(spec.submodule_search_locations[0]) / "db" / "bin" / "mongod" if spec else None
     if binary is None or not binary.is_file():
-        raise RuntimeError("fiftyone ships no mongod binary here; set FIFTYONE_DATABASE_URI to a database of yours.")
+        raise NoMongod("fiftyone ships no mongod binary here; set FIFTYONE_DATABASE_URI to a database of yours.")
     dbpath = Path(dbpath)
     dbpath.mkdir(parents=True, exist_ok=True)
     with socket.socket() as probe:

@@ -188,9 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         *[f"- {name}: `{cls}`" for name, cls in classes.items()],
     ]
-    print("\n".join(lines))
-    if args.output:
-        report.write_section(args.output, "preprocess", "\n".join(lines))
+    report.publish(lines, args.output, "preprocess")
     return 0
 
 

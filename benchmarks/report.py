@@ -139,6 +139,13 @@ def key_values(pairs: dict[str, str]) -> str:
     return markdown_table(["", ""], [[f"**{k}**", str(v)] for k, v in pairs.items()])
 
 
+def publish(lines: list[str], output: str | Path | None, key: str) -> None:
+    """Prints a standalone benchmark's section and, unless ``output`` is empty, writes it to that file."""
+    print("\n".join(lines))
+    if output:
+        write_section(output, key, "\n".join(lines))
+
+
 def write_section(path: str | Path, key: str, body: str) -> None:
     """Puts ``body`` in the section ``key`` of the markdown file, keeping other sections."""
     path = Path(path)

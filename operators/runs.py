@@ -40,7 +40,6 @@ def label(plan: Plan, progress: Progress) -> dict[str, Any]:
             run_key=plan.values["run_key"],
         )
     return {
-        "headline": summary.headline(config.label_types),
         "label_fields": summary.label_fields,
         "label_type": plan.label_type,
         "run_key": summary.run_key,
@@ -59,7 +58,9 @@ def label(plan: Plan, progress: Progress) -> dict[str, Any]:
 
 def describe(result: dict[str, Any]) -> str:
     """One line for a notification: what was written where, and what failed."""
-    text = f"Florence-2: {result['headline']}"
+    fields = ", ".join(result["label_fields"].values())
+    text = f"Florence-2 labelled {result['labelled']} of {result['targeted']} sample(s) into {fields}"
+    text += f" ({result['label_type']}) in {result['seconds']:.1f} s."
     if result["skipped"]:
         text += f" Skipped {result['skipped']} that already had labels."
     if result["failed"]:

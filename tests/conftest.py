@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import atexit
-import importlib.util
 import os
-import socket
-import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 
@@ -19,29 +14,12 @@ def _private_mongod() -> str | None:
     whatever FIFTYONE_DATABASE_DIR says, so only a mongod of our own, named by
     URI, isolates a test run (and every process it starts) from any other.
     """
-    spec = importlib.util.find_spec("fiftyone")
-    binary = Path(spec.submodule_search_locations[0]) / "db" / "bin" / "mongod" if spec else None
-    if binary is None or not binary.is_file():
+    from benchmarks.mongod import NoMongod, start
+
+    try:
+        return start(tempfile.mkdtemp(prefix="florence2-tests-mongod-"))
+    except NoMongod:
         return None
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    dbpath = tempfile.mkdtemp(prefix="florence2-tests-mongod-")
-    process = subprocess.Popen(
-        [str(binary), "--dbpath", dbpath, "--port", str(port), "--bind_ip", "127.0.0.1", "--nounixsocket",
-         "--logpath", os.path.join(dbpath, "mongod.log")],
-        stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    atexit.register(lambda: (process.terminate(), process.wait(timeout=30)))
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        with socket.socket() as client:
-            if client.connect_ex(("127.0.0.1", port)) == 0:
-                return f"mongodb://127.0.0.1:{port}"
-        if process.poll() is not None:
-            raise RuntimeError(f"mongod exited early; see {dbpath}/mongod.log")
-        time.sleep(0.1)
-    raise RuntimeError(f"mongod did not start within 60 s; see {dbpath}/mongod.log")
 
 
 # FiftyOne reads its configuration at import: isolate the database first.

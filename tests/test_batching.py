@@ -1,0 +1,123 @@
+"""The batch logic on a fake runner: features shared, failures kept to their own item. No torch, no weights."""
+
+from __future__ import annotations
+
+import fiftyone.core.labels as fol
+import pytest
+
+from fiftyone_florence2.batching import Florence2Error, label_items
+from fiftyone_florence2.config import Florence2ModelConfig
+from fiftyone_florence2.items import Item
+from fiftyone_florence2.parsing import Generation
+
+BOX = "<loc_100><loc_200><loc_500><loc_900>"
+
+
+class FakeRunner:
+    """Features are the items' pixel values; an answer names the image it was asked about."""
+
+    def __init__(self, broken_images=(), broken_questions=(), room=10_000):
+        self.broken_images = set(broken_images)
+        self.broken_questions = set(broken_questions)
+        self.room = room
+        self.vision_calls: list[list] = []
+        self.generate_calls: list[int] = []
+
+    def image_features(self, pixel_values):
+        self.vision_calls.append(list(pixel_values))
+        if self.broken_images & set(pixel_values):
+            raise RuntimeError("a broken image")
+        return list(pixel_values)
+
+    def concat_features(self, parts):
+        return [f for part in parts for f in part]
+
+    def check_question(self, question):
+        if len(question) > self.room:
+            raise ValueError("the prompt is too long")
+
+    def generate(self, task, features, questions, image_index, **settings):
+        self.generate_calls.append(len(questions))
+        if self.broken_questions & set(questions):
+            raise RuntimeError("generation broke")
+        return [Generation(f"{features[row]}{BOX}") for row in image_index]
+
+
+def config(task="detection", **options):
+    return Florence2ModelConfig({"task": task, "model": "org/any-model", **options})
+
+
+def items(*names, **fields):
+    return [Item(name, pixel_values=name, image_wh=(10, 10), **fields) for name in names]
+
+
+@pytest.mark.parametrize(
+    ("broken", "labelled", "failed"),
+    [
+        ((), ["a", "b", "c"], []),
+        (("b",), ["a", "c"], ["b"]),
+        (("a", "b", "c"), [], ["a", "b", "c"]),
+    ],
+    ids=["none", "one", "all"],
+)
+def test_an_image_that_breaks_the_vision_pass_fails_alone(broken, labelled, failed):
+    runner = FakeRunner(broken_images=broken)
+    outcomes = label_items(config(), runner, items("a", "b", "c"))
+    assert [o.labels["detection"].detections[0].label for o in outcomes if o.labels] == labelled
+    assert [name for name, o in zip("abc", outcomes) if o.failed] == failed
+    assert all("vision encoder failed (a broken image)" in o.reason for o in outcomes if o.failed)
+    assert runner.vision_calls[0] == ["a", "b", "c"]  # one shared pass first
+
+
+def test_a_failing_generation_is_split_out_of_its_chunk():
+    runner = FakeRunner(broken_questions={"Locate b in the image."})
+    outcomes = label_items(
+        config("open_vocabulary_detection", classes=["a", "b", "c"], batch_size=3), runner, items("x")
+    )
+    assert outcomes[0].failed == ["open_vocabulary_detection: generation failed (generation broke)"]
+    assert runner.generate_calls == [3, 1, 2, 1, 1]  # halves until the failing question is alone
+
+
+def test_each_item_runs_only_the_tasks_it_asks_for():
+    runner = FakeRunner()
+    batch = items("a", "b")
+    batch[0].tasks = frozenset({"caption"})
+    outcomes = label_items(config(["caption", "detection"]), runner, batch)
+    assert sorted(outcomes[0].labels) == ["caption"] and sorted(outcomes[1].labels) == ["caption", "detection"]
+
+
+@pytest.mark.parametrize(
+    ("regions", "failed", "skipped"),
+    [
+        (None, [], ["region_to_category: no regions in field 'gt'"]),
+        (fol.Detections(), [], ["region_to_category: no regions in field 'gt'"]),
+        (fol.Classification(label="x"), ["region_to_category: regions field 'gt' holds Classification"], []),
+        (fol.Detections(detections=[fol.Detection(bounding_box=[5, 5, 100, 100])]), ["unusable"], []),
+        (fol.Detections(detections=[fol.Detection(bounding_box=[0.1, 0.1, 0.2, 0.2])]), [], []),
+    ],
+    ids=["none", "empty", "wrong-type", "pixels", "good"],
+)
+def test_regions_that_cannot_be_read(regions, failed, skipped):
+    (outcome,) = label_items(
+        config("region_to_category", regions_field="gt"), FakeRunner(), items("a", regions=regions)
+    )
+    assert len(outcome.failed) == len(failed) and all(f in got for f, got in zip(failed, outcome.failed))
+    assert outcome.skipped == skipped
+    assert bool(outcome.labels) == (not failed and not skipped)
+
+
+def test_a_prompt_field_value_too_long_fails_its_item_only():
+    runner = FakeRunner(room=60)
+    batch = items("a", "b")
+    batch[0].prompt, batch[1].prompt = "a red car " * 10, "a car"
+    outcomes = label_items(config("phrase_grounding", prompt_field="caption"), runner, batch)
+    assert outcomes[0].failed == ["phrase_grounding: the prompt is too long"] and outcomes[1].labels
+
+
+def test_fail_fast_raises_for_the_first_failing_item():
+    wrong = fol.Classification(label="x")
+    options = {"regions_field": "gt", "skip_failures": False}
+    with pytest.raises(Florence2Error, match="Sample b: region_to_category: regions field 'gt' holds"):
+        label_items(config("region_to_category", **options), FakeRunner(), items("b", regions=wrong))
+    with pytest.raises(RuntimeError, match="a broken image"):  # the runner's own error, unwrapped
+        label_items(config(skip_failures=False), FakeRunner(broken_images={"b"}), items("b"))
