@@ -15,7 +15,7 @@ import fiftyone.core.labels as fol
 from fiftyone import ViewField as F
 
 from .config import Florence2ModelConfig
-from .options import check_existing_policy, field_name
+from .options import OPTIONS, check_existing_policy, field_name
 
 _RESERVED = frozenset({"id", "filepath", "tags", "metadata", "created_at", "last_modified_at", "media_type", "frames"})
 
@@ -42,10 +42,11 @@ def label_class(schema_field: Any) -> type | None:
 
 
 def check_collection(samples: Any) -> None:
-    """Refuses collections whose samples are not the images of a dataset, naming what works instead.
+    """Refuses collections whose labels would be lost, naming what works instead.
 
-    A patches or frames view is a view onto a generated dataset: its sample
-    ids are patch or frame ids, so labels keyed by them would be written nowhere.
+    A patches view is a view onto a generated dataset: its sample ids are patch
+    ids, so labels keyed by them would be written nowhere. Frames views are
+    labelled through the view, which FiftyOne syncs to the video's frames.
     """
     if getattr(samples, "_is_patches", False):
         raise ValueError(
@@ -54,17 +55,37 @@ def check_collection(samples: Any) -> None:
             "task instead (region_to_category, region_to_description, region_to_ocr or region_to_segmentation "
             "with regions_field set to the patches field)."
         )
-    if getattr(samples, "_is_frames", False) or getattr(samples, "_is_clips", False):
+    if samples.media_type == "group":
         raise ValueError(
-            "This is a frames or clips view of a video dataset: label_samples writes sample fields of image "
-            "datasets, so its frame labels would be lost. Use dataset.apply_model(model, label_field=...) "
-            "on the video dataset, which writes frame labels, or import the frames as an image dataset."
+            "This is a grouped dataset: label one slice of images or videos at a time, e.g. "
+            "dataset.select_group_slices('<slice>'), or in the App a view of that slice."
         )
-    if samples.media_type != "image":
+    if getattr(samples, "_is_clips", False) or samples.media_type not in ("image", "video"):
         raise ValueError(
-            f"Florence-2 labels images; this collection holds {samples.media_type!r} media. For video, "
-            "use dataset.apply_model(model, label_field=...), which labels every frame."
+            f"Florence-2 labels images and the frames of videos; this collection holds {samples.media_type!r} "
+            "media. Label its images or videos (a clips view: the video dataset, or to_frames())."
         )
+
+
+def is_frames(samples: Any) -> bool:
+    """Whether ``samples`` is a frames view, whose samples are the frames of a video dataset."""
+    return bool(getattr(samples, "_is_frames", False))
+
+
+def label_dataset(samples: Any) -> Any:
+    """The dataset whose schema and labels a run checks: a frames view's own (its fields are the video's
+    frame fields), else the root dataset, so that a view hiding a field cannot hide its labels."""
+    return samples._dataset if is_frames(samples) else samples._root_dataset
+
+
+def frames_to_label(samples: Any, fps: float | None = None, frame_step: int = 1) -> Any:
+    """The frames view of a video collection (frames sampled to images by FiftyOne, with ffmpeg), at
+    ``fps`` frames per second when given, keeping every ``frame_step``-th frame; images as they are."""
+    fps, frame_step = OPTIONS["fps"].read(fps), OPTIONS["frame_step"].read(frame_step)
+    if samples.media_type != "video":
+        return samples
+    frames = samples.to_frames(sample_frames=True, fps=fps)
+    return frames.match((F("frame_number") - 1) % frame_step == 0) if frame_step > 1 else frames
 
 
 def check_run(
@@ -87,7 +108,7 @@ def check_run(
     """
     fields = check_fields(samples, config, label_field, skip_existing, overwrite)
     if not (skip_existing or overwrite):
-        dataset = samples._root_dataset
+        dataset = label_dataset(samples)
         labelled = labelled_ids(dataset, fields.values())
         count = len(labelled.intersection(shard_ids(samples.values("id"), shard))) if labelled else 0
         if count:
@@ -111,7 +132,7 @@ def check_fields(
     check_collection(samples)
     check_label_field(label_field)
     fields = config.label_fields(label_field)
-    schema = samples._root_dataset.get_field_schema()
+    schema = label_dataset(samples).get_field_schema()
     for task, name in fields.items():
         check_label_field(name)
         expected = config.label_types[task]
@@ -172,7 +193,7 @@ def target_ids(samples: Any, fields: dict[str, str], skip_existing: bool, shard:
     ids = shard_ids(samples.values("id"), shard)
     if not skip_existing:
         return Targets(ids)
-    dataset = samples._root_dataset
+    dataset = label_dataset(samples)
     done = {task: labelled_ids(dataset, [name]) for task, name in fields.items()}
     targets = Targets([])
     for sample_id in ids:

@@ -88,7 +88,7 @@ def run_label(args: argparse.Namespace) -> int:
     """Checks everything it can, loads the model, and only then creates or changes a dataset."""
     import fiftyone as fo
 
-    from .checks import check_label_field, check_run, labelled_ids
+    from .checks import check_label_field, check_run, frames_to_label, labelled_ids
     from .folders import add_images, find_images, folder_dataset_name
     from .labeling import describe_run, label_samples
     from .model import Florence2Model, Florence2ModelConfig
@@ -107,7 +107,8 @@ def run_label(args: argparse.Namespace) -> int:
             paths = find_images(args.images)
             name = args.dataset_name or folder_dataset_name(args.images)
         if fo.dataset_exists(name):
-            check_run(fo.load_dataset(name), config, **run)
+            checked = {key: run[key] for key in ("label_field", "skip_existing", "overwrite", "shard")}
+            check_run(frames_to_label(fo.load_dataset(name), run["fps"], run["frame_step"]), config, **checked)
         else:
             for field in config.label_fields(run["label_field"]).values():
                 check_label_field(field)

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import fiftyone.core.utils as fou
+from fiftyone import ViewField as F
 
 from .batching import Florence2Error, Outcome
-from .checks import Targets, check_label_field, check_run, shard_ids, target_ids
+from .checks import Targets, check_label_field, check_run, frames_to_label, is_frames, shard_ids, target_ids
 from .items import Item, load_item
 from .locks import locked
 from .model import Florence2Model
@@ -98,6 +99,8 @@ def label_samples(
     workers: int = 4,
     run_key: str | None = None,
     record: bool = True,
+    fps: float | None = None,
+    frame_step: int = 1,
 ) -> Summary:
     """Labels ``samples`` with ``model``, writing one field per task.
 
@@ -119,6 +122,9 @@ def label_samples(
         workers (4): threads that read and preprocess the next batch
         run_key (None): the run's key; shards of one run pass the same key
         record (True): record the run on the dataset
+        fps (None): for videos, the frames per second to sample and label
+            (FiftyOne samples them to images with ffmpeg); every frame when None
+        frame_step (1): for videos, label every Nth sampled frame
 
     Returns:
         a :class:`Summary`; ``failures`` maps each failed sample id to its reason
@@ -127,6 +133,7 @@ def label_samples(
     label_field = label_field or default_label_field(config.tasks)
     batch_size = whole_number("batch_size", config.batch_size if batch_size is None else batch_size)
     shard_ids([], shard)  # validates the shard before anything is checked or locked
+    samples = frames_to_label(samples, fps, frame_step)
     fields = check_run(samples, config, label_field, skip_existing, overwrite, shard)
     run_key = run_key or new_run_key(label_field)
     dataset = samples._root_dataset
@@ -171,7 +178,7 @@ def _label(samples, model, targets: Targets, summary: Summary, batch_size, progr
                 summary.deleted += len(batch) - len(items)
                 pending = _prepare(samples, batches[k + 1], targets, model, pool) if k + 1 < len(batches) else []
                 outcomes = model.label_items(items)
-                _write(samples._root_dataset, summary, items, outcomes)
+                _write(samples, summary, items, outcomes)
                 summary.seconds = time.perf_counter() - start
                 if checkpoint is not None:
                     checkpoint()
@@ -200,18 +207,25 @@ def _prepare(samples: Any, batch_ids: list[str], targets: Targets, model: Floren
     return futures
 
 
-def _write(dataset: Any, summary: Summary, items: list[Item], outcomes: list[Outcome]) -> None:
-    """One bulk write per field for the batch, then one read back: a label counts once it is stored."""
+def _write(samples: Any, summary: Summary, items: list[Item], outcomes: list[Outcome]) -> None:
+    """One bulk write per field for the batch, then one read back: a label counts once it is stored.
+
+    Frames views are written through the view, which FiftyOne syncs to the
+    video's frames, and read back from those frames; everything else is
+    written to the root dataset by sample id.
+    """
+    frames = is_frames(samples)
+    target = samples if frames else samples._root_dataset
     written: dict[str, dict[str, Any]] = {}
     for task, name in summary.label_fields.items():
         values = {item.sample_id: o.labels[task] for item, o in zip(items, outcomes) if task in o.labels}
         if values:
             # Our labels are built valid and check_run has checked the field's type.
-            dataset.set_values(name, values, key_field="id", validate=False)
+            target.set_values(name, values, key_field="id", validate=False)
             written[name] = values
     ids = [item.sample_id for item in items]
-    stored = {name: set(dataset.select(list(values)).exists(name).values("id")) for name, values in written.items()}
-    present = set(dataset.select(ids).values("id")) if written else set(ids)
+    stored = {name: stored_ids(samples, name, list(values)) for name, values in written.items()}
+    present = set(target.select(ids).values("id")) if written else set(ids)
     for item, outcome in zip(items, outcomes):
         sample_id = item.sample_id
         lost = [name for name, values in written.items() if sample_id in values and sample_id not in stored[name]]
@@ -223,6 +237,15 @@ def _write(dataset: Any, summary: Summary, items: list[Item], outcomes: list[Out
             summary.labelled += 1
         else:
             summary.skips[sample_id] = outcome.reason or "nothing to label"
+
+
+def stored_ids(samples: Any, name: str, ids: list[str]) -> set[str]:
+    """The ids among ``ids`` whose field ``name`` holds a label where the user will look for it: the
+    root dataset's samples, or, for a frames view, the video's frames."""
+    if is_frames(samples):
+        video = samples._root_dataset
+        return set(video.select_frames(ids).match_frames(F(name).exists()).values("frames.id", unwind=True))
+    return set(samples._root_dataset.select(ids).exists(name).values("id"))
 
 
 class _progress:

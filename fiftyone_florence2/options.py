@@ -52,6 +52,13 @@ def field_name(name: str, value: Any, nested: bool = True) -> str:
     return value
 
 
+def positive_number(name: str, value: Any) -> float:
+    """Returns ``value`` as a float above 0, or raises ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a number above 0, got {value!r}.")
+    return float(value)
+
+
 def boolean(name: str, value: Any) -> bool:
     """``value`` as a bool."""
     return bool(value)
@@ -205,6 +212,9 @@ RUN_OPTIONS: tuple[Option, ...] = (
     Option("overwrite", False, "replace existing labels", "bool", boolean, group="run"),
     Option("shard", None, "label one of COUNT disjoint parts (INDEX/COUNT)", "shard", shard, group="run",
            form=False),
+    Option("fps", None, "for videos: frames per second to sample and label (default: every frame)", "float",
+           positive_number, group="run"),
+    Option("frame_step", 1, "for videos: label every Nth sampled frame", "int", whole_number, group="run"),
 )  # fmt: skip
 
 OPTIONS: dict[str, Option] = {option.name: option for option in (*MODEL_OPTIONS, *RUN_OPTIONS)}

@@ -91,6 +91,9 @@ def build_form(ctx: Any, plan: Plan) -> types.Object:
     _existing_inputs(inputs, plan)
     for name in ("batch_size", "num_beams", "max_new_tokens", "confidence_thresh", "device", "dtype"):
         option_input(inputs, OPTIONS[name])
+    if plan.samples is not None and plan.samples.media_type == "video":
+        for name in ("fps", "frame_step"):
+            option_input(inputs, OPTIONS[name])
     _execution_inputs(inputs, plan)
     if plan.problem:
         problem = types.Error(label="Cannot run", description=plan.problem)

@@ -14,7 +14,7 @@ from typing import Any
 
 from fiftyone import ViewField as F
 
-from fiftyone_florence2.checks import check_fields, check_run, refuse_existing
+from fiftyone_florence2.checks import check_fields, check_run, frames_to_label, refuse_existing
 from fiftyone_florence2.config import Florence2ModelConfig
 from fiftyone_florence2.options import AUTO, MODEL_OPTIONS, RUN_OPTIONS, default_label_field, whole_number
 from fiftyone_florence2.tasks import DEFAULT_TASK, Task, get_task
@@ -135,8 +135,10 @@ def make_plan(ctx: Any, full: bool = True) -> Plan:
         plan.config = Florence2ModelConfig(model_options(values, task))
         skip, overwrite = values["skip_existing"], values["overwrite"]
         if full:
+            # A video's frames are sampled to images here, at execution, never while the form is filled in.
+            plan.samples = frames_to_label(samples, values["fps"], values["frame_step"])
             # A shard checks only its own samples for labels, not those its sibling shards wrote.
-            plan.fields = check_run(samples, plan.config, label_field, skip, overwrite, plan.shard)
+            plan.fields = check_run(plan.samples, plan.config, label_field, skip, overwrite, plan.shard)
         else:
             plan.fields = check_fields(samples, plan.config, label_field, skip, overwrite)
             # A queued shard's siblings label the same field: its full check counts its own samples only.

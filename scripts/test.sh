@@ -4,11 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian's Chromium, for the tests that drive the real App in a real browser.
-if ! command -v chromium >/dev/null 2>&1; then
+# Debian's Chromium, for the tests that drive the real App in a real browser, and ffmpeg, which
+# FiftyOne needs to read videos and sample their frames.
+if ! command -v chromium >/dev/null 2>&1 || ! command -v ffmpeg >/dev/null 2>&1; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver \
+    ffmpeg >/dev/null
 fi
 
 python3 -m venv .venv

@@ -14,6 +14,9 @@ def _private_mongod() -> str | None:
     whatever FIFTYONE_DATABASE_DIR says, so only a mongod of our own, named by
     URI, isolates a test run (and every process it starts) from any other.
     """
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for benchmarks/
     from benchmarks.mongod import NoMongod, start
 
     try:

@@ -74,13 +74,18 @@ def test_the_operator_refuses_a_patches_view_in_its_form(dataset, tiny_checkpoin
         fo.config.plugins_dir = previous
 
 
-def test_a_video_dataset_is_refused_with_the_route_that_works(tmp_path, model_for):
-    video = fo.Dataset()
-    video.add_sample(fo.Sample(filepath=str(tmp_path / "clip.mp4")))
-    with pytest.raises(ValueError, match=r"video.*apply_model"):
-        label_samples(video, model_for("caption"), "cap")
-    assert "cap" not in video.get_field_schema()
-    video.delete()
+def test_a_grouped_dataset_is_refused_with_the_slice_to_label(dataset, model_for):
+    grouped = fo.Dataset()
+    grouped.add_group_field("group", default="left")
+    group = fo.Group()
+    paths = dataset.values("filepath")[:2]
+    grouped.add_samples([fo.Sample(filepath=p, group=group.element(s)) for p, s in zip(paths, ("left", "right"))])
+    with pytest.raises(ValueError, match=r"grouped dataset.*select_group_slices"):
+        label_samples(grouped, model_for("caption"), "cap")
+    assert "cap" not in grouped.get_field_schema()
+    slice_summary = label_samples(grouped.select_group_slices("left"), model_for("caption"), "cap")
+    assert slice_summary.labelled == 1 and grouped.select_group_slices("left").count("cap") == 1
+    grouped.delete()
 
 
 # ------------------------------------------------------------------ skip_existing holds per field
