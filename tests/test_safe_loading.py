@@ -451,9 +451,11 @@ def test_hub_that_never_answers_fails_fast_with_one_line(hub, persistent_dataset
     # that loading calls first, with a timeout (456a6b7).
     with hub() as endpoint:
         try:
-            result = _cli_against_endpoint(endpoint, persistent_dataset.name, tmp_path, timeout=30)
+            # The limit covers the fresh process's imports too, which take far longer on a loaded machine;
+            # the check that matters is the time main() takes, measured inside and bounded below.
+            result = _cli_against_endpoint(endpoint, persistent_dataset.name, tmp_path, timeout=120)
         except subprocess.TimeoutExpired:
-            pytest.fail("loading a Hub checkpoint hung for 30 s on a Hub that does not answer")
+            pytest.fail("loading a Hub checkpoint hung for 120 s on a Hub that does not answer")
     exit_code, seconds = (part.split("=")[1] for part in result.stdout.split()[-2:])
     assert exit_code == "2" and float(seconds) < 15, result.stdout + result.stderr
     assert result.stderr.strip().count("\n") == 0 and "florence2: error:" in result.stderr
