@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import fiftyone.core.utils as fou
-from fiftyone import ViewField as F
+from bson import ObjectId
 
 from .batching import Florence2Error, Outcome
 from .checks import Targets, check_label_field, check_run, frames_to_label, is_frames, shard_ids, target_ids
@@ -215,13 +215,18 @@ def _write(samples: Any, summary: Summary, items: list[Item], outcomes: list[Out
     written to the root dataset by sample id.
     """
     frames = is_frames(samples)
-    target = samples if frames else samples._root_dataset
+    target = samples._frames_dataset if frames else samples._root_dataset
     written: dict[str, dict[str, Any]] = {}
     for task, name in summary.label_fields.items():
         values = {item.sample_id: o.labels[task] for item, o in zip(items, outcomes) if task in o.labels}
         if values:
             # Our labels are built valid and check_run has checked the field's type.
             target.set_values(name, values, key_field="id", validate=False)
+            if frames:
+                # FiftyOne's own sync of a frames view to its videos, for this batch's frames only (the
+                # view's set_values syncs every frame of the field, each batch).
+                samples._sync_source(fields=[name], ids=list(values))
+                samples._sync_source_field_schema(name)
             written[name] = values
     ids = [item.sample_id for item in items]
     stored = {name: stored_ids(samples, name, list(values)) for name, values in written.items()}
@@ -243,8 +248,10 @@ def stored_ids(samples: Any, name: str, ids: list[str]) -> set[str]:
     """The ids among ``ids`` whose field ``name`` holds a label where the user will look for it: the
     root dataset's samples, or, for a frames view, the video's frames."""
     if is_frames(samples):
-        video = samples._root_dataset
-        return set(video.select_frames(ids).match_frames(F(name).exists()).values("frames.id", unwind=True))
+        # The video dataset's frame documents, looked up by id: a frames view's ids are its frames' ids.
+        # (select_frames() would scan every frame of the videos for each batch.)
+        query = {"_id": {"$in": [ObjectId(i) for i in ids]}, name: {"$exists": True, "$ne": None}}
+        return {str(doc["_id"]) for doc in samples._root_dataset._frame_collection.find(query, {"_id": 1})}
     return set(samples._root_dataset.select(ids).exists(name).values("id"))
 
 
