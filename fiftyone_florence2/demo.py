@@ -15,6 +15,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from .checkpoints import hub_reachable, looks_like_path
+from .options import DEFAULT_LABEL_PREFIX
 
 DEMO_TASKS = ["caption", "detection", "ocr_with_region"]
 _SCENES = [
@@ -51,7 +52,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
     draw_images(args.images_dir)
     dataset = dataset_for_images(args.images_dir, args.dataset_name)
-    checkpoint, field = args.model, "florence2"
+    checkpoint, field = args.model, DEFAULT_LABEL_PREFIX
     if not looks_like_path(checkpoint) and not hub_reachable(checkpoint):
         print(
             f"The Hugging Face Hub is not reachable, so {checkpoint} cannot be downloaded; "

@@ -29,7 +29,7 @@ from .checkpoints import (
 )
 from .decoding import decode_with_spans
 from .items import ImagePreprocessor
-from .options import dtype_name
+from .options import OPTIONS, dtype_name
 from .parsing import Generation
 from .tasks import Task
 
@@ -239,7 +239,7 @@ class Florence2Runner:
         features: torch.Tensor,
         questions: Sequence[str],
         image_index: Sequence[int],
-        num_beams: int = 3,
+        num_beams: int = OPTIONS["num_beams"].default,
         max_new_tokens: int | None = None,
         generate_kwargs: GenerateKwargs = None,
         scores: bool = True,
