@@ -95,6 +95,11 @@ def check_native_config(config: dict, name: str) -> None:
         raise CheckpointError(f"Checkpoint {name!r} is a {config.get('model_type')!r} model, not Florence-2.")
 
 
+def hub_endpoint() -> str:
+    """The Hub's URL as ``HF_ENDPOINT`` says now (``huggingface_hub`` reads it once, when imported)."""
+    return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+
+
 def hub_reachable(repo_id: str | None = None, revision: str | None = None, timeout: float = 5.0) -> bool:
     """Whether the Hugging Face Hub answers, within ``timeout`` seconds, the request loading starts with.
 
@@ -104,7 +109,7 @@ def hub_reachable(repo_id: str | None = None, revision: str | None = None, timeo
     """
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
         return False
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    endpoint = hub_endpoint()
     url = endpoint
     if repo_id:
         quoted_revision = urllib.parse.quote(revision or "main", safe="")

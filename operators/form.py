@@ -67,21 +67,10 @@ def build_form(ctx: Any, plan: Plan) -> types.Object:
     inputs = types.Object()
     if plan.samples is not None:
         inputs.view_target(ctx, action_description="Label", require_flat=True)
-    tasks = [(t.name, f"{t.name}: {t.description} ({t.input} input, {t.label_type})") for t in TASKS]
-    inputs.enum(
-        "task",
-        [name for name, _ in tasks],
-        default=tasks[0][0],
-        view=_dropdown("Task", "What Florence-2 does for each image", tasks),
-    )
+    task_input(inputs)
     for name in ("model", "revision"):
         option_input(inputs, OPTIONS[name])
-    if plan.task.input == "text":
-        _text_inputs(inputs, plan)
-    if plan.task.input == "region":
-        _regions_input(inputs, plan)
-    if OPTIONS["masks"].applies(plan.task):
-        option_input(inputs, OPTIONS["masks"])
+    task_inputs(inputs, plan)
     inputs.str(
         "label_field",
         label="Output field",
@@ -99,6 +88,27 @@ def build_form(ctx: Any, plan: Plan) -> types.Object:
         problem = types.Error(label="Cannot run", description=plan.problem)
         inputs.view("problem", problem, invalid=True, error_message=plan.problem)
     return inputs
+
+
+def task_input(inputs: types.Object) -> None:
+    """The task dropdown: every task of the table, with the label type it writes."""
+    tasks = [(t.name, f"{t.name}: {t.description} ({t.input} input, {t.label_type})") for t in TASKS]
+    inputs.enum(
+        "task",
+        [name for name, _ in tasks],
+        default=tasks[0][0],
+        view=_dropdown("Task", "What Florence-2 does for each image", tasks),
+    )
+
+
+def task_inputs(inputs: types.Object, plan: Plan) -> None:
+    """The inputs ``plan``'s task reads, and only those: its text, its regions, instance masks."""
+    if plan.task.input == "text":
+        _text_inputs(inputs, plan)
+    if plan.task.input == "region":
+        _regions_input(inputs, plan)
+    if OPTIONS["masks"].applies(plan.task):
+        option_input(inputs, OPTIONS["masks"])
 
 
 def _title(name: str) -> str:

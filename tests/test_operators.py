@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -20,6 +19,7 @@ import yaml
 from fiftyone.operators.delegated import DelegatedOperationService
 from fiftyone.operators.executor import ExecutionContext, ExecutionError, execute_or_delegate_operator
 from fiftyone.operators.server import create_response_generator
+from helpers.repo_archive import HIDE_INSTALLED, env_without_the_library, served_repository
 
 from fiftyone_florence2.provenance import list_runs
 from fiftyone_florence2.tasks import TASK_NAMES, TASKS, get_task
@@ -313,48 +313,12 @@ def test_requirements_file_matches_the_package():
     assert parsed(listed) == parsed(importlib.metadata.requires("fiftyone-florence2"))
 
 
-# Hides the pip-installed (editable) library, so that only the plugin directory can provide it.
-HIDE_INSTALLED = """
-import sys
-sys.meta_path[:] = [f for f in sys.meta_path if "fiftyone_florence2" not in getattr(f, "__module__", "")]
-sys.path_hooks[:] = [h for h in sys.path_hooks if "fiftyone_florence2" not in getattr(h, "__module__", "")]
-sys.path_importer_cache.clear()
-import importlib.util
-assert importlib.util.find_spec("fiftyone_florence2") is None, "the installed library is still visible"
-"""
-
-
 def test_plugins_download_of_the_repository_root_works_without_the_library(tmp_path):
     """``fiftyone plugins download <archive of the repository>``, then the operator loads from that copy alone."""
-    import functools
-    import shutil
-    import threading
-    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
-
-    files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.splitlines()
-    tree = tmp_path / "serve" / "fiftyone-florence2-main"
-    for name in files:
-        if (ROOT / name).is_file():
-            (tree / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, tree / name)
-    archive = shutil.make_archive(str(tmp_path / "serve" / "repo"), "zip", tree.parent, tree.name)
-
-    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path / "serve"))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    env = {**os.environ, "FIFTYONE_PLUGINS_DIR": str(tmp_path / "plugins")}
+    env = env_without_the_library(FIFTYONE_PLUGINS_DIR=str(tmp_path / "plugins"))
     fiftyone = str(Path(sys.executable).parent / "fiftyone")
-    try:
-        url = f"http://127.0.0.1:{server.server_port}/{Path(archive).name}"
+    with served_repository(tmp_path / "serve") as url:
         subprocess.run([fiftyone, "plugins", "download", url], env=env, check=True, capture_output=True)
-    finally:
-        server.shutdown()
     installed = next((tmp_path / "plugins").rglob("fiftyone.yml")).parent
 
     script = HIDE_INSTALLED + textwrap.dedent(f"""
