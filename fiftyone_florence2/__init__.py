@@ -14,6 +14,8 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "to_label": "labels",
+    "to_answer": "labels",
+    "to_training_pairs": "labels",
     "load_model": "model",
     "label_samples": "labeling",
     "Florence2Model": "model",

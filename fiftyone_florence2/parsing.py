@@ -32,7 +32,8 @@ _TOKEN = re.compile(
 )
 # Tokens that carry no structure: decoder start/end, batch padding.
 _FILLER = frozenset({"<s>", "</s>", "<pad>", "<unk>", "<ground>", "<obj>"})
-_NO_ANSWER = "no object detected."
+# What region tasks answer for an empty region (compared case-insensitively): an empty answer.
+NO_ANSWER = "no object detected."
 
 # Pronouns and generic words that Florence-2's processor configuration bans
 # as grounded phrases.
@@ -179,7 +180,7 @@ def parse_text(pieces: list[Piece]) -> TextAnswer:
     """
     texts = [p for p in pieces if p.kind == "text"]
     text = "".join(p.value for p in texts).strip()
-    if text.lower() == _NO_ANSWER:
+    if text.lower() == NO_ANSWER:
         text = ""
     locs = [p.bin for p in pieces if p.kind == "loc"][:4]
     region = None

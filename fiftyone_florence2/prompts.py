@@ -27,10 +27,16 @@ def check_prompt(text: object) -> str:
     stripped = " ".join(text.split())
     if not stripped:
         raise ValueError("The prompt is empty.")
-    token = _SPECIAL_TOKEN.search(stripped)
+    token = find_special_token(stripped)
     if token:
-        raise ValueError(f"The prompt must not contain Florence-2 tokens such as {token.group()!r}.")
+        raise ValueError(f"The prompt must not contain Florence-2 tokens such as {token!r}.")
     return stripped
+
+
+def find_special_token(text: str) -> str | None:
+    """The first Florence-2 token (task token, ``<loc_*>``, ``<sep>``...) inside ``text``, if any."""
+    match = _SPECIAL_TOKEN.search(text)
+    return match.group() if match else None
 
 
 def rel_to_bin(value: float) -> int:
@@ -53,8 +59,19 @@ def region_tokens(rel_xywh: Sequence[float]) -> str:
     # corrupt, and clamping them would silently ask about the wrong region.
     if w > _MAX_EXTENT or h > _MAX_EXTENT or not (x < 1 and y < 1 and x + w > 0 and y + h > 0):
         raise ValueError(f"The region {list(rel_xywh)} is not a relative [x, y, w, h] box on the image.")
+    return loc_tokens(box_bins((x, y, w, h)))
+
+
+def loc_tokens(bins: Sequence[int]) -> str:
+    """``<loc_b>`` for each bin, in order."""
+    return "".join(f"<loc_{b}>" for b in bins)
+
+
+def box_bins(rel_xywh: Sequence[float]) -> tuple[int, int, int, int]:
+    """The ``(x1, y1, x2, y2)`` bins of a finite relative box, at least one bin wide each way."""
+    x, y, w, h = rel_xywh
     (x1, x2), (y1, y2) = _bin_span(x, x + w), _bin_span(y, y + h)
-    return "".join(f"<loc_{b}>" for b in (x1, y1, x2, y2))
+    return x1, y1, x2, y2
 
 
 def _bin_span(lo: float, hi: float) -> tuple[int, int]:

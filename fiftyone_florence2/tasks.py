@@ -40,6 +40,8 @@ class Task:
             (or class) that asked for it, rather than by the model's text
         can_mask: whether the output can be written as instance masks
         unnamed_label: the label of an output the model gives no name
+        empty_text_ok: whether an empty text answer means something (an
+            image with no text), so that an empty label can train it
     """
 
     name: str
@@ -54,6 +56,7 @@ class Task:
     labelled_by_prompt: bool = False
     can_mask: bool = False
     unnamed_label: str | None = None
+    empty_text_ok: bool = False
 
     @property
     def structured(self) -> bool:
@@ -64,6 +67,11 @@ class Task:
     def boxes_per_region(self) -> bool:
         """Whether each input region gets a text answer, written on that region's box."""
         return self.input == "region" and self.answer == "text"
+
+    @property
+    def echoes_region(self) -> bool:
+        """Whether the answer repeats its input region after the text (``car<loc_52>...<loc_774>``)."""
+        return self.boxes_per_region
 
 
 TASKS: tuple[Task, ...] = (
@@ -76,7 +84,8 @@ TASKS: tuple[Task, ...] = (
          "Describe with a paragraph what is shown in the image.",
          "none", "text", "Classification", 512, "paragraph caption"),
     Task("ocr", "<OCR>", "What is the text in the image?",
-         "none", "text", "Classification", 512, "all text in the image"),
+         "none", "text", "Classification", 512, "all text in the image",
+         empty_text_ok=True),
     Task("ocr_with_region", "<OCR_WITH_REGION>",
          "What is the text in the image, with regions?",
          "none", "quads", "Detections", 1023, "text lines with their quads"),

@@ -152,11 +152,11 @@ def test_check_prompt_keeps_angle_brackets_that_are_not_tokens():
 
 
 def test_pure_layer_imports_no_framework():
-    """The task table, options, prompts, parsing and decoding import neither fiftyone, torch nor transformers."""
+    """The task table, options, prompts, parsing, answers and decoding import no fiftyone, torch or transformers."""
     code = (
         "import sys; import fiftyone_florence2, fiftyone_florence2.tasks, fiftyone_florence2.prompts, "
-        "fiftyone_florence2.parsing, fiftyone_florence2.checkpoints, fiftyone_florence2.options, "
-        "fiftyone_florence2.decoding; "
+        "fiftyone_florence2.parsing, fiftyone_florence2.answers, fiftyone_florence2.checkpoints, "
+        "fiftyone_florence2.options, fiftyone_florence2.decoding; "
         "heavy = [m for m in ('fiftyone', 'torch', 'transformers', 'numpy') if m in sys.modules]; "
         "print(heavy); sys.exit(1 if heavy else 0)"
     )
