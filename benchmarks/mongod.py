@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import importlib.util
 import os
+import shutil
 import socket
 import subprocess
 import time
@@ -28,10 +29,11 @@ class NoMongod(RuntimeError):
     """FiftyOne ships no mongod binary on this machine."""
 
 
-def start(dbpath: str | Path) -> str:
-    """Starts mongod on ``dbpath`` (kept, so data persists between runs) and returns its URI.
+def start(dbpath: str | Path, remove: bool = False) -> str:
+    """Starts mongod on ``dbpath`` and returns its URI; at exit mongod stops and, with ``remove``, its
+    directory goes (mongod preallocates a 300 MB journal, so a kept directory per run adds up).
 
-    The tests start theirs with this too, on a fresh directory.
+    The tests start theirs with this too, on a fresh directory they remove.
     """
     spec = importlib.util.find_spec("fiftyone")
     binary = Path(spec.submodule_search_locations[0]) / "db" / "bin" / "mongod" if spec else None
@@ -48,7 +50,14 @@ def start(dbpath: str | Path) -> str:
          "--logpath", str(log)],
         stdout=subprocess.DEVNULL,
     )  # fmt: skip
-    atexit.register(lambda: (process.terminate(), process.wait(timeout=60)))
+
+    def stop() -> None:
+        process.terminate()
+        process.wait(timeout=60)
+        if remove:
+            shutil.rmtree(dbpath, ignore_errors=True)
+
+    atexit.register(stop)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         with socket.socket() as client:

@@ -14,7 +14,6 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -53,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"), help="markdown file for the section ('' for none)")
     args = p.parse_args(argv)
     work = Path(args.workdir)
-    mongod.isolate(Path(tempfile.mkdtemp(prefix="florence2-video-bench-")))
+    mongod.isolate(work / "mongod")
 
     import fiftyone as fo
     import torch

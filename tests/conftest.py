@@ -20,7 +20,7 @@ def _private_mongod() -> str | None:
     from benchmarks.mongod import NoMongod, start
 
     try:
-        return start(tempfile.mkdtemp(prefix="florence2-tests-mongod-"))
+        return start(tempfile.mkdtemp(prefix="florence2-tests-mongod-"), remove=True)
     except NoMongod:
         return None
 
