@@ -116,6 +116,8 @@ def scenarios(dataset) -> list[tuple[str, dict]]:
          {**base, "view": unlabelled._serialize(), "params": {"view_target": "CURRENT_VIEW"}}),
         ("region_to_category, regions gt",
          {**base, "params": {"task": "region_to_category", "regions_field": "gt"}}),
+        ("tasks caption+detection+ocr → florence2_* (one exists)",
+         {**base, "params": {"tasks": ["caption", "detection", "ocr"]}}),
     ]  # fmt: skip
 
 

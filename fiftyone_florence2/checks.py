@@ -144,6 +144,12 @@ def check_fields(
                     f"Field {name!r} already holds {kind}, but task {task!r} writes {expected}. "
                     "Choose another label field."
                 )
+    check_inputs(samples, config)
+    return fields
+
+
+def check_inputs(samples: Any, config: Florence2ModelConfig) -> None:
+    """Checks the fields a run reads (prompt and regions) through ``samples``; reads only the schema."""
     if config.prompt_field is not None and samples.get_field(config.prompt_field) is None:
         raise ValueError(f"Prompt field {config.prompt_field!r} does not exist in this dataset or view.")
     if config.regions_field is not None:
@@ -153,7 +159,6 @@ def check_fields(
                 f"Regions field {config.regions_field!r} must be a Detections field"
                 + (f", not {regions.__name__}." if regions else " of this dataset or view.")
             )
-    return fields
 
 
 def labelled_ids(dataset: Any, names: Iterable[str]) -> set[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import fiftyone.core.config as foc
@@ -63,9 +64,7 @@ class Florence2ModelConfig(foc.Config):
 
     def label_fields(self, label_field: str) -> dict[str, str]:
         """The field each task writes: ``label_field``, or ``<label_field>_<task>`` for several tasks."""
-        if self.multitask:
-            return {t.name: f"{label_field}_{t.name}" for t in self.tasks}
-        return {self.tasks[0].name: label_field}
+        return field_names(self.tasks, label_field, self.multitask)
 
     @property
     def multitask(self) -> bool:
@@ -84,6 +83,13 @@ class Florence2ModelConfig(foc.Config):
             (generation if option.group == "generation" else record)[option.name] = value
         record["checkpoint"] = record.pop("model")
         return {**record, "generation": generation}
+
+
+def field_names(tasks: Sequence[Task], label_field: str, multitask: bool) -> dict[str, str]:
+    """``{task: field}``: ``label_field`` for one task, ``<label_field>_<task>`` for each of several."""
+    if multitask:
+        return {t.name: f"{label_field}_{t.name}" for t in tasks}
+    return {tasks[0].name: label_field}
 
 
 def option_help(name: str) -> str:

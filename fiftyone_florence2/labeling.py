@@ -27,7 +27,7 @@ from .model import Florence2Model
 from .options import default_label_field, whole_number
 from .provenance import finish_run, mark_interrupted, new_run_key, record_progress, start_run
 
-__all__ = ["Summary", "check_label_field", "check_run", "label_samples"]
+__all__ = ["Summary", "check_label_field", "check_run", "label_samples", "preview_samples"]
 
 Progress = Callable[[int, int], None]
 
@@ -188,23 +188,42 @@ def _label(samples, model, targets: Targets, summary: Summary, batch_size, progr
 
 
 def _prepare(samples: Any, batch_ids: list[str], targets: Targets, model: Florence2Model, pool) -> list[Future]:
-    """Reads a batch's paths and inputs by id (through the view: its label filters apply), and starts
-    loading its images in the pool."""
+    """Reads a batch's paths and inputs by id, and starts loading its images in the pool."""
+    runner = model.runner
+    return [
+        pool.submit(load_item, item, path, runner.preprocess, runner.image_size)
+        for item, path in _read_items(samples, batch_ids, model, targets.tasks)
+    ]
+
+
+def _read_items(samples: Any, ids: list[str], model: Florence2Model, tasks_of=lambda sample_id: None):
+    """``(Item, filepath)`` per id that still exists, with the inputs the model reads, read through the
+    view (its label filters apply) in one query; ``tasks_of(id)`` names the tasks each item runs."""
     inputs = model.needs_fields
     names = ["id", "filepath", *inputs.values()]
-    columns = samples.select(batch_ids, ordered=True).values(names)
+    columns = samples.select(ids, ordered=True).values(names)
     rows = [dict(zip(names, values)) for values in zip(*columns)]
-    runner = model.runner
-    futures = []
-    for row in rows:
-        item = Item(
-            row["id"],
-            prompt=row.get(inputs.get("prompt_field", ""), None),
-            regions=row.get(inputs.get("regions_field", ""), None),
-            tasks=targets.tasks(row["id"]),
+    return [
+        (
+            Item(
+                row["id"],
+                prompt=row.get(inputs.get("prompt_field", ""), None),
+                regions=row.get(inputs.get("regions_field", ""), None),
+                tasks=tasks_of(row["id"]),
+            ),
+            row["filepath"],
         )
-        futures.append(pool.submit(load_item, item, row["filepath"], runner.preprocess, runner.image_size))
-    return futures
+        for row in rows
+    ]
+
+
+def preview_samples(samples: Any, model: Florence2Model, ids: list[str]) -> list[tuple[Item, str, Outcome]]:
+    """Labels a few samples and writes nothing (no field, run record or lock), to try a prompt, a
+    threshold or a checkpoint before a run: ``(item, filepath, outcome)`` per id still in ``samples``."""
+    runner = model.runner
+    read = _read_items(samples, ids, model)
+    items = [load_item(item, path, runner.preprocess, runner.image_size) for item, path in read]
+    return [(item, path, outcome) for (item, path), outcome in zip(read, model.label_items(items))]
 
 
 def _write(samples: Any, summary: Summary, items: list[Item], outcomes: list[Outcome]) -> None:

@@ -259,3 +259,27 @@ def to_training_pairs(
     """``(question, answer text)`` for every generation ``label`` stands for (see ``answers.training_pairs``)."""
     task = get_task(task)
     return training_pairs(task, answer_data(task, label), prompt=prompt, classes=classes)
+
+
+# Names of instances a summary shows; the rest are counted.
+SHOWN_NAMES = 10
+
+
+def summarize(label: fol.Label | None) -> tuple[str, list[float | None]]:
+    """What a label holds, for a person to read: a classification's text, or the count of boxes,
+    masks or polygons with their labels; and each confidence (None where there is none)."""
+    if label is None:
+        return "nothing", []
+    field = _INSTANCES.get(type(label))
+    if field is None:
+        return (label.label or "(empty text)"), [label.confidence]
+    instances = label[field]
+    noun = {"detections": "box", "polylines": "polygon", "classifications": "class"}[field]
+    if noun == "box" and any(d.mask is not None for d in instances):
+        noun = "mask"
+    count = len(instances)
+    text = f"{count} {noun if count == 1 else noun + ('es' if noun in ('box', 'class') else 's')}"
+    names = [str(x.label) for x in instances[:SHOWN_NAMES]]
+    if names:
+        text += ": " + ", ".join(names) + (f", and {count - SHOWN_NAMES} more" if count > SHOWN_NAMES else "")
+    return text, [x.confidence for x in instances]

@@ -6,6 +6,7 @@ from :data:`TASKS`. This module imports nothing outside the standard library.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -153,7 +154,8 @@ def get_task(name_or_token: str | Task) -> Task:
 
 def get_tasks(names: str | Task | list[str | Task] | tuple[str | Task, ...]) -> tuple[Task, ...]:
     """Returns the tasks for one name or a list of names, refusing repeats."""
-    items = [names] if isinstance(names, (str, Task)) else list(names)
+    one = isinstance(names, (str, Task)) or not isinstance(names, Iterable)  # 7 or None: unknown, not "not iterable"
+    items = [names] if one else list(names)
     if not items:
         raise ValueError("At least one task is required.")
     tasks = tuple(get_task(item) for item in items)

@@ -1,9 +1,10 @@
 """The App side of fiftyone-florence2: FiftyOne operators, thin adapters over the library."""
 
 from .apply import ApplyFlorence2
+from .dry_run import Florence2DryRun
 from .status import Florence2Runs
 
-OPERATORS = (ApplyFlorence2, Florence2Runs)
+OPERATORS = (ApplyFlorence2, Florence2DryRun, Florence2Runs)
 
 
 def register(plugin) -> None:

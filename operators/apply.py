@@ -10,12 +10,15 @@ From Python::
     )
     result.result  # {"run_key": ..., "labelled": ..., "failed": ..., ...}; for shards {"queued": [...], ...}
 
-The parameters are ``load_model``'s (``task``, ``model``, ``revision``,
+The parameters are ``load_model``'s (``task``: a name or a list, ``model``, ``revision``,
 ``prompt``, ``prompt_field``, ``classes``, ``regions_field``, ``masks``,
 ``batch_size``, ``num_beams``, ``max_new_tokens``, ``confidence_thresh``,
 ``device``, ``dtype``) plus ``label_field``, ``skip_existing``,
 ``overwrite``, ``delegate`` and ``shards``; defaults and help are declared in
-``fiftyone_florence2.options`` (see ``docs/OPTIONS.md``).
+``fiftyone_florence2.options`` (see ``docs/OPTIONS.md``). ``tasks`` (a list,
+what the App's multi-select sends) may stand for ``task``. Several tasks share
+each image's vision features and write ``<label_field>_<task>`` each
+(``florence2_<task>`` by default); a list of one task writes ``label_field``.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ class ApplyFlorence2(foo.Operator):
         return foo.OperatorConfig(
             name="apply_florence2",
             label="Florence-2: label samples",
-            description="Run a Florence-2 task (captions, OCR, detection, grounding, segmentation, regions)",
+            description="Run Florence-2 tasks (captions, OCR, detection, grounding, segmentation, regions)",
             dynamic=True,
             execute_as_generator=True,
             allow_immediate_execution=True,
@@ -62,7 +65,7 @@ class ApplyFlorence2(foo.Operator):
 
     def resolve_run_name(self, ctx: Any) -> str:
         plan = make_plan(ctx, full=False)
-        return f"Florence-2 {plan.task.name} → {plan.label_field}"
+        return f"Florence-2 {', '.join(task.name for task in plan.tasks)} → {', '.join(plan.label_fields.values())}"
 
     def execute(self, ctx: Any) -> Any:
         """Labels (or queues the shards) and returns the summary; to the App, a stream of progress first."""

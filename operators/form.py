@@ -1,4 +1,4 @@
-"""The operator's form: one form for every task, showing only the inputs the chosen task needs.
+"""The operators' form: one form for every choice of tasks, showing only the inputs the chosen tasks need.
 
 The task choices, which inputs appear and the label type shown come from the
 task table (:data:`fiftyone_florence2.tasks.TASKS`); each input's default,
@@ -18,7 +18,7 @@ import fiftyone.operators.types as types
 from fiftyone_florence2.options import AUTO, OPTIONS, Option, default_label_field
 from fiftyone_florence2.tasks import TASKS
 
-from .plan import DEFAULTS, DELEGATE_ABOVE, TEXT_INPUTS, Plan
+from .plan import DEFAULTS, DELEGATE_ABOVE, FORM_OPTIONS, Plan, reads, text_sources
 
 # Field values the model reads as prompts (see fiftyone_florence2.labels.texts_from_value).
 PROMPT_LABELS = (fol.Classification, fol.Classifications, fol.Detections, fol.Polylines)
@@ -63,52 +63,78 @@ def regions_field_choices(samples: Any) -> list[str]:
 
 
 def build_form(ctx: Any, plan: Plan) -> types.Object:
-    """The inputs for ``plan``'s task; ``plan.problem``, if any, is shown and blocks execution."""
+    """The inputs for ``plan``'s tasks; ``plan.problem``, if any, is shown and blocks execution.
+
+    The form offers the declared form options in their declared order, each
+    only when a chosen task reads it: an option with no entry in
+    :data:`_PLACED` is one :func:`option_input`, so a newly declared option
+    appears with no change here. A preview has no target choice and none of
+    the run's own options (where to write, delegation).
+    """
     inputs = types.Object()
-    if plan.samples is not None:
+    if plan.samples is not None and not plan.preview:
         inputs.view_target(ctx, action_description="Label", require_flat=True)
-    task_input(inputs)
-    for name in ("model", "revision"):
-        option_input(inputs, OPTIONS[name])
-    task_inputs(inputs, plan)
-    inputs.str(
-        "label_field",
-        label="Output field",
-        description=f"A new field, or an existing {plan.label_type} field; {plan.task.name} writes {plan.label_type}",
-        view=types.TextFieldView(placeholder=f"{default_label_field([plan.task])} (when left empty)"),
-    )
-    _existing_inputs(inputs, plan)
-    for name in ("batch_size", "num_beams", "max_new_tokens", "confidence_thresh", "device", "dtype"):
-        option_input(inputs, OPTIONS[name])
-    if plan.samples is not None and plan.samples.media_type == "video":
-        for name in ("fps", "frame_step"):
-            option_input(inputs, OPTIONS[name])
-    _execution_inputs(inputs, plan)
+    for option in FORM_OPTIONS:
+        if reads(option, plan.tasks) and not (plan.preview and option.group == "run"):
+            _PLACED.get(option.name, _declared)(inputs, option, plan)
+    if plan.preview:
+        tasks = ", ".join(f"{task} ({label_type})" for task, label_type in plan.label_types.items())
+        note = f"Previews {plan.count} sample(s) with {tasks}: shows the labels a run would write, writes nothing"
+        inputs.view("summary", types.Notice(label=note))
+    else:
+        _execution_inputs(inputs, plan)
     if plan.problem:
         problem = types.Error(label="Cannot run", description=plan.problem)
         inputs.view("problem", problem, invalid=True, error_message=plan.problem)
     return inputs
 
 
+def _declared(inputs: types.Object, option: Option, plan: Plan) -> None:
+    option_input(inputs, option)
+
+
+def _video_input(inputs: types.Object, option: Option, plan: Plan) -> None:
+    """Offered when the target holds videos, whose frames are sampled and labelled."""
+    if plan.samples is not None and plan.samples.media_type == "video":
+        option_input(inputs, option)
+
+
 def task_input(inputs: types.Object) -> None:
-    """The task dropdown: every task of the table, with the label type it writes."""
+    """A dropdown of one task of the table, for forms that take a single task (the zoo operator's)."""
     tasks = [(t.name, f"{t.name}: {t.description} ({t.input} input, {t.label_type})") for t in TASKS]
-    inputs.enum(
-        "task",
-        [name for name, _ in tasks],
-        default=tasks[0][0],
-        view=_dropdown("Task", "What Florence-2 does for each image", tasks),
-    )
+    view = _dropdown("Task", "What Florence-2 does for each image", tasks)
+    inputs.enum("task", [name for name, _ in tasks], default=tasks[0][0], view=view)
 
 
 def task_inputs(inputs: types.Object, plan: Plan) -> None:
-    """The inputs ``plan``'s task reads, and only those: its text, its regions, instance masks."""
-    if plan.task.input == "text":
-        _text_inputs(inputs, plan)
-    if plan.task.input == "region":
-        _regions_input(inputs, plan)
-    if OPTIONS["masks"].applies(plan.task):
-        option_input(inputs, OPTIONS["masks"])
+    """The inputs ``plan``'s tasks read, and only those: their text, their regions, instance masks."""
+    for name in ("prompt", "prompt_field", "classes", "regions_field", "masks"):
+        option = OPTIONS[name]
+        if reads(option, plan.tasks):
+            _PLACED.get(name, _declared)(inputs, option, plan)
+
+
+def _tasks_input(inputs: types.Object, option: Option, plan: Plan) -> None:
+    """A multi-select of the task table; one field per chosen task, sharing the image features."""
+    view = types.DropdownView(
+        label="Tasks",
+        description="What Florence-2 does for each image: one or more tasks, one output field each",
+    )
+    for task in TASKS:
+        view.add_choice(task.name, label=f"{task.name}: {task.description} ({task.input} input, {task.label_type})")
+    inputs.list("tasks", types.String(), default=[task.name for task in plan.tasks], view=view)
+
+
+def _label_field_input(inputs: types.Object, option: Option, plan: Plan) -> None:
+    types_ = plan.label_types
+    if len(plan.tasks) == 1:
+        [(task, label_type)] = types_.items()
+        what = f"A new field, or an existing {label_type} field; {task} writes {label_type}"
+    else:
+        writes = ", ".join(f"{task} writes {label_type}" for task, label_type in types_.items())
+        what = f"The prefix of the output fields, one per task: <prefix>_<task>; {writes}"
+    placeholder = f"{default_label_field(plan.tasks)} (when left empty)"
+    inputs.str(option.name, label="Output field", description=what, view=types.TextFieldView(placeholder=placeholder))
 
 
 def _title(name: str) -> str:
@@ -143,8 +169,9 @@ def _available(option: Option) -> list[str]:
     return [choice for choice in option.choices if choice == AUTO or choice in have]
 
 
-def _text_inputs(inputs: types.Object, plan: Plan) -> None:
-    sources = [s for s in TEXT_INPUTS if OPTIONS[s].applies(plan.task)]
+def _text_inputs(inputs: types.Object, option: Option, plan: Plan) -> None:
+    """One text input for every text task: a prompt, a prompt field, or (when all take them) classes."""
+    sources = text_sources(plan.tasks)
     radio = types.RadioGroup(label="Text input", orientation="horizontal")
     for source in sources:
         radio.add_choice(source, label=_title(source), description=OPTIONS[source].help)
@@ -161,7 +188,11 @@ def _text_inputs(inputs: types.Object, plan: Plan) -> None:
         option_input(inputs, OPTIONS["classes"])
 
 
-def _regions_input(inputs: types.Object, plan: Plan) -> None:
+def _with_the_prompt(inputs: types.Object, option: Option, plan: Plan) -> None:
+    """Offered by :func:`_text_inputs`, as one choice of text input."""
+
+
+def _regions_input(inputs: types.Object, option: Option, plan: Plan) -> None:
     choices = regions_field_choices(plan.samples)
     view = _dropdown(_title("regions_field"), OPTIONS["regions_field"].help, [(n, n) for n in choices])
     inputs.str("regions_field", view=view)
@@ -169,10 +200,27 @@ def _regions_input(inputs: types.Object, plan: Plan) -> None:
         inputs.view("no_regions", types.Warning(label="This dataset has no Detections field for region tasks to read"))
 
 
-def _existing_inputs(inputs: types.Object, plan: Plan) -> None:
-    option_input(inputs, OPTIONS["skip_existing"])
-    if plan.samples is not None and plan.label_field in plan.samples.get_field_schema():
-        option_input(inputs, OPTIONS["overwrite"])
+def _overwrite_input(inputs: types.Object, option: Option, plan: Plan) -> None:
+    """Offered when a field the run writes exists already."""
+    if plan.samples is None:
+        return
+    schema = plan.samples.get_field_schema()
+    if any(name in schema for name in plan.label_fields.values()):
+        option_input(inputs, option)
+
+
+# Options the form shows its own way; every other declared form option is one option_input.
+_PLACED = {
+    "task": _tasks_input,
+    "prompt": _text_inputs,
+    "prompt_field": _with_the_prompt,
+    "classes": _with_the_prompt,
+    "regions_field": _regions_input,
+    "label_field": _label_field_input,
+    "overwrite": _overwrite_input,
+    "fps": _video_input,
+    "frame_step": _video_input,
+}
 
 
 def _execution_inputs(inputs: types.Object, plan: Plan) -> None:
@@ -199,5 +247,5 @@ def _execution_inputs(inputs: types.Object, plan: Plan) -> None:
         note = "Queues one operation; a `fiftyone delegated launch` worker on this database runs it"
     else:
         note = "Runs now; the App reloads when it is done"
-    what = f"{plan.count} sample(s) → {plan.label_field} ({plan.label_type})"
+    what = f"{plan.count} sample(s) → {plan.outputs()}"
     inputs.view("summary", types.Notice(label=f"{what}. {note}"))

@@ -1,4 +1,4 @@
-"""Running a plan: labelling with progress, streaming it to the App, and queueing shards."""
+"""Running a plan: labelling with progress, streaming it to the App, queueing shards, and previews."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ import os
 import queue
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from fiftyone_florence2.labeling import label_samples
+from fiftyone_florence2.labeling import label_samples, preview_samples
+from fiftyone_florence2.labels import summarize
 from fiftyone_florence2.model import Florence2Model
 from fiftyone_florence2.provenance import new_run_key
 
@@ -41,7 +43,7 @@ def label(plan: Plan, progress: Progress) -> dict[str, Any]:
         )
     return {
         "label_fields": summary.label_fields,
-        "label_type": plan.label_type,
+        "label_types": plan.label_types,
         "run_key": summary.run_key,
         "targeted": summary.targeted,
         "labelled": summary.labelled,
@@ -58,9 +60,10 @@ def label(plan: Plan, progress: Progress) -> dict[str, Any]:
 
 def describe(result: dict[str, Any]) -> str:
     """One line for a notification: what was written where, and what failed."""
-    fields = ", ".join(result["label_fields"].values())
+    types = result["label_types"]
+    fields = ", ".join(f"{name} ({types[task]})" for task, name in result["label_fields"].items())
     text = f"Florence-2 labelled {result['labelled']} of {result['targeted']} sample(s) into {fields}"
-    text += f" ({result['label_type']}) in {result['seconds']:.1f} s."
+    text += f" in {result['seconds']:.1f} s."
     if result["skipped"]:
         text += f" Skipped {result['skipped']} that already had labels."
     if result["failed"]:
@@ -128,3 +131,28 @@ def queue_shards(ctx: Any, operator_uri: str, plan: Plan, run_name: str) -> dict
         "follow them in the operator 'Florence-2: delegated runs'."
     )
     return {"queued": ids, "run_key": run_key, "message": message}
+
+
+def preview(plan: Plan) -> dict[str, Any]:
+    """Labels the plan's few samples and returns, per sample and task, what a run would write; writes
+    nothing. The weights stay loaded for the run that follows."""
+    start = time.perf_counter()
+    with use_runner(plan.config) as runner:
+        model = Florence2Model(plan.config, runner=runner)
+        previewed = preview_samples(plan.samples, model, plan.ids)
+    rows = []
+    for item, filepath, outcome in previewed:
+        for task, label_type in plan.label_types.items():
+            label = outcome.labels.get(task)
+            text, confidences = summarize(label) if label is not None else (None, [])
+            reason = next((r for r in outcome.failed + outcome.skipped if r.startswith(f"{task}: ")), outcome.reason)
+            rows.append({
+                "sample_id": item.sample_id,
+                "filepath": filepath,
+                "task": task,
+                "label_type": label_type,
+                "labels": text,
+                "confidences": confidences,
+                "problem": None if label is not None else reason,
+            })  # fmt: skip
+    return {"previewed": len(previewed), "rows": rows, "seconds": round(time.perf_counter() - start, 3)}

@@ -32,7 +32,7 @@ def zoo_options(params: dict[str, Any]) -> dict[str, Any]:
     model fixes and what the zoo operator asks for itself."""
     values = read_params(params)
     left_out = (*ZOO_FIXED_OPTIONS, *ASKED_BY_THE_ZOO_OPERATOR)
-    options = model_options(values, get_task(values["task"]))
+    options = model_options(values, (get_task(values["task"]),))
     return {name: value for name, value in options.items() if name not in left_out}
 
 
@@ -47,7 +47,7 @@ def resolve_input(model_name: str, ctx: Any) -> types.Property:
         values["task"] = task.name
     inputs = types.Object()
     task_input(inputs)
-    task_inputs(inputs, Plan(values, task, default_label_field([task]), ctx.dataset, 0))
+    task_inputs(inputs, Plan(values, (task,), default_label_field([task]), ctx.dataset, 0))
     for name in GENERATION_INPUTS:
         option_input(inputs, OPTIONS[name])
     problem = problem or _problem(model_name, values)

@@ -89,6 +89,27 @@ def _input_after(page, label: str):
     return page.locator(f"xpath=//*[normalize-space(text())={label!r}]/following::input[1]")
 
 
+def _choose_task(page, name: str) -> None:
+    """Adds a task to the form's multi-select of tasks (the first combobox)."""
+    page.get_by_role("combobox").first.click()
+    page.get_by_role("option", name=f"{name}: ").first.click()
+    page.get_by_text("Checkpoint", exact=True).click()  # closes the list; Escape would close the form
+
+
+def _fill_tiny_run(page, checkpoint) -> None:
+    _input_after(page, "Checkpoint").fill(str(checkpoint))
+    _input_after(page, "Beams").fill("1")
+    _input_after(page, "Max new tokens").fill("2")
+
+
+def _open_operator(page, label: str) -> None:
+    """The operator browser opens on the backtick key; search it for Florence-2 and open the form."""
+    page.keyboard.press("`")
+    page.keyboard.type("florence")
+    page.get_by_text(label).first.click()
+    page.get_by_text("What Florence-2 does for each image").wait_for()
+
+
 @pytest.mark.browser
 @pytest.mark.slow
 def test_user_runs_florence2_from_the_operator_browser(app, tiny_checkpoint):
@@ -96,48 +117,63 @@ def test_user_runs_florence2_from_the_operator_browser(app, tiny_checkpoint):
         from playwright.sync_api import sync_playwright
     except ImportError:
         pytest.fail("Python playwright is required: pip install -e '.[test]' (scripts/test.sh does)")
+    from test_operators import _snapshot
+
     url, dataset = app
+    n = len(dataset)
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=_chromium(), args=CHROMIUM_FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        # The App's "Explore Enterprise" popover covers the grid when it shows: dismiss it whenever it does.
+        dismiss = page.get_by_text("Dismiss", exact=True)
+        page.add_locator_handler(dismiss, lambda: dismiss.click())
         try:
             page.goto(f"{url}/datasets/{dataset.name}")
             page.wait_for_function("() => !document.body.innerText.includes('Pixelating')", timeout=90_000)
-            page.get_by_text(f"{len(dataset)} samples").wait_for(timeout=60_000)
+            page.get_by_text(f"{n} samples").wait_for(timeout=60_000)
 
-            # The operator browser opens on the backtick key; search it for Florence-2 and open the form.
-            page.keyboard.press("`")
-            page.keyboard.type("florence")
-            page.get_by_text("Florence-2: label samples").first.click()
-            page.get_by_text("What Florence-2 does for each image").wait_for()
-
-            # Choose a task in the dropdown; its label type shows in the form.
-            page.get_by_role("combobox").first.click()
-            page.get_by_role("option", name="detection: object detection").click()
-            page.get_by_text("detection writes Detections").wait_for()
-
-            _input_after(page, "Checkpoint").fill(str(tiny_checkpoint))
-            _input_after(page, "Output field").fill("florence2_boxes")
-            _input_after(page, "Beams").fill("1")
-            _input_after(page, "Max new tokens").fill("2")
-            page.get_by_text(f"{len(dataset)} sample(s) → florence2_boxes (Detections)").wait_for()
+            # Two tasks in one run: the first is preselected, add the second; the form lists both fields.
+            _open_operator(page, "Florence-2: label samples")
+            _choose_task(page, "detection")
+            _fill_tiny_run(page, tiny_checkpoint)
+            page.get_by_text("The prefix of the output fields, one per task").wait_for()
+            fields = "florence2_caption (Classification), florence2_detection (Detections)"
+            page.get_by_text(f"{n} sample(s) → {fields}").wait_for()
             page.get_by_role("button", name="Execute").click()
 
-            # Progress, then the App reloads and the new field is in the sidebar.
-            page.get_by_text(f"Florence-2 labelled {len(dataset)} of {len(dataset)} sample(s)").wait_for(
-                timeout=120_000
-            )
-            page.get_by_text(f"{len(dataset)}/{len(dataset)} images").wait_for()
-            sidebar_field = page.locator("xpath=//*[normalize-space(text())='florence2_boxes']")
-            sidebar_field.first.wait_for(timeout=30_000)
+            # Progress, then the App reloads and the new fields are in the sidebar.
+            page.get_by_text(f"Florence-2 labelled {n} of {n} sample(s) into {fields}").wait_for(timeout=120_000)
+            page.get_by_text(f"{n}/{n} images").wait_for()
+            for name in ("florence2_caption", "florence2_detection"):
+                page.locator(f"xpath=//*[normalize-space(text())={name!r}]").first.wait_for(timeout=30_000)
             page.get_by_role("button", name="Done").click()
             page.screenshot(path=str(ARTIFACTS / "app_florence2_operator.png"))
+
+            # A dry run on one selected sample shows each task's labels and writes nothing.
+            before = _snapshot(dataset)
+            looker = page.locator("[data-cy=looker]").first
+            looker.hover()
+            looker.locator("label[data-cy^=looker-checkbox]").click()
+            _open_operator(page, "Florence-2: dry run (preview labels)")
+            _choose_task(page, "ocr_with_region")
+            _fill_tiny_run(page, tiny_checkpoint)
+            page.get_by_text("Previews 1 sample(s) with caption (Classification), ocr_with_region").wait_for()
+            page.get_by_role("button", name="Preview").click()
+            page.get_by_text("Previewed 1 sample(s); nothing was written").wait_for(timeout=60_000)
+            table = page.locator("table").first.inner_text()
+            page.screenshot(path=str(ARTIFACTS / "app_florence2_dry_run.png"))
+            page.get_by_role("button", name="Close").click()
         except Exception:
             page.screenshot(path=str(ARTIFACTS / "app_florence2_operator_failure.png"))
             raise
         finally:
             browser.close()
-    dataset.reload()
-    assert dataset.get_field_schema()["florence2_boxes"].document_type.__name__ == "Detections"
-    assert dataset.count("florence2_boxes") == len(dataset)
+    rows = [line.split("\t") for line in table.splitlines()[1:]]
+    assert [row[:2] for row in rows] == [["img_0.jpg", "caption (Classification)"],
+                                         ["img_0.jpg", "ocr_with_region (Detections)"]]  # fmt: skip
+    assert _snapshot(dataset) == before
+    schema = dataset.get_field_schema()
+    assert schema["florence2_caption"].document_type.__name__ == "Classification"
+    assert schema["florence2_detection"].document_type.__name__ == "Detections"
+    assert dataset.count("florence2_caption") == dataset.count("florence2_detection") == n

@@ -30,7 +30,7 @@ URI = f"{PLUGIN}/apply_florence2"
 # Tiny generations: the labels' content is the library's business; here it is where they go and of what type.
 FAST = {"num_beams": 1, "max_new_tokens": 2, "batch_size": 2}
 # Inputs every task's form has (the target choice is hidden while the whole dataset is the only one).
-COMMON = {"view_target", "task", "model", "revision", "label_field", "skip_existing", "batch_size", "num_beams",
+COMMON = {"view_target", "tasks", "model", "revision", "label_field", "skip_existing", "batch_size", "num_beams",
           "max_new_tokens", "confidence_thresh", "device", "dtype", "delegate"}  # fmt: skip
 
 
@@ -98,7 +98,7 @@ def test_execute_from_python_writes_the_tasks_label_type(operator, boxes, tiny_c
     assert schema[field].document_type.__name__ == task.label_type
     assert boxes.count(field) == len(boxes)
     summary = result.result
-    assert summary["label_fields"] == {task.name: field} and summary["label_type"] == task.label_type
+    assert summary["label_fields"] == {task.name: field} and summary["label_types"] == {task.name: task.label_type}
     assert (summary["targeted"], summary["labelled"], summary["skipped"], summary["failed"]) == (len(boxes), 5, 0, 0)
     assert list_runs(boxes)[-1] == summary["run_key"]
     assert json.loads(json.dumps(summary)) == summary  # JSON, as an operator's result must be
@@ -135,12 +135,19 @@ def test_the_app_gets_progress_then_a_reload_and_a_notification(operator, datase
     assert dataset.count("app_cap") == len(dataset)
 
 
-def test_the_model_is_loaded_once_per_process(operator, dataset, tiny_checkpoint, plugin_module, monkeypatch):
+@pytest.fixture
+def runner_loads(plugin_module, monkeypatch) -> list[str]:
+    """The checkpoints the operators load from now on; none is loaded yet."""
     runners = plugin_module.runners
     runners.clear()
     loads = []
     real = runners.load_runner
     monkeypatch.setattr(runners, "load_runner", lambda config: loads.append(config.model) or real(config))
+    return loads
+
+
+def test_the_model_is_loaded_once_per_process(operator, dataset, tiny_checkpoint, runner_loads):
+    loads = runner_loads
     run(dataset, task="caption", model=str(tiny_checkpoint), label_field="first", **FAST)
     run(dataset, task="detection", model=str(tiny_checkpoint), label_field="second", **FAST)
     assert loads == [str(tiny_checkpoint)]
@@ -158,7 +165,8 @@ def test_form_shows_exactly_the_inputs_the_task_needs(operator, boxes, task):
         expected |= {"masks"}
     properties = form(operator, boxes, task=task.name)
     assert inputs_of(properties) == expected
-    assert properties["task"].type.values == list(TASK_NAMES)
+    assert [choice.value for choice in properties["tasks"].view.choices] == list(TASK_NAMES)
+    assert properties["tasks"].default == [task.name]
     assert task.label_type in properties["label_field"].view.description
     if task.input == "text":
         offered = properties["text_input"].type.values
@@ -197,7 +205,10 @@ def test_target_can_be_the_dataset_the_current_view_or_the_selection(operator, d
 
 
 def _snapshot(dataset) -> str:
-    """Everything a run could write: samples (their last_modified_at too), fields, runs, queued operations."""
+    """Everything a run could write: samples (their last_modified_at too), fields, runs, queued operations,
+    field locks."""
+    from fiftyone_florence2.locks import _collection
+
     dataset.reload()
     samples = [sample.to_dict() for sample in dataset.iter_samples()]
     state = {
@@ -205,6 +216,7 @@ def _snapshot(dataset) -> str:
         "schema": sorted(dataset.get_field_schema()),
         "runs": dataset.list_runs(),
         "operations": len(DelegatedOperationService().list_operations(dataset_name=dataset.name)),
+        "locks": sorted(map(str, _collection().find({}))),
     }
     return json.dumps(state, sort_keys=True, default=str)
 
@@ -232,13 +244,18 @@ BAD_INPUTS = [
 @pytest.mark.parametrize(("bad", "message"), BAD_INPUTS, ids=[m for _, m in BAD_INPUTS])
 def test_bad_inputs_are_refused_and_nothing_is_written(operator, boxes, tiny_checkpoint, bad, message, delegate):
     params = {"task": "caption", "model": str(tiny_checkpoint), "label_field": "out", "delegate": delegate, **bad}
-    before = _snapshot(boxes)
+    assert_refused(run, lambda dataset, **p: form(operator, dataset, **p), boxes, params, message)
+
+
+def assert_refused(execute, form_of, dataset, params: dict, message: str) -> None:
+    """``execute(dataset, **params)`` raises ``message`` and writes nothing; the form of the same
+    parameters (``form_of(dataset, **params)``) shows it, and disables its button."""
+    before = _snapshot(dataset)
     with pytest.raises(ExecutionError, match="Validation error") as error:
-        run(boxes, **params)
+        execute(dataset, **params)
     assert message in str(error.value)
-    assert _snapshot(boxes) == before
-    # The App shows the same message in the form, and disables its button.
-    problem = form(operator, boxes, **params)["problem"]
+    assert _snapshot(dataset) == before
+    problem = form_of(dataset, **params)["problem"]
     assert problem.invalid and message in problem.error_message
 
 

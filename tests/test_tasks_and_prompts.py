@@ -68,6 +68,9 @@ def test_get_task_unknown(key):
         (["caption", "<OD>"], ("caption", "detection"), None),
         ([], None, "At least one task"),
         (["caption", "<CAPTION>"], None, "more than once"),
+        (7, None, "Unknown Florence-2 task 7"),  # regression: was "'int' object is not iterable"
+        (None, None, "Unknown Florence-2 task None"),
+        ([["caption"]], None, "Unknown Florence-2 task"),
     ],
 )
 def test_get_tasks(names, expected, error):

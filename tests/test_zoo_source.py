@@ -294,6 +294,9 @@ def test_the_zoo_and_the_plugin_loader_both_import_the_downloaded_root(source):
                                                              "parse_parameters", "register"))  # fmt: skip
     previous = fo.config.plugins_dir
     fo.config.plugins_dir = str(source_dir)
+    # Earlier tests of this process loaded the plugin from the checkout under the same module names.
+    for name in [name for name in sys.modules if name.startswith("fiftyone.plugins.orgs.fiftyone_florence2")]:
+        del sys.modules[name]
     try:
         operator = foo.get_operator("@fiftyone-florence2/florence2/apply_florence2")
         assert Path(sys.modules[type(operator).__module__].__file__).is_relative_to(source_dir)
