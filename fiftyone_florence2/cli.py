@@ -88,7 +88,7 @@ def run_label(args: argparse.Namespace) -> int:
     """Checks everything it can, loads the model, and only then creates or changes a dataset."""
     import fiftyone as fo
 
-    from .checks import check_label_field, check_run, labelled_ids
+    from .checks import check_embeddings_name, check_label_field, check_run, labelled_ids
     from .folders import add_images, find_images, folder_dataset_name
     from .labeling import describe_run, label_samples
     from .model import Florence2Model, Florence2ModelConfig
@@ -111,6 +111,8 @@ def run_label(args: argparse.Namespace) -> int:
         else:
             for field in config.label_fields(run["label_field"]).values():
                 check_label_field(field)
+            if run["embeddings_field"]:
+                check_embeddings_name(run["embeddings_field"], config.label_fields(run["label_field"]).values())
             missing = config.prompt_field or config.regions_field
             if missing:
                 raise UsageError(

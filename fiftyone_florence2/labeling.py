@@ -26,7 +26,7 @@ from .model import Florence2Model
 from .options import default_label_field, whole_number
 from .provenance import finish_run, mark_interrupted, new_run_key, record_progress, start_run
 
-__all__ = ["Summary", "check_label_field", "check_run", "label_samples"]
+__all__ = ["Summary", "check_label_field", "check_run", "label_samples", "similarity_hint"]
 
 Progress = Callable[[int, int], None]
 
@@ -37,7 +37,8 @@ class Summary:
 
     ``targeted`` = ``labelled`` + failed (``failures``) + skipped for want of
     input (``skips``) + ``deleted`` (gone before their labels were written).
-    ``skipped`` counts the samples left out because they had every label already.
+    ``skipped`` counts the samples left out because they had every label already;
+    ``embedded``, the embeddings stored in ``embeddings_field`` (and read back).
     """
 
     label_fields: dict[str, str]
@@ -49,6 +50,8 @@ class Summary:
     failures: dict[str, str] = field(default_factory=dict)
     skips: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    embeddings_field: str | None = None
+    embedded: int = 0
 
     @property
     def images_per_second(self) -> float:
@@ -70,6 +73,9 @@ class Summary:
             lines.append(f"Skipped {self.skipped} sample(s) that already had every label.")
         if self.deleted:
             lines.append(f"{self.deleted} sample(s) were deleted during the run.")
+        if self.embeddings_field:
+            hint = f" {similarity_hint(self.embeddings_field)}" if self.embedded else ""
+            lines.append(f"Stored {self.embedded} embedding(s) in {self.embeddings_field}.{hint}")
         for title, reasons in (("could not be labelled", self.failures), ("had nothing to read", self.skips)):
             if reasons:
                 lines.append(f"{len(reasons)} sample(s) {title}:")
@@ -77,6 +83,14 @@ class Summary:
                 if len(reasons) > shown:
                     lines.append(f"  ... and {len(reasons) - shown} more")
         return lines
+
+
+def similarity_hint(embeddings_field: str) -> str:
+    """The call that builds a similarity index on stored embeddings, to copy into Python."""
+    return (
+        "Build a similarity index on them with (import fiftyone.brain as fob) "
+        f'fob.compute_similarity(dataset, embeddings="{embeddings_field}", brain_key="{embeddings_field}_sim").'
+    )
 
 
 def describe_run(dataset: Any, summary: Summary, label_types: dict[str, str]) -> str:
@@ -98,6 +112,7 @@ def label_samples(
     workers: int = 4,
     run_key: str | None = None,
     record: bool = True,
+    embeddings_field: str | None = None,
 ) -> Summary:
     """Labels ``samples`` with ``model``, writing one field per task.
 
@@ -119,6 +134,10 @@ def label_samples(
         workers (4): threads that read and preprocess the next batch
         run_key (None): the run's key; shards of one run pass the same key
         record (True): record the run on the dataset
+        embeddings_field (None): also store each image's embedding (as
+            ``model.embed`` gives it) in this vector field, from the same vision
+            pass; existing vectors follow ``skip_existing`` and ``overwrite``
+            as labels do
 
     Returns:
         a :class:`Summary`; ``failures`` maps each failed sample id to its reason
@@ -127,20 +146,22 @@ def label_samples(
     label_field = label_field or default_label_field(config.tasks)
     batch_size = whole_number("batch_size", config.batch_size if batch_size is None else batch_size)
     shard_ids([], shard)  # validates the shard before anything is checked or locked
-    fields = check_run(samples, config, label_field, skip_existing, overwrite, shard)
+    fields = check_run(samples, config, label_field, skip_existing, overwrite, shard, embeddings_field)
     run_key = run_key or new_run_key(label_field)
     dataset = samples._root_dataset
-    with locked(dataset, fields.values(), run_key) as locks:
+    written = [*fields.values(), *([embeddings_field] if embeddings_field else [])]
+    with locked(dataset, written, run_key) as locks:
         summary = Summary(fields, run_key=f"{run_key}_shard{shard[0]}of{shard[1]}" if shard else run_key)
+        summary.embeddings_field = embeddings_field
         if record:
             for abandoned in locks.abandoned_records():
                 mark_interrupted(dataset, abandoned)
             summary.run_key = start_run(samples, summary.run_key, config, model.runner, label_field=label_field,
-                                        shard=shard)  # fmt: skip
+                                        shard=shard, embeddings_field=embeddings_field)  # fmt: skip
             locks.note_record(summary.run_key)
         status = "failed"
         try:
-            targets = target_ids(samples, fields, skip_existing, shard)
+            targets = target_ids(samples, fields, skip_existing, shard, embeddings_field)
             checkpoint = (lambda: record_progress(samples, summary.run_key, summary)) if record else None
             _label(samples, model, targets, summary, batch_size, progress, workers, checkpoint)
             status = "completed"
@@ -170,7 +191,10 @@ def _label(samples, model, targets: Targets, summary: Summary, batch_size, progr
                 # Samples deleted since the snapshot have no row to read.
                 summary.deleted += len(batch) - len(items)
                 pending = _prepare(samples, batches[k + 1], targets, model, pool) if k + 1 < len(batches) else []
-                outcomes = model.label_items(items)
+                outcomes = model.label_items(items, embed=summary.embeddings_field is not None)
+                for item, outcome in zip(items, outcomes):
+                    if item.sample_id in targets.keep_vectors:
+                        outcome.embedding = None  # skip_existing: the stored vector stays
                 _write(samples._root_dataset, summary, items, outcomes)
                 summary.seconds = time.perf_counter() - start
                 if checkpoint is not None:
@@ -210,19 +234,40 @@ def _write(dataset: Any, summary: Summary, items: list[Item], outcomes: list[Out
             dataset.set_values(name, values, key_field="id", validate=False)
             written[name] = values
     ids = [item.sample_id for item in items]
-    stored = {name: set(dataset.select(list(values)).exists(name).values("id")) for name, values in written.items()}
+    stored = {name: _read_back(dataset, values, name) for name, values in written.items()}
+    vectors, stored_vectors = _store_vectors(dataset, summary.embeddings_field, items, outcomes)
+    if vectors:
+        written[summary.embeddings_field], stored[summary.embeddings_field] = vectors, stored_vectors
     present = set(dataset.select(ids).values("id")) if written else set(ids)
     for item, outcome in zip(items, outcomes):
         sample_id = item.sample_id
         lost = [name for name, values in written.items() if sample_id in values and sample_id not in stored[name]]
+        embedded = sample_id in vectors and sample_id in present and summary.embeddings_field not in lost
+        summary.embedded += int(embedded)
         if sample_id not in present:
             summary.deleted += 1
         elif outcome.failed or lost:
-            summary.failures[sample_id] = "; ".join(outcome.failed + [f"{n}: the label was not stored" for n in lost])
-        elif outcome.labels:
+            kinds = {summary.embeddings_field: "embedding"}
+            not_stored = [f"{n}: the {kinds.get(n, 'label')} was not stored" for n in lost]
+            summary.failures[sample_id] = "; ".join(outcome.failed + not_stored)
+        elif outcome.labels or (embedded and not outcome.skipped):  # or a sample that lacked only its vector
             summary.labelled += 1
         else:
             summary.skips[sample_id] = outcome.reason or "nothing to label"
+
+
+def _read_back(dataset: Any, values: dict[str, Any], name: str) -> set[str]:
+    """The ids among ``values``' whose field ``name`` holds a value in the database."""
+    return set(dataset.select(list(values)).exists(name).values("id"))
+
+
+def _store_vectors(dataset: Any, name: str | None, items: list[Item], outcomes: list[Outcome]):
+    """Writes the batch's embeddings to field ``name`` in bulk and reads them back: ``(vectors, stored ids)``."""
+    vectors = {item.sample_id: o.embedding for item, o in zip(items, outcomes) if o.embedding is not None}
+    if not vectors:
+        return {}, set()
+    dataset.set_values(name, vectors, key_field="id", validate=False)
+    return vectors, _read_back(dataset, vectors, name)
 
 
 class _progress:

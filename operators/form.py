@@ -89,6 +89,7 @@ def build_form(ctx: Any, plan: Plan) -> types.Object:
         view=types.TextFieldView(placeholder=f"{default_label_field([plan.task])} (when left empty)"),
     )
     _existing_inputs(inputs, plan)
+    option_input(inputs, OPTIONS["embeddings_field"])
     for name in ("batch_size", "num_beams", "max_new_tokens", "confidence_thresh", "device", "dtype"):
         option_input(inputs, OPTIONS[name])
     _execution_inputs(inputs, plan)

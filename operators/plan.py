@@ -133,14 +133,15 @@ def make_plan(ctx: Any, full: bool = True) -> Plan:
             index, count = values["shard"]
             plan.shard = (int(index), int(count))
         plan.config = Florence2ModelConfig(model_options(values, task))
-        skip, overwrite = values["skip_existing"], values["overwrite"]
+        skip, overwrite, vectors = values["skip_existing"], values["overwrite"], values["embeddings_field"]
         if full:
             # A shard checks only its own samples for labels, not those its sibling shards wrote.
-            plan.fields = check_run(samples, plan.config, label_field, skip, overwrite, plan.shard)
+            plan.fields = check_run(samples, plan.config, label_field, skip, overwrite, plan.shard, vectors)
         else:
-            plan.fields = check_fields(samples, plan.config, label_field, skip, overwrite)
+            plan.fields = check_fields(samples, plan.config, label_field, skip, overwrite, vectors)
             # A queued shard's siblings label the same field: its full check counts its own samples only.
-            _check_existing(samples, plan.fields, skip or overwrite or plan.shard is not None)
+            names = [*plan.fields.values(), *([vectors] if vectors else [])]
+            _check_existing(samples, names, skip or overwrite or plan.shard is not None)
         if plan.count == 0:
             raise ValueError("The target holds no samples: choose another target view.")
     except (TypeError, ValueError) as e:
@@ -148,10 +149,10 @@ def make_plan(ctx: Any, full: bool = True) -> Plan:
     return plan
 
 
-def _check_existing(samples: Any, fields: dict[str, str], allowed: bool) -> None:
-    """The form's check of existing labels: one count over the target, in the database."""
+def _check_existing(samples: Any, names: list[str], allowed: bool) -> None:
+    """The form's check of existing labels (and embeddings): one count over the target, in the database."""
     schema = samples.get_field_schema()
-    present = [name for name in fields.values() if name in schema]
+    present = [name for name in names if name in schema]
     if allowed or not present:
         return
     count = samples.match(F.any([F(name).exists() for name in present])).count()
