@@ -26,6 +26,7 @@ class Runner(Protocol):
 
     def image_features(self, pixel_values: Sequence[Any]) -> Any: ...
     def concat_features(self, parts: Sequence[Any]) -> Any: ...
+    def pool_features(self, features: Any) -> Any: ...
     def check_question(self, question: str) -> None: ...
     def generate(self, task: Task, features: Any, questions: Sequence[str], image_index: Sequence[int],
                  **settings: Any) -> list[Any]: ...  # fmt: skip
@@ -56,11 +57,16 @@ class Request:
 
 @dataclass
 class Outcome:
-    """What labelling one item gave: a label per task, and why any task failed or was skipped."""
+    """What labelling one item gave: a label per task, and why any task failed or was skipped.
+
+    ``embedding``, when asked for, is the image's pooled vision features (a
+    float32 vector), from the vision pass the labels were read from.
+    """
 
     labels: dict[str, fol.Label] = field(default_factory=dict)
     failed: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    embedding: Any = None
 
     @property
     def reason(self) -> str | None:
@@ -68,11 +74,17 @@ class Outcome:
         return "; ".join(self.failed or self.skipped) or None
 
 
-def label_items(config: Florence2ModelConfig, runner: Runner, items: Sequence[Item]) -> list[Outcome]:
-    """Labels loaded items with every task of ``config`` (or the tasks each item asks for)."""
+def label_items(
+    config: Florence2ModelConfig, runner: Runner, items: Sequence[Item], embed: bool = False
+) -> list[Outcome]:
+    """Labels loaded items with every task of ``config`` (or the tasks each item asks for); with
+    ``embed``, each item whose image went through the vision pass also gets its embedding."""
     outcomes = [Outcome(failed=[] if item.error is None else [item.error]) for item in items]
     ready = [i for i, item in enumerate(items) if item.error is None]
     features, ready = _features(config, runner, items, ready, outcomes)
+    if embed and ready:
+        for i, vector in zip(ready, runner.pool_features(features)):
+            outcomes[i].embedding = vector
     for task in config.tasks:
         requests: dict[int, list[Request]] = {}
         for row, i in enumerate(ready):

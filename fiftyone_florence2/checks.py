@@ -34,6 +34,17 @@ def check_label_field(label_field: Any) -> str:
     return label_field
 
 
+def check_embeddings_name(embeddings_field: Any, label_fields: Iterable[str]) -> str:
+    """Returns ``embeddings_field`` if it can be a top-level vector field beside ``label_fields``."""
+    try:
+        check_label_field(embeddings_field)
+    except ValueError as e:
+        raise ValueError(str(e).replace("label field", "embeddings field")) from None
+    if embeddings_field in label_fields:
+        raise ValueError(f"{embeddings_field!r} is a label field of this run; choose another embeddings field.")
+    return embeddings_field
+
+
 def label_class(schema_field: Any) -> type | None:
     """The label class an embedded-document field holds, else None."""
     if isinstance(schema_field, fof.EmbeddedDocumentField):
@@ -95,6 +106,7 @@ def check_run(
     skip_existing: bool = False,
     overwrite: bool = False,
     shard: tuple[int, int] | None = None,
+    embeddings_field: str | None = None,
 ) -> dict[str, str]:
     """Checks a run against the dataset before any model work; returns ``{task: field}``.
 
@@ -106,13 +118,14 @@ def check_run(
     a field cannot hide its labels; input fields are read through the view,
     so they are checked there.
     """
-    fields = check_fields(samples, config, label_field, skip_existing, overwrite)
+    fields = check_fields(samples, config, label_field, skip_existing, overwrite, embeddings_field)
     if not (skip_existing or overwrite):
         dataset = label_dataset(samples)
-        labelled = labelled_ids(dataset, fields.values())
+        names = [*fields.values(), *([embeddings_field] if embeddings_field else [])]
+        labelled = labelled_ids(dataset, names)
         count = len(labelled.intersection(shard_ids(samples.values("id"), shard))) if labelled else 0
         if count:
-            refuse_existing(count, [name for name in fields.values() if name in dataset.get_field_schema()])
+            refuse_existing(count, [name for name in names if name in dataset.get_field_schema()])
     return fields
 
 
@@ -125,7 +138,12 @@ def refuse_existing(count: int, names: Sequence[str]) -> None:
 
 
 def check_fields(
-    samples: Any, config: Florence2ModelConfig, label_field: str, skip_existing: bool = False, overwrite: bool = False
+    samples: Any,
+    config: Florence2ModelConfig,
+    label_field: str,
+    skip_existing: bool = False,
+    overwrite: bool = False,
+    embeddings_field: str | None = None,
 ) -> dict[str, str]:
     """The checks of :func:`check_run` that read only the schema: fast enough for a form."""
     check_existing_policy(skip_existing, overwrite)
@@ -144,6 +162,8 @@ def check_fields(
                     f"Field {name!r} already holds {kind}, but task {task!r} writes {expected}. "
                     "Choose another label field."
                 )
+    if embeddings_field is not None:
+        _check_embeddings_field(schema, config, embeddings_field, fields.values())
     check_inputs(samples, config)
     return fields
 
@@ -159,6 +179,18 @@ def check_inputs(samples: Any, config: Florence2ModelConfig) -> None:
                 f"Regions field {config.regions_field!r} must be a Detections field"
                 + (f", not {regions.__name__}." if regions else " of this dataset or view.")
             )
+
+
+def _check_embeddings_field(schema: dict, config: Florence2ModelConfig, name: str, label_fields) -> None:
+    """The embeddings field is a new field or a vector field, and no field the run reads or labels."""
+    check_embeddings_name(name, label_fields)
+    if name in (config.prompt_field, config.regions_field):
+        raise ValueError(f"{name!r} is an input field of this run; choose another embeddings field.")
+    if name in schema and not isinstance(schema[name], (fof.VectorField, fof.ArrayField)):
+        raise ValueError(
+            f"Field {name!r} already holds {type(schema[name]).__name__}, but embeddings are vectors "
+            "(VectorField). Choose another embeddings field."
+        )
 
 
 def labelled_ids(dataset: Any, names: Iterable[str]) -> set[str]:
@@ -182,31 +214,46 @@ def shard_ids(ids: Sequence[str], shard: tuple[int, int] | None) -> list[str]:
 
 @dataclass
 class Targets:
-    """The ids to label, in order, and for each id whose fields are partly filled, the tasks it lacks."""
+    """The ids to label, in order, and for each id whose fields are partly filled, the tasks it lacks.
+
+    ``keep_vectors`` holds the ids whose stored embedding stays as it is (``skip_existing``).
+    """
 
     ids: list[str]
     skipped: int = 0
     missing: dict[str, frozenset[str]] = field(default_factory=dict)
+    keep_vectors: set[str] = field(default_factory=set)
 
     def tasks(self, sample_id: str) -> frozenset[str] | None:
         """The tasks to run for a sample: None for all of them."""
         return self.missing.get(sample_id)
 
 
-def target_ids(samples: Any, fields: dict[str, str], skip_existing: bool, shard: tuple[int, int] | None) -> Targets:
-    """Snapshots the ids to label; with ``skip_existing``, per field: a sample runs the tasks it lacks."""
+def target_ids(
+    samples: Any,
+    fields: dict[str, str],
+    skip_existing: bool,
+    shard: tuple[int, int] | None,
+    embeddings_field: str | None = None,
+) -> Targets:
+    """Snapshots the ids to label; with ``skip_existing``, per field: a sample runs the tasks it lacks,
+    and one that lacks only its embedding gets the vision pass alone."""
     ids = shard_ids(samples.values("id"), shard)
     if not skip_existing:
         return Targets(ids)
     dataset = label_dataset(samples)
     done = {task: labelled_ids(dataset, [name]) for task, name in fields.items()}
+    embedded = labelled_ids(dataset, [embeddings_field]) if embeddings_field else None
     targets = Targets([])
     for sample_id in ids:
         lacking = frozenset(task for task in fields if sample_id not in done[task])
-        if not lacking:
+        has_vector = embedded is not None and sample_id in embedded
+        if not lacking and (embedded is None or has_vector):
             targets.skipped += 1
             continue
         targets.ids.append(sample_id)
         if len(lacking) < len(fields):
             targets.missing[sample_id] = lacking
+        if has_vector:
+            targets.keep_vectors.add(sample_id)
     return targets

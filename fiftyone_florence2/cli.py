@@ -88,7 +88,7 @@ def run_label(args: argparse.Namespace) -> int:
     """Checks everything it can, loads the model, and only then creates or changes a dataset."""
     import fiftyone as fo
 
-    from .checks import check_label_field, check_run, frames_to_label, labelled_ids
+    from .checks import check_embeddings_name, check_label_field, check_run, frames_to_label, labelled_ids
     from .folders import add_images, find_images, folder_dataset_name
     from .labeling import describe_run, label_samples
     from .model import Florence2Model, Florence2ModelConfig
@@ -107,11 +107,13 @@ def run_label(args: argparse.Namespace) -> int:
             paths = find_images(args.images)
             name = args.dataset_name or folder_dataset_name(args.images)
         if fo.dataset_exists(name):
-            checked = {key: run[key] for key in ("label_field", "skip_existing", "overwrite", "shard")}
+            checked = {key: value for key, value in run.items() if key not in ("fps", "frame_step")}
             check_run(frames_to_label(fo.load_dataset(name), run["fps"], run["frame_step"]), config, **checked)
         else:
             for field in config.label_fields(run["label_field"]).values():
                 check_label_field(field)
+            if run["embeddings_field"]:
+                check_embeddings_name(run["embeddings_field"], config.label_fields(run["label_field"]).values())
             missing = config.prompt_field or config.regions_field
             if missing:
                 raise UsageError(

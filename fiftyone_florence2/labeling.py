@@ -27,7 +27,7 @@ from .model import Florence2Model
 from .options import default_label_field, whole_number
 from .provenance import finish_run, mark_interrupted, new_run_key, record_progress, start_run
 
-__all__ = ["Summary", "check_label_field", "check_run", "label_samples", "preview_samples"]
+__all__ = ["Summary", "check_label_field", "check_run", "label_samples", "preview_samples", "similarity_hint"]
 
 Progress = Callable[[int, int], None]
 
@@ -38,7 +38,8 @@ class Summary:
 
     ``targeted`` = ``labelled`` + failed (``failures``) + skipped for want of
     input (``skips``) + ``deleted`` (gone before their labels were written).
-    ``skipped`` counts the samples left out because they had every label already.
+    ``skipped`` counts the samples left out because they had every label already;
+    ``embedded``, the embeddings stored in ``embeddings_field`` (and read back).
     """
 
     label_fields: dict[str, str]
@@ -50,6 +51,8 @@ class Summary:
     failures: dict[str, str] = field(default_factory=dict)
     skips: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    embeddings_field: str | None = None
+    embedded: int = 0
 
     @property
     def images_per_second(self) -> float:
@@ -71,6 +74,9 @@ class Summary:
             lines.append(f"Skipped {self.skipped} sample(s) that already had every label.")
         if self.deleted:
             lines.append(f"{self.deleted} sample(s) were deleted during the run.")
+        if self.embeddings_field:
+            hint = f" {similarity_hint(self.embeddings_field)}" if self.embedded else ""
+            lines.append(f"Stored {self.embedded} embedding(s) in {self.embeddings_field}.{hint}")
         for title, reasons in (("could not be labelled", self.failures), ("had nothing to read", self.skips)):
             if reasons:
                 lines.append(f"{len(reasons)} sample(s) {title}:")
@@ -78,6 +84,14 @@ class Summary:
                 if len(reasons) > shown:
                     lines.append(f"  ... and {len(reasons) - shown} more")
         return lines
+
+
+def similarity_hint(embeddings_field: str) -> str:
+    """The call that builds a similarity index on stored embeddings, to copy into Python."""
+    return (
+        "Build a similarity index on them with (import fiftyone.brain as fob) "
+        f'fob.compute_similarity(dataset, embeddings="{embeddings_field}", brain_key="{embeddings_field}_sim").'
+    )
 
 
 def describe_run(dataset: Any, summary: Summary, label_types: dict[str, str]) -> str:
@@ -99,6 +113,7 @@ def label_samples(
     workers: int = 4,
     run_key: str | None = None,
     record: bool = True,
+    embeddings_field: str | None = None,
     fps: float | None = None,
     frame_step: int = 1,
 ) -> Summary:
@@ -122,6 +137,10 @@ def label_samples(
         workers (4): threads that read and preprocess the next batch
         run_key (None): the run's key; shards of one run pass the same key
         record (True): record the run on the dataset
+        embeddings_field (None): also store each image's embedding (as
+            ``model.embed`` gives it) in this vector field, from the same vision
+            pass; existing vectors follow ``skip_existing`` and ``overwrite``
+            as labels do
         fps (None): for videos, the frames per second to sample and label
             (FiftyOne samples them to images with ffmpeg); every frame when None
         frame_step (1): for videos, label every Nth sampled frame
@@ -134,20 +153,22 @@ def label_samples(
     batch_size = whole_number("batch_size", config.batch_size if batch_size is None else batch_size)
     shard_ids([], shard)  # validates the shard before anything is checked or locked
     samples = frames_to_label(samples, fps, frame_step)
-    fields = check_run(samples, config, label_field, skip_existing, overwrite, shard)
+    fields = check_run(samples, config, label_field, skip_existing, overwrite, shard, embeddings_field)
     run_key = run_key or new_run_key(label_field)
     dataset = samples._root_dataset
-    with locked(dataset, fields.values(), run_key) as locks:
+    written = [*fields.values(), *([embeddings_field] if embeddings_field else [])]
+    with locked(dataset, written, run_key) as locks:
         summary = Summary(fields, run_key=f"{run_key}_shard{shard[0]}of{shard[1]}" if shard else run_key)
+        summary.embeddings_field = embeddings_field
         if record:
             for abandoned in locks.abandoned_records():
                 mark_interrupted(dataset, abandoned)
             summary.run_key = start_run(samples, summary.run_key, config, model.runner, label_field=label_field,
-                                        shard=shard)  # fmt: skip
+                                        shard=shard, embeddings_field=embeddings_field)  # fmt: skip
             locks.note_record(summary.run_key)
         status = "failed"
         try:
-            targets = target_ids(samples, fields, skip_existing, shard)
+            targets = target_ids(samples, fields, skip_existing, shard, embeddings_field)
             checkpoint = (lambda: record_progress(samples, summary.run_key, summary)) if record else None
             _label(samples, model, targets, summary, batch_size, progress, workers, checkpoint)
             status = "completed"
@@ -177,7 +198,10 @@ def _label(samples, model, targets: Targets, summary: Summary, batch_size, progr
                 # Samples deleted since the snapshot have no row to read.
                 summary.deleted += len(batch) - len(items)
                 pending = _prepare(samples, batches[k + 1], targets, model, pool) if k + 1 < len(batches) else []
-                outcomes = model.label_items(items)
+                outcomes = model.label_items(items, embed=summary.embeddings_field is not None)
+                for item, outcome in zip(items, outcomes):
+                    if item.sample_id in targets.keep_vectors:
+                        outcome.embedding = None  # skip_existing: the stored vector stays
                 _write(samples, summary, items, outcomes)
                 summary.seconds = time.perf_counter() - start
                 if checkpoint is not None:
@@ -227,37 +251,44 @@ def preview_samples(samples: Any, model: Florence2Model, ids: list[str]) -> list
 
 
 def _write(samples: Any, summary: Summary, items: list[Item], outcomes: list[Outcome]) -> None:
-    """One bulk write per field for the batch, then one read back: a label counts once it is stored.
+    """One bulk write per field for the batch (the embeddings, if any, are one more), then one read back:
+    a label counts once it is stored.
 
-    Frames views are written through the view, which FiftyOne syncs to the
+    Frames views are written through their frames dataset, synced to the
     video's frames, and read back from those frames; everything else is
     written to the root dataset by sample id.
     """
     frames = is_frames(samples)
     target = samples._frames_dataset if frames else samples._root_dataset
-    written: dict[str, dict[str, Any]] = {}
-    for task, name in summary.label_fields.items():
-        values = {item.sample_id: o.labels[task] for item, o in zip(items, outcomes) if task in o.labels}
-        if values:
-            # Our labels are built valid and check_run has checked the field's type.
-            target.set_values(name, values, key_field="id", validate=False)
-            if frames:
-                # FiftyOne's own sync of a frames view to its videos, for this batch's frames only (the
-                # view's set_values syncs every frame of the field, each batch).
-                samples._sync_source(fields=[name], ids=list(values))
-                samples._sync_source_field_schema(name)
-            written[name] = values
+    columns = {name: {i.sample_id: o.labels[task] for i, o in zip(items, outcomes) if task in o.labels}
+               for task, name in summary.label_fields.items()}  # fmt: skip
+    vectors = {i.sample_id: o.embedding for i, o in zip(items, outcomes) if o.embedding is not None}
+    if summary.embeddings_field:
+        columns[summary.embeddings_field] = vectors
+    written = {name: values for name, values in columns.items() if values}
+    for name, values in written.items():
+        # Our labels are built valid and check_run has checked the field's type.
+        target.set_values(name, values, key_field="id", validate=False)
+        if frames:
+            # FiftyOne's own sync of a frames view to its videos, for this batch's frames only (the
+            # view's set_values syncs every frame of the field, each batch).
+            samples._sync_source(fields=[name], ids=list(values))
+            samples._sync_source_field_schema(name)
     ids = [item.sample_id for item in items]
     stored = {name: stored_ids(samples, name, list(values)) for name, values in written.items()}
     present = set(target.select(ids).values("id")) if written else set(ids)
+    kinds = {summary.embeddings_field: "embedding"}
     for item, outcome in zip(items, outcomes):
         sample_id = item.sample_id
         lost = [name for name, values in written.items() if sample_id in values and sample_id not in stored[name]]
+        embedded = sample_id in vectors and sample_id in present and summary.embeddings_field not in lost
+        summary.embedded += int(embedded)
         if sample_id not in present:
             summary.deleted += 1
         elif outcome.failed or lost:
-            summary.failures[sample_id] = "; ".join(outcome.failed + [f"{n}: the label was not stored" for n in lost])
-        elif outcome.labels:
+            not_stored = [f"{n}: the {kinds.get(n, 'label')} was not stored" for n in lost]
+            summary.failures[sample_id] = "; ".join(outcome.failed + not_stored)
+        elif outcome.labels or (embedded and not outcome.skipped):  # or a sample that lacked only its vector
             summary.labelled += 1
         else:
             summary.skips[sample_id] = outcome.reason or "nothing to label"

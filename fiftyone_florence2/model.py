@@ -4,6 +4,10 @@
 workers (:class:`Florence2GetItem`), so an unreadable file becomes a reason
 for its own sample and never skips the rest of its batch. The vision features
 of a batch are computed once and shared by every task, prompt and region.
+
+The model also gives embeddings (``compute_embeddings``,
+``compute_patch_embeddings``, ``fiftyone.brain``): an image's embedding is the
+mean of its projected vision features, L2-normalised (``docs/REFERENCE.md``).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any
 
 import fiftyone.core.models as fom
 import fiftyone.utils.torch as fout
+import numpy as np
 
 from .batching import Florence2Error, Outcome, label_items
 from .checkpoints import DEFAULT_CHECKPOINT
@@ -50,8 +55,9 @@ class Florence2GetItem(fout.GetItem):
         return load_item(item, d.get("filepath"), self.preprocess, self.draft_wh)
 
 
-class Florence2Model(fom.Model, fom.SamplesMixin, fom.SupportsGetItem, fom.TorchModelMixin):
-    """Florence-2 as a FiftyOne model, for ``dataset.apply_model(model, label_field=...)``.
+class Florence2Model(fom.Model, fom.SamplesMixin, fom.SupportsGetItem, fom.TorchModelMixin, fom.EmbeddingsMixin):
+    """Florence-2 as a FiftyOne model, for ``dataset.apply_model(model, label_field=...)`` and
+    ``dataset.compute_embeddings(model)``.
 
     Args:
         config: a :class:`~fiftyone_florence2.config.Florence2ModelConfig`
@@ -68,6 +74,7 @@ class Florence2Model(fom.Model, fom.SamplesMixin, fom.SupportsGetItem, fom.Torch
         self.skips: dict[str, str] = {}
         self._fields: dict[str, str] = {}
         self._preprocess = True
+        self._embeddings: np.ndarray | None = None
         check_fixed_prompts(config, self.runner)
 
     @property
@@ -95,7 +102,10 @@ class Florence2Model(fom.Model, fom.SamplesMixin, fom.SupportsGetItem, fom.Torch
 
     @property
     def transforms(self):
-        return None  # images are preprocessed by Florence2GetItem or in predict_all
+        """Florence-2's preprocessing of one PIL image. FiftyOne's patch loader
+        (``compute_patch_embeddings``) applies it to each patch; whole images are read by
+        :class:`Florence2GetItem`, or in :meth:`predict_all`."""
+        return self.runner.preprocess
 
     @property
     def preprocess(self) -> bool:
@@ -136,6 +146,8 @@ class Florence2Model(fom.Model, fom.SamplesMixin, fom.SupportsGetItem, fom.Torch
         return self.predict_items([self._item(arg, sample) for arg, sample in zip(args, samples)])
 
     def _item(self, arg: Any, sample: Any) -> Item:
+        if not isinstance(arg, (Item, str)) and not self._preprocess and sample is None:
+            return Item(None, pixel_values=arg)  # already through self.transforms (a patch)
         if isinstance(arg, Item):
             if sample is None or arg.sample_id == sample.id:
                 return arg
@@ -167,9 +179,56 @@ class Florence2Model(fom.Model, fom.SamplesMixin, fom.SupportsGetItem, fom.Torch
             outputs.append(self.output(outcome.labels))
         return outputs
 
-    def label_items(self, items: Sequence[Item]) -> list[Outcome]:
-        """Each item's labels per task, and why any task failed or was skipped."""
-        return label_items(self.config, self.runner, items)
+    def label_items(self, items: Sequence[Item], embed: bool = False) -> list[Outcome]:
+        """Each item's labels per task, and why any task failed or was skipped; with ``embed``, each
+        encoded image's embedding too, from the same vision pass."""
+        return label_items(self.config, self.runner, items, embed=embed)
+
+    @property
+    def has_embeddings(self) -> bool:
+        return True
+
+    @property
+    def can_embed_prompts(self) -> bool:
+        """False: Florence-2 puts no text in its image embeddings' space, so a similarity index built
+        with it answers image queries (sample ids, vectors), not text."""
+        return False
+
+    @property
+    def embedding_dim(self) -> int:
+        """An embedding's length: the checkpoint's vision projection (768 for base, 1024 for large)."""
+        return self.runner.embedding_dim
+
+    def get_embeddings(self) -> np.ndarray:
+        """The embeddings of the last :meth:`embed` or :meth:`embed_all` call."""
+        if self._embeddings is None:
+            raise ValueError("No embeddings computed yet: call embed() or embed_all() first.")
+        return self._embeddings
+
+    def embed(self, arg: Any) -> np.ndarray:
+        """One image's embedding (see :meth:`embed_all`)."""
+        return self.embed_all([arg])[0]
+
+    def embed_all(self, args: Iterable[Any]) -> np.ndarray:
+        """Embeddings of a batch of images, ``(N, embedding_dim)`` float32: each image's projected
+        vision features (what labelling computes), mean-pooled over its image tokens and L2-normalised.
+
+        Raises ``ValueError`` naming each image that could not be read or encoded (also kept in
+        :attr:`failures`); FiftyOne's ``compute_embeddings`` then leaves that batch without vectors.
+        """
+        items = [self._item(arg, None) for arg in args]
+        for item in items:
+            item.tasks = frozenset()  # the vision pass alone: no task generates
+        outcomes = self.label_items(items, embed=True)
+        failed = {item.sample_id or f"image {k}": o.reason for k, (item, o) in enumerate(zip(items, outcomes))
+                  if o.embedding is None}  # fmt: skip
+        if failed:
+            self.failures.update(failed)
+            reasons = "; ".join(f"{key}: {reason}" for key, reason in failed.items())
+            raise ValueError(f"Could not embed {len(failed)} of {len(items)} image(s): {reasons}")
+        vectors = [o.embedding for o in outcomes]
+        self._embeddings = np.stack(vectors) if vectors else np.empty((0, self.embedding_dim), np.float32)
+        return self._embeddings
 
     def output(self, labels: dict[str, Any]) -> Any:
         """What ``apply_model`` stores: the task's label, a dict of labels per task, or ``None``."""

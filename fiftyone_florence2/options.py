@@ -210,6 +210,9 @@ RUN_OPTIONS: tuple[Option, ...] = (
     Option("skip_existing", False, "fill only the fields a sample lacks; touch nothing else", "bool",
            boolean, group="run"),
     Option("overwrite", False, "replace existing labels", "bool", boolean, group="run"),
+    Option("embeddings_field", None, "also store each image's embedding (its vision features, mean-pooled and "
+           "L2-normalised) in this vector field, from the labelling's own vision pass", "field",
+           lambda name, value: field_name(name, value, nested=False), group="run"),
     Option("shard", None, "label one of COUNT disjoint parts (INDEX/COUNT)", "shard", shard, group="run",
            form=False),
     Option("fps", None, "for videos: frames per second to sample and label (default: every frame)", "float",

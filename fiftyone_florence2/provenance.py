@@ -88,6 +88,7 @@ def _counts(summary: Any) -> dict[str, Any]:
         "failed": len(summary.failures),
         "nothing_to_read": len(summary.skips),
         "deleted": summary.deleted,
+        "embedded": summary.embedded,
         "seconds": round(summary.seconds, 3),
         "failures": dict(summary.failures),
         "skips": dict(summary.skips),

@@ -102,10 +102,9 @@ class Timings:
 class _SharedCrossAttentionCache(EncoderDecoderCache):
     """A decoder cache whose beam-search reordering leaves the cross-attention part alone.
 
-    The beams of one input attend to the same encoder states, so their
-    cross-attention keys and values are identical and reordering them is a
-    no-op. The stock cache copies them at every step anyway: about a third of
-    the decoding time at Florence-2-base's size with 3 beams on a CPU.
+    The beams of one input attend to the same encoder states, so their cross-attention keys and values
+    are identical and reordering them is a no-op. The stock cache copies them at every step anyway:
+    about a third of the decoding time at Florence-2-base's size with 3 beams on a CPU.
     """
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
@@ -154,6 +153,8 @@ class Florence2Runner:
         self.revision = getattr(self.model.config, "_commit_hash", None) or revision
         self.tokenizer = self.processor.tokenizer
         self.preprocess = ImagePreprocessor(self.processor.image_processor)
+        # An image embedding's length: the projection the text encoder reads (768 base, 1024 large).
+        self.embedding_dim = int(self.model.config.vision_config.projection_dim)
         self._image_prefix = self.tokenizer.image_token * self.processor.num_image_tokens
         added = self.tokenizer.get_added_vocab()
         self._special_ids = {i: token for token, i in added.items()}
@@ -215,6 +216,12 @@ class Florence2Runner:
         self.timings.vision += time.perf_counter() - start
         self.timings.images += len(pixel_values)
         return features
+
+    @staticmethod
+    @torch.inference_mode()
+    def pool_features(features: torch.Tensor) -> np.ndarray:
+        """One embedding per image, ``(B, embedding_dim)`` float32: its image tokens' mean, L2-normalised."""
+        return torch.nn.functional.normalize(features.float().mean(dim=1), dim=-1).cpu().numpy()
 
     @staticmethod
     def concat_features(parts: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -313,11 +320,8 @@ class Florence2Runner:
         )
 
     def _cross_attention_states(self, hidden: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
-        """Every decoder layer's cross-attention keys and values, computed once per input.
-
-        Left to ``generate``, they are computed once per beam, and once more
-        by the scoring pass.
-        """
+        """Every decoder layer's cross-attention keys and values, computed once per input (left to
+        ``generate``, they are computed once per beam, and once more by the scoring pass)."""
         if self._cross_attention is None:
             return None
         states = []
@@ -363,9 +367,8 @@ class Florence2Runner:
     ) -> list[list[float]]:
         """Each generated token's log-probability under the model, by teacher forcing.
 
-        Scoring the final sequences in one parallel pass gives the model's own
-        probabilities whatever the search (beams, forced tokens, n-gram
-        blocking), without keeping per-step logits for the whole vocabulary.
+        Scoring the final sequences in one parallel pass gives the model's own probabilities whatever the
+        search (beams, forced tokens, n-gram blocking), without keeping per-step logits for the vocabulary.
         """
         start = time.perf_counter()
         decoder_inputs, targets = sequences[:, :-1], sequences[:, 1:]

@@ -14,7 +14,7 @@ The parameters are ``load_model``'s (``task``: a name or a list, ``model``, ``re
 ``prompt``, ``prompt_field``, ``classes``, ``regions_field``, ``masks``,
 ``batch_size``, ``num_beams``, ``max_new_tokens``, ``confidence_thresh``,
 ``device``, ``dtype``) plus ``label_field``, ``skip_existing``,
-``overwrite``, ``delegate`` and ``shards``; defaults and help are declared in
+``overwrite``, ``embeddings_field``, ``delegate`` and ``shards``; defaults and help are declared in
 ``fiftyone_florence2.options`` (see ``docs/OPTIONS.md``). ``tasks`` (a list,
 what the App's multi-select sends) may stand for ``task``. Several tasks share
 each image's vision features and write ``<label_field>_<task>`` each

@@ -224,16 +224,17 @@ def _check_run(plan: Plan, full: bool) -> None:
     if values["shard"] is not None:
         index, count = values["shard"]
         plan.shard = (int(index), int(count))
-    skip, overwrite = values["skip_existing"], values["overwrite"]
+    skip, overwrite, vectors = values["skip_existing"], values["overwrite"], values["embeddings_field"]
     if full:
         # A video's frames are sampled to images here, at execution, never while the form is filled in.
         plan.samples = samples = frames_to_label(samples, values["fps"], values["frame_step"])
         # A shard checks only its own samples for labels, not those its sibling shards wrote.
-        plan.fields = check_run(samples, plan.config, plan.label_field, skip, overwrite, plan.shard)
+        plan.fields = check_run(samples, plan.config, plan.label_field, skip, overwrite, plan.shard, vectors)
     else:
-        plan.fields = check_fields(samples, plan.config, plan.label_field, skip, overwrite)
+        plan.fields = check_fields(samples, plan.config, plan.label_field, skip, overwrite, vectors)
         # A queued shard's siblings label the same field: its full check counts its own samples only.
-        _check_existing(samples, plan.fields, skip or overwrite or plan.shard is not None)
+        names = [*plan.fields.values(), *([vectors] if vectors else [])]
+        _check_existing(samples, names, skip or overwrite or plan.shard is not None)
 
 
 def _preview_target(ctx: Any, plan: Plan) -> None:
@@ -253,10 +254,10 @@ def _preview_target(ctx: Any, plan: Plan) -> None:
         plan.count = plan.samples.count()
 
 
-def _check_existing(samples: Any, fields: dict[str, str], allowed: bool) -> None:
-    """The form's check of existing labels: one count over the target, in the database, for every field."""
+def _check_existing(samples: Any, names: list[str], allowed: bool) -> None:
+    """The form's check of existing labels (and embeddings): one count over the target, in the database."""
     schema = samples.get_field_schema()
-    present = [name for name in fields.values() if name in schema]
+    present = [name for name in names if name in schema]
     if allowed or not present:
         return
     count = samples.match(F.any([F(name).exists() for name in present])).count()

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from fiftyone_florence2.labeling import label_samples, preview_samples
+from fiftyone_florence2.labeling import label_samples, preview_samples, similarity_hint
 from fiftyone_florence2.labels import summarize
 from fiftyone_florence2.model import Florence2Model
 from fiftyone_florence2.provenance import new_run_key
@@ -40,6 +40,7 @@ def label(plan: Plan, progress: Progress) -> dict[str, Any]:
             shard=plan.shard,
             progress=lambda done, total: progress(done / total if total else 1.0, f"{done}/{total} images"),
             run_key=plan.values["run_key"],
+            embeddings_field=plan.values["embeddings_field"],
         )
     return {
         "label_fields": summary.label_fields,
@@ -52,6 +53,8 @@ def label(plan: Plan, progress: Progress) -> dict[str, Any]:
         "failures": dict(list(summary.failures.items())[:SHOWN_FAILURES]),
         "nothing_to_read": len(summary.skips),
         "deleted": summary.deleted,
+        "embeddings_field": summary.embeddings_field,
+        "embedded": summary.embedded,
         "seconds": round(summary.seconds, 3),
         "shard": list(plan.shard) if plan.shard else None,
         "worker": {"host": socket.gethostname(), "pid": os.getpid()},
@@ -69,6 +72,10 @@ def describe(result: dict[str, Any]) -> str:
     if result["failed"]:
         reason = next(iter(result["failures"].values()))
         text += f" {result['failed']} failed (first: {reason}); all reasons are in run {result['run_key']!r}."
+    if result.get("embedded"):
+        text += f" Stored {result['embedded']} embedding(s) in {result['embeddings_field']}. " + similarity_hint(
+            result["embeddings_field"]
+        )
     return text
 
 

@@ -32,6 +32,9 @@ class FakeRunner:
     def concat_features(self, parts):
         return [f for part in parts for f in part]
 
+    def pool_features(self, features):
+        return [f"vector of {f}" for f in features]
+
     def check_question(self, question):
         if len(question) > self.room:
             raise ValueError("the prompt is too long")
@@ -67,6 +70,25 @@ def test_an_image_that_breaks_the_vision_pass_fails_alone(broken, labelled, fail
     assert [name for name, o in zip("abc", outcomes) if o.failed] == failed
     assert all("vision encoder failed (a broken image)" in o.reason for o in outcomes if o.failed)
     assert runner.vision_calls[0] == ["a", "b", "c"]  # one shared pass first
+
+
+@pytest.mark.parametrize(
+    ("embed", "broken", "tasks", "vectors"),
+    [
+        (False, (), None, [None, None, None]),
+        (True, (), None, ["vector of a", "vector of b", "vector of c"]),
+        (True, ("b",), None, ["vector of a", None, "vector of c"]),
+        (True, ("a", "b", "c"), None, [None, None, None]),
+        (True, (), frozenset(), ["vector of a", "vector of b", "vector of c"]),  # the vision pass alone
+    ],
+    ids=["not-asked", "all", "one-broken", "all-broken", "no-task"],
+)
+def test_embeddings_come_from_the_labelling_vision_pass(embed, broken, tasks, vectors):
+    runner = FakeRunner(broken_images=broken)
+    outcomes = label_items(config(), runner, items("a", "b", "c", tasks=tasks), embed=embed)
+    assert [o.embedding for o in outcomes] == vectors
+    assert runner.vision_calls[0] == ["a", "b", "c"] and len(runner.vision_calls) == (1 if not broken else 4)
+    assert runner.generate_calls == ([] if tasks is not None or len(broken) == 3 else [3 - len(broken)])
 
 
 def test_a_failing_generation_is_split_out_of_its_chunk():

@@ -1,4 +1,4 @@
-"""The standalone benchmarks (form latency, preprocessing backends) run end to end on small sizes.
+"""The standalone benchmarks (form latency, preprocessing backends, embeddings) run end to end on small sizes.
 
 Timings are not checked; only that every row is measured and printed.
 """
@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import form_latency, preprocess  # noqa: E402
+from benchmarks import embeddings, form_latency, preprocess  # noqa: E402
 
 
 def test_form_latency_prints_every_form_state(capsys):
@@ -35,3 +35,13 @@ def test_preprocess_times_both_backends(tmp_path, capsys):
     rows = [line for line in printed.splitlines() if line.startswith(("| 64x64", "| 768x768"))]
     assert len(rows) == 4
     assert "CLIPImageProcessorPil" in printed and "image_processing_clip.CLIPImageProcessor`" in printed
+
+
+def test_embeddings_times_runs_with_and_without_the_field(tmp_path, capsys):
+    argv = ["--images", "4", "--batch-size", "2", "--repeats", "2", "--new-tokens", "2", "--beams", "1",
+            "--workdir", str(tmp_path), "--output", ""]  # fmt: skip
+    assert embeddings.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "## Storing embeddings while labelling (tiny random model, cpu)" in printed
+    assert [line[:4] for line in printed.splitlines() if line.startswith(("| 1 |", "| 2 |"))] == ["| 1 ", "| 2 "]
+    assert "**Cost of storing embeddings:" in printed

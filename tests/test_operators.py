@@ -30,8 +30,8 @@ URI = f"{PLUGIN}/apply_florence2"
 # Tiny generations: the labels' content is the library's business; here it is where they go and of what type.
 FAST = {"num_beams": 1, "max_new_tokens": 2, "batch_size": 2}
 # Inputs every task's form has (the target choice is hidden while the whole dataset is the only one).
-COMMON = {"view_target", "tasks", "model", "revision", "label_field", "skip_existing", "batch_size", "num_beams",
-          "max_new_tokens", "confidence_thresh", "device", "dtype", "delegate"}  # fmt: skip
+COMMON = {"view_target", "tasks", "model", "revision", "label_field", "skip_existing", "embeddings_field",
+          "batch_size", "num_beams", "max_new_tokens", "confidence_thresh", "device", "dtype", "delegate"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
