@@ -239,7 +239,7 @@ def test_dry_run_refusals(dry_run_operator, boxes, tiny_checkpoint, given, messa
 
 def test_dry_run_form_is_the_labelling_form_without_the_runs_own_options(dry_run_operator, boxes):
     properties = dry_run_form(dry_run_operator, boxes, boxes.values("id")[:2], tasks=["caption", "segmentation"])
-    run_only = {"view_target", "label_field", "skip_existing", "delegate"}
+    run_only = {"view_target", "label_field", "skip_existing", "embeddings_field", "delegate"}
     assert inputs_of(properties) == (COMMON - run_only) | {"text_input", "prompt", "masks"}
     summary = properties["summary"].view.label
     assert "Previews 2 sample(s) with caption (Classification), segmentation (Polylines)" in summary
