@@ -7,7 +7,7 @@ from other processes falls on both. Each run writes fresh fields, deleted (untim
 
 Storing embeddings adds no vision pass; it adds the pooling of the features
 the run computes anyway (``runner.pool_features``) and, per batch, one bulk
-write of the vectors and its read back (``labeling._store_vectors``). Those
+write of the vectors and its read back (``labeling.store_column`` for the vector field). Those
 two seams are timed inside each run with embeddings, and their share of that
 same run is the cost reported: a figure that load from other processes on a
 shared machine inflates on both sides alike. The paired runs' wall and CPU
@@ -71,8 +71,10 @@ class Seams:
     def seconds(self) -> float:
         return sum(map(sum, self.calls.values()))
 
-    def timed(self, name: str, fn: Callable) -> Callable:
+    def timed(self, name: str, fn: Callable, when: Callable[..., bool] | None = None) -> Callable:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if when is not None and not when(*args, **kwargs):
+                return fn(*args, **kwargs)
             start = time.perf_counter()
             try:
                 return fn(*args, **kwargs)
@@ -83,15 +85,20 @@ class Seams:
 
     @contextmanager
     def installed(self, model: Any) -> Iterator[Seams]:
+        import numpy as np
+
         from fiftyone_florence2 import labeling
 
-        store, runner = labeling._store_vectors, model.runner
-        labeling._store_vectors = self.timed("store", store)
+        def vectors(samples, target, name, values) -> bool:  # the embeddings column, not a label field
+            return isinstance(next(iter(values.values())), np.ndarray)
+
+        store, runner = labeling.store_column, model.runner
+        labeling.store_column = self.timed("store", store, when=vectors)
         runner.pool_features = self.timed("pool", type(runner).pool_features)
         try:
             yield self
         finally:
-            labeling._store_vectors = store
+            labeling.store_column = store
             del runner.pool_features  # the class's own again
 
 

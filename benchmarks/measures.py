@@ -205,7 +205,7 @@ class _Precomputed:
 
     labels: Iterator = iter(())
 
-    def label_items(self, items):
+    def label_items(self, items, embed: bool = False):
         return [Outcome(labels={self.config.tasks[0].name: next(self.labels)}) for _ in items]
 
 

@@ -258,24 +258,15 @@ def _write(samples: Any, summary: Summary, items: list[Item], outcomes: list[Out
     video's frames, and read back from those frames; everything else is
     written to the root dataset by sample id.
     """
-    frames = is_frames(samples)
-    target = samples._frames_dataset if frames else samples._root_dataset
+    target = samples._frames_dataset if is_frames(samples) else samples._root_dataset
     columns = {name: {i.sample_id: o.labels[task] for i, o in zip(items, outcomes) if task in o.labels}
                for task, name in summary.label_fields.items()}  # fmt: skip
     vectors = {i.sample_id: o.embedding for i, o in zip(items, outcomes) if o.embedding is not None}
     if summary.embeddings_field:
         columns[summary.embeddings_field] = vectors
     written = {name: values for name, values in columns.items() if values}
-    for name, values in written.items():
-        # Our labels are built valid and check_run has checked the field's type.
-        target.set_values(name, values, key_field="id", validate=False)
-        if frames:
-            # FiftyOne's own sync of a frames view to its videos, for this batch's frames only (the
-            # view's set_values syncs every frame of the field, each batch).
-            samples._sync_source(fields=[name], ids=list(values))
-            samples._sync_source_field_schema(name)
+    stored = {name: store_column(samples, target, name, values) for name, values in written.items()}
     ids = [item.sample_id for item in items]
-    stored = {name: stored_ids(samples, name, list(values)) for name, values in written.items()}
     present = set(target.select(ids).values("id")) if written else set(ids)
     kinds = {summary.embeddings_field: "embedding"}
     for item, outcome in zip(items, outcomes):
@@ -292,6 +283,18 @@ def _write(samples: Any, summary: Summary, items: list[Item], outcomes: list[Out
             summary.labelled += 1
         else:
             summary.skips[sample_id] = outcome.reason or "nothing to label"
+
+
+def store_column(samples: Any, target: Any, name: str, values: dict[str, Any]) -> set[str]:
+    """Writes one field of a batch in bulk and returns the ids whose value reads back."""
+    # Our labels are built valid and check_run has checked the field's type.
+    target.set_values(name, values, key_field="id", validate=False)
+    if is_frames(samples):
+        # FiftyOne's own sync of a frames view to its videos, for this batch's frames only (the view's
+        # set_values syncs every frame of the field, each batch).
+        samples._sync_source(fields=[name], ids=list(values))
+        samples._sync_source_field_schema(name)
+    return stored_ids(samples, name, list(values))
 
 
 def stored_ids(samples: Any, name: str, ids: list[str]) -> set[str]:
