@@ -8,6 +8,7 @@ import fiftyone.core.config as foc
 
 from .options import MODEL_OPTIONS, OPTIONS
 from .tasks import Task, get_tasks
+from .tiling import Tiling
 
 _TEXT_SOURCES = ("prompt", "prompt_field", "classes")
 
@@ -35,7 +36,8 @@ class Florence2ModelConfig(foc.Config):
         """Each task gets exactly the inputs it needs; an input no task reads is a mistake."""
         for option in MODEL_OPTIONS:
             value = getattr(self, option.name)
-            if option.applies and value not in (None, False) and not any(map(option.applies, self.tasks)):
+            given = value not in (None, False) and value != option.default
+            if option.applies and given and not any(map(option.applies, self.tasks)):
                 raise ValueError(f"{option.name} was given, but none of the tasks ({self._names()}) reads it.")
         text_tasks = [t.name for t in self.tasks if t.input == "text"]
         given = [name for name in _TEXT_SOURCES if getattr(self, name) is not None]
@@ -66,6 +68,14 @@ class Florence2ModelConfig(foc.Config):
         if self.multitask:
             return {t.name: f"{label_field}_{t.name}" for t in self.tasks}
         return {self.tasks[0].name: label_field}
+
+    @property
+    def tiling(self) -> Tiling | None:
+        """How each image is tiled for the tasks that find their own boxes, or None without tiles."""
+        tiled = [task.finds_instances for task in self.tasks]
+        if self.tiles == 1 or not any(tiled):
+            return None
+        return Tiling(self.tiles, self.tile_overlap, whole=not all(tiled))
 
     @property
     def multitask(self) -> bool:

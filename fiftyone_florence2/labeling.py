@@ -187,7 +187,7 @@ def _prepare(samples: Any, batch_ids: list[str], targets: Targets, model: Floren
     names = ["id", "filepath", *inputs.values()]
     columns = samples.select(batch_ids, ordered=True).values(names)
     rows = [dict(zip(names, values)) for values in zip(*columns)]
-    runner = model.runner
+    runner, tiling = model.runner, model.config.tiling
     futures = []
     for row in rows:
         item = Item(
@@ -196,7 +196,7 @@ def _prepare(samples: Any, batch_ids: list[str], targets: Targets, model: Floren
             regions=row.get(inputs.get("regions_field", ""), None),
             tasks=targets.tasks(row["id"]),
         )
-        futures.append(pool.submit(load_item, item, row["filepath"], runner.preprocess, runner.image_size))
+        futures.append(pool.submit(load_item, item, row["filepath"], runner.preprocess, runner.image_size, tiling))
     return futures
 
 

@@ -28,6 +28,7 @@ _TITLES = {
     "num_beams": "Beams",
     "dtype": "Precision",
     "confidence_thresh": "Confidence threshold",
+    "nms_iou": "Suppress overlaps above IoU",
 }
 
 
@@ -89,6 +90,7 @@ def build_form(ctx: Any, plan: Plan) -> types.Object:
         view=types.TextFieldView(placeholder=f"{default_label_field([plan.task])} (when left empty)"),
     )
     _existing_inputs(inputs, plan)
+    _tile_inputs(inputs, plan)
     for name in ("batch_size", "num_beams", "max_new_tokens", "confidence_thresh", "device", "dtype"):
         option_input(inputs, OPTIONS[name])
     _execution_inputs(inputs, plan)
@@ -128,6 +130,20 @@ def _available(option: Option) -> list[str]:
 
     have = set(available_devices())
     return [choice for choice in option.choices if choice == AUTO or choice in have]
+
+
+def _tile_inputs(inputs: types.Object, plan: Plan) -> None:
+    """Tiles and overlap suppression, for the tasks that find their own boxes; the overlap once tiles are on."""
+    for name in ("tiles", "tile_overlap", "nms_iou"):
+        if OPTIONS[name].applies(plan.task) and (name != "tile_overlap" or _tiled(plan.values["tiles"])):
+            option_input(inputs, OPTIONS[name])
+
+
+def _tiled(tiles: Any) -> bool:
+    try:
+        return int(tiles) > 1
+    except (TypeError, ValueError):
+        return False
 
 
 def _text_inputs(inputs: types.Object, plan: Plan) -> None:
