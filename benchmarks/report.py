@@ -119,6 +119,14 @@ def now() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
+def conditions(load_before: float) -> str:
+    """The load the machine was under (before → now), its CPUs, the time and the commit: one sentence."""
+    return (
+        f"Load average {load_before:.1f} → {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; {now()}, "
+        f"commit {git_commit()}."
+    )
+
+
 def text_table(rows: list[Row]) -> str:
     """A fixed-width table for the terminal."""
     header = Row("measure", "ours", "reference", "ratio", "target", "result")

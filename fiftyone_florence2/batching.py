@@ -9,7 +9,7 @@ anything with :class:`Runner`'s methods, so this logic is tested without torch.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import fiftyone.core.labels as fol
@@ -19,6 +19,7 @@ from .items import Item
 from .labels import Result, build_label, texts_from_value, threshold
 from .prompts import build_question, check_prompt
 from .tasks import Task
+from .tiling import XYXY
 
 
 class Runner(Protocol):
@@ -47,12 +48,13 @@ class NothingToRead(ValueError):
 
 @dataclass(frozen=True)
 class Request:
-    """One generation to run: which image (row of the features), the question, and its context."""
+    """One generation to run: which image or tile (row of the features), the question, and its context."""
 
     row: int
     question: str
     prompt: str | None = None
     region: fol.Detection | None = None
+    tile: XYXY | None = None
 
 
 @dataclass
@@ -82,16 +84,18 @@ def label_items(
     outcomes = [Outcome(failed=[] if item.error is None else [item.error]) for item in items]
     ready = [i for i, item in enumerate(items) if item.error is None]
     features, ready = _features(config, runner, items, ready, outcomes)
+    rows = _first_rows(items, ready)
     if embed and ready:
-        for i, vector in zip(ready, runner.pool_features(features)):
-            outcomes[i].embedding = vector
+        vectors = runner.pool_features(features)
+        for i in ready:
+            outcomes[i].embedding = vectors[rows[i]]
     for task in config.tasks:
         requests: dict[int, list[Request]] = {}
-        for row, i in enumerate(ready):
+        for i in ready:
             if items[i].tasks is not None and task.name not in items[i].tasks:
                 continue
             try:
-                requests[i] = _requests(config, runner, task, items[i], row)
+                requests[i] = _per_view(task, items[i], rows[i], _requests(config, runner, task, items[i], rows[i]))
             except NothingToRead as e:
                 outcomes[i].skipped.append(f"{task.name}: {e}")
             except ValueError as e:
@@ -104,8 +108,8 @@ def label_items(
             if errors:
                 outcomes[i].failed.append(f"{task.name}: generation failed ({errors[0]})")
                 continue
-            results = [Result(g, r.prompt, r.region) for r, g in answers]
-            label = build_label(task, results, masks=config.masks, image_wh=items[i].image_wh)
+            results = [Result(g, r.prompt, r.region, r.tile) for r, g in answers]
+            label = build_label(task, results, masks=config.masks, image_wh=items[i].image_wh, nms_iou=config.nms_iou)
             outcomes[i].labels[task.name] = threshold(label, config.confidence_thresh)
     if not config.skip_failures:
         for item, outcome in zip(items, outcomes):
@@ -115,22 +119,68 @@ def label_items(
 
 
 def _features(config, runner: Runner, items: Sequence[Item], ready: list[int], outcomes: list[Outcome]):
+    """Vision features of the ready items' views (images, tiles), at most ``batch_size`` views a pass
+    (or one image's, if more), so that tiles do not multiply the pass's memory."""
+    parts = [_features_of(config, runner, items, group, outcomes) for group in _vision_groups(items, ready, config)]
+    kept = [(features, done) for features, done in parts if done]
+    if len(kept) <= 1:
+        return kept[0] if kept else (None, [])
+    return runner.concat_features([f for f, _ in kept]), [i for _, done in kept for i in done]
+
+
+def _vision_groups(items: Sequence[Item], ready: list[int], config) -> list[list[int]]:
+    """The ready items in passes of at most ``batch_size`` views, an item's views never split."""
+    groups: list[list[int]] = []
+    views = 0
+    for i in ready:
+        count = len(items[i].views)
+        if not groups or views + count > config.batch_size:
+            groups.append([])
+            views = 0
+        groups[-1].append(i)
+        views += count
+    return groups
+
+
+def _features_of(config, runner: Runner, items: Sequence[Item], ready: list[int], outcomes: list[Outcome]):
     """Vision features of the ready items; an image that breaks the batch is found and left out."""
     if not ready:
         return None, []
     try:
-        return runner.image_features([items[i].pixel_values for i in ready]), ready
+        return runner.image_features([view for i in ready for view in items[i].views]), ready
     except Exception as e:
         if not config.skip_failures:
             raise
         if len(ready) == 1:
             outcomes[ready[0]].failed.append(f"vision encoder failed ({e})")
             return None, []
-    parts = [(_features(config, runner, items, [i], outcomes), i) for i in ready]
+    parts = [(_features_of(config, runner, items, [i], outcomes), i) for i in ready]
     kept = [(features, i) for (features, ok), i in parts if ok]
     if not kept:
         return None, []
     return runner.concat_features([f for f, _ in kept]), [i for _, i in kept]
+
+
+def _first_rows(items: Sequence[Item], ready: list[int]) -> dict[int, int]:
+    """Each ready item's first row of the features: its views follow one another, item after item."""
+    rows, row = {}, 0
+    for i in ready:
+        rows[i] = row
+        row += len(items[i].views)
+    return rows
+
+
+def _per_view(task: Task, item: Item, first_row: int, requests: list[Request]) -> list[Request]:
+    """The requests on the whole image, or, for a task that finds its own boxes in a tiled item, the same
+    requests once per tile (answers come back relative to their tile)."""
+    if not item.tiles:
+        return requests
+    if task.finds_instances:
+        first_tile = first_row + (item.pixel_values is not None)
+        return [replace(r, row=first_tile + t, tile=tile) for t, tile in enumerate(item.tiles) for r in requests]
+    if item.pixel_values is None:
+        raise ValueError("the whole image was not loaded (only its tiles)")
+    return requests
 
 
 def _requests(config: Florence2ModelConfig, runner: Runner, task: Task, item: Item, row: int) -> list[Request]:

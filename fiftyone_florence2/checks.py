@@ -164,6 +164,8 @@ def check_fields(
                 )
     if embeddings_field is not None:
         _check_embeddings_field(schema, config, embeddings_field, fields.values())
+        if config.tiling is not None:
+            raise ValueError("embeddings_field stores whole-image embeddings: label without tiles to store them.")
     check_inputs(samples, config)
     return fields
 

@@ -9,6 +9,7 @@ import fiftyone.core.config as foc
 
 from .options import MODEL_OPTIONS, OPTIONS
 from .tasks import Task, get_tasks
+from .tiling import Tiling
 
 _TEXT_SOURCES = ("prompt", "prompt_field", "classes")
 
@@ -36,7 +37,8 @@ class Florence2ModelConfig(foc.Config):
         """Each task gets exactly the inputs it needs; an input no task reads is a mistake."""
         for option in MODEL_OPTIONS:
             value = getattr(self, option.name)
-            if option.applies and value not in (None, False) and not any(map(option.applies, self.tasks)):
+            given = value not in (None, False) and value != option.default
+            if option.applies and given and not any(map(option.applies, self.tasks)):
                 raise ValueError(f"{option.name} was given, but none of the tasks ({self._names()}) reads it.")
         text_tasks = [t.name for t in self.tasks if t.input == "text"]
         given = [name for name in _TEXT_SOURCES if getattr(self, name) is not None]
@@ -65,6 +67,14 @@ class Florence2ModelConfig(foc.Config):
     def label_fields(self, label_field: str) -> dict[str, str]:
         """The field each task writes: ``label_field``, or ``<label_field>_<task>`` for several tasks."""
         return field_names(self.tasks, label_field, self.multitask)
+
+    @property
+    def tiling(self) -> Tiling | None:
+        """How each image is tiled for the tasks that find their own boxes, or None without tiles."""
+        tiled = [task.finds_instances for task in self.tasks]
+        if self.tiles == 1 or not any(tiled):
+            return None
+        return Tiling(self.tiles, self.tile_overlap, whole=not all(tiled))
 
     @property
     def multitask(self) -> bool:

@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 from .images import ImageLoadError, load_rgb, shrink_toward, to_rgb
+from .tiling import XYXY, Tiling, decode_wh, pixel_box_to_rel, tile_pixel_boxes
 
 
 @dataclass
@@ -16,7 +17,9 @@ class Item:
     """One loaded image with what its sample provides; ``error`` says why it is unusable.
 
     ``tasks``, when set, names the only tasks to run for this item (the others'
-    fields are already filled and must stay as they are).
+    fields are already filled and must stay as they are). A tiled item has
+    ``tile_pixels``, one per box of ``tiles`` (relative to the whole image),
+    and ``pixel_values`` only when some task reads the whole image.
     """
 
     sample_id: str | None
@@ -26,6 +29,17 @@ class Item:
     regions: Any = None
     error: str | None = None
     tasks: frozenset[str] | None = None
+    tile_pixels: list[Any] | None = None
+    tiles: tuple[XYXY, ...] = ()
+
+    @property
+    def views(self) -> list[Any]:
+        """The pixel values the vision pass reads, one feature row each: the whole image (if read), then
+        the tiles."""
+        if not self.tiles:
+            return [self.pixel_values]
+        whole = [] if self.pixel_values is None else [self.pixel_values]
+        return whole + list(self.tile_pixels or [])
 
 
 class ImagePreprocessor:
@@ -38,8 +52,12 @@ class ImagePreprocessor:
         return self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
 
 
-def load_item(item: Item, image: Any, preprocess, draft_wh=None) -> Item:
-    """Fills ``item`` with the pixel values of ``image`` (a path, PIL image or HWC array); never raises."""
+def load_item(item: Item, image: Any, preprocess, draft_wh=None, tiling: Tiling | None = None) -> Item:
+    """Fills ``item`` with the pixel values of ``image`` (a path, PIL image or HWC array), or of its tiles;
+    never raises."""
+    if tiling is not None and draft_wh:
+        # Decoded once, no smaller than each tile needs.
+        draft_wh = decode_wh(draft_wh, tiling.grid, tiling.overlap)
     try:
         if isinstance(image, str):
             loaded = load_rgb(image, draft_wh)
@@ -48,9 +66,22 @@ def load_item(item: Item, image: Any, preprocess, draft_wh=None) -> Item:
             pil = to_rgb(image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image)))
             item.image_wh = pil.size
             pil = shrink_toward(pil, draft_wh)
-        item.pixel_values = preprocess(pil)
+        if tiling is None:
+            item.pixel_values = preprocess(pil)
+        else:
+            _load_tiles(item, pil, preprocess, tiling)
     except ImageLoadError as e:
         item.error = str(e)
     except Exception as e:  # a worker must hand every failure back, not raise
         item.error = f"could not load the image ({type(e).__name__}: {e})"
     return item
+
+
+def _load_tiles(item: Item, pil: Image.Image, preprocess, tiling: Tiling) -> None:
+    """Each tile's pixel values, one crop at a time (so one crop's copy is alive at once), and the whole
+    image's when some task reads it."""
+    boxes = tile_pixel_boxes(pil.size, tiling.grid, tiling.overlap)
+    item.tile_pixels = [preprocess(pil.crop(box)) for box in boxes]
+    item.tiles = tuple(pixel_box_to_rel(box, pil.size) for box in boxes)
+    if tiling.whole:
+        item.pixel_values = preprocess(pil)

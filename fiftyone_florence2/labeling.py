@@ -215,7 +215,7 @@ def _prepare(samples: Any, batch_ids: list[str], targets: Targets, model: Floren
     """Reads a batch's paths and inputs by id, and starts loading its images in the pool."""
     runner = model.runner
     return [
-        pool.submit(load_item, item, path, runner.preprocess, runner.image_size)
+        pool.submit(load_item, item, path, runner.preprocess, runner.image_size, model.config.tiling)
         for item, path in _read_items(samples, batch_ids, model, targets.tasks)
     ]
 
@@ -246,7 +246,7 @@ def preview_samples(samples: Any, model: Florence2Model, ids: list[str]) -> list
     threshold or a checkpoint before a run: ``(item, filepath, outcome)`` per id still in ``samples``."""
     runner = model.runner
     read = _read_items(samples, ids, model)
-    items = [load_item(item, path, runner.preprocess, runner.image_size) for item, path in read]
+    items = [load_item(item, path, runner.preprocess, runner.image_size, model.config.tiling) for item, path in read]
     return [(item, path, outcome) for (item, path), outcome in zip(read, model.label_items(items))]
 
 

@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import fiftyone.core.labels as fol
 import numpy as np
 
 from .answers import answer_text, rings_rel_xywh, split_generations, training_pairs
-from .parsing import BINS, XYWH, Answer, Box, Generation, Point, Polygon, TextAnswer, parse, span_confidence
+from .parsing import (
+    BINS,
+    XYWH,
+    Answer,
+    Box,
+    Generation,
+    Point,
+    Polygon,
+    TextAnswer,
+    parse,
+    points_to_rel_xywh,
+    span_confidence,
+)
 from .tasks import Task, get_task
+from .tiling import TILE_MERGE_IOU, XYXY, enclosing_xyxy, points_to_image, xywh_to_image, xywh_to_xyxy, xyxy_to_xywh
 
 # The list each label type holds its instances in.
 _INSTANCES = {fol.Detections: "detections", fol.Polylines: "polylines", fol.Classifications: "classifications"}
@@ -18,11 +31,13 @@ _INSTANCES = {fol.Detections: "detections", fol.Polylines: "polylines", fol.Clas
 
 @dataclass(frozen=True)
 class Result:
-    """One generation with what asked for it: a prompt, or an input region."""
+    """One generation with what asked for it: a prompt, or an input region; ``tile``, the tile it saw
+    (relative ``[x1, y1, x2, y2]`` of the whole image), if any."""
 
     generation: Generation
     prompt: str | None = None
     region: fol.Detection | None = None
+    tile: XYXY | None = None
 
 
 def to_label(task: str | Task, text: str) -> fol.Label:
@@ -51,8 +66,13 @@ def build_label(
     results: Sequence[Result],
     masks: bool = False,
     image_wh: tuple[int, int] | None = None,
+    nms_iou: float | None = None,
 ) -> fol.Label:
     """Merges the generations made for one sample and ``task`` into one label.
+
+    Answers about tiles are put back in whole-image coordinates, and instances
+    of one label that two tiles found (IoU above ``TILE_MERGE_IOU``) are merged
+    into one, on their enclosing box, with the confidence of the surest.
 
     Args:
         task: the task
@@ -62,13 +82,18 @@ def build_label(
         image_wh (None): the image's ``(width, height)``, needed for masks
             of segmentation tasks; open-vocabulary polygons are masked at
             this size, else on the 1000 x 1000 location grid
+        nms_iou (None): drop each box or polygon whose IoU with a more
+            confident one of the same label is above this
     """
     if task.label_type == "Classification":
         if len(results) != 1:
             raise ValueError(f"Task {task.name!r} makes one classification per sample, got {len(results)}.")
         return _classification(task, results[0])
+    tiled = any(r.tile is not None for r in results)
+    frame_wh = image_wh or (BINS, BINS)
     if task.label_type == "Polylines":
-        polylines = fol.Polylines(polylines=[p for r in results for p in _polylines(task, r)])
+        found = [p for r in results for p in _polylines(task, r)]
+        polylines = fol.Polylines(polylines=merge_instances(found, tiled, nms_iou, frame_wh))
         if not masks:
             return polylines
         if image_wh is None:
@@ -76,7 +101,8 @@ def build_label(
         return polylines.to_detections(frame_size=image_wh)
     if task.boxes_per_region:
         return fol.Detections(detections=[d for r in results for d in _region_answer(task, r)])
-    return fol.Detections(detections=[d for r in results for d in _detections(task, r, image_wh)])
+    found = [d for r in results for d in _detections(task, r, image_wh)]
+    return fol.Detections(detections=merge_instances(found, tiled, nms_iou, frame_wh))
 
 
 def _classification(task: Task, result: Result) -> fol.Classification:
@@ -113,6 +139,7 @@ def _detections(task: Task, result: Result, image_wh: tuple[int, int] | None = N
     detections = []
     for box in boxes:
         assert isinstance(box, Box)
+        box = _box_in_image(box, result.tile)
         label = result.prompt if task.labelled_by_prompt and result.prompt else (box.label or task.unnamed_label)
         detection = fol.Detection(
             label=label,
@@ -144,6 +171,8 @@ def _polylines(task: Task, result: Result) -> list[fol.Polyline]:
     polylines = []
     for polygon in polygons:
         assert isinstance(polygon, Polygon)
+        if result.tile is not None:
+            polygon = replace(polygon, rings=tuple(points_to_image(ring, result.tile) for ring in polygon.rings))
         if result.region is not None:
             label, extra = result.region.label, {"region_id": result.region.id}
         else:
@@ -159,6 +188,87 @@ def _polylines(task: Task, result: Result) -> list[fol.Polyline]:
             )
         )
     return polylines
+
+
+def _box_in_image(box: Box, tile: XYXY | None) -> Box:
+    """A box (and its quad or rings) found in ``tile``, in whole-image coordinates."""
+    if tile is None:
+        return box
+    points = tuple(points_to_image(ring, tile) for ring in box.points)
+    return replace(box, rel_xywh=xywh_to_image(box.rel_xywh, tile), points=points)
+
+
+Instance = fol.Detection | fol.Polyline
+
+
+def merge_instances(
+    instances: list[Instance], tiled: bool, nms_iou: float | None, frame_wh: tuple[int, int]
+) -> list[Instance]:
+    """Merges the instances of one label that several tiles found (with ``tiled``), then drops those
+    that overlap a more confident one by more than ``nms_iou``, with supervision's merge and suppression.
+
+    ``frame_wh`` is the size instance masks were drawn at.
+    """
+    if len(instances) < 2 or (not tiled and nms_iou is None):
+        return instances
+    import supervision as sv  # only runs that tile or suppress pay for its import
+
+    if tiled:
+        groups = sv.box_non_max_merge(_predictions(instances), iou_threshold=TILE_MERGE_IOU)
+        instances = [_merge_group([instances[k] for k in group], frame_wh) for group in sorted(groups)]
+    if nms_iou is not None:
+        keep = sv.box_non_max_suppression(_predictions(instances), iou_threshold=nms_iou)
+        instances = [x for x, kept in zip(instances, keep) if kept]
+    return instances
+
+
+def _predictions(instances: Sequence[Instance]) -> np.ndarray:
+    """supervision's ``(n, 6)`` array: ``x1, y1, x2, y2``, confidence (0 when unknown), label as class id."""
+    classes: dict[str | None, int] = {}
+    rows = [(*_instance_xyxy(x), x.confidence or 0.0, classes.setdefault(x.label, len(classes))) for x in instances]
+    return np.array(rows, dtype=float).reshape(-1, 6)
+
+
+def _instance_xyxy(instance: Instance) -> XYXY:
+    if isinstance(instance, fol.Polyline):
+        return enclosing_xyxy([xywh_to_xyxy(points_to_rel_xywh(ring)) for ring in instance.points])
+    return xywh_to_xyxy(instance.bounding_box)
+
+
+def _merge_group(group: list[Instance], frame_wh: tuple[int, int]) -> Instance:
+    """The group's surest instance (first), grown to hold the others: a polyline gets their rings, a
+    detection their enclosing box (and the union of their masks)."""
+    base = group[0]
+    if len(group) == 1:
+        return base
+    if isinstance(base, fol.Polyline):
+        base.points = [ring for x in group for ring in x.points]
+        return base
+    xywh = xyxy_to_xywh(enclosing_xyxy([_instance_xyxy(x) for x in group]))
+    if any(x.mask is not None for x in group):
+        base.mask = _union_mask(group, xywh, frame_wh)
+    base.bounding_box = list(xywh)
+    return base
+
+
+def _union_mask(group: list[fol.Detection], rel_xywh: Sequence[float], frame_wh: tuple[int, int]) -> np.ndarray:
+    """The detections' masks (a detection with none fills its box) pasted into one over ``rel_xywh``, with
+    masks drawn at ``frame_wh`` pixels."""
+    width, height = frame_wh
+
+    def pixels(xywh: Sequence[float]) -> tuple[int, int, int, int]:
+        x, y, w, h = xywh
+        return round(x * width), round(y * height), max(1, round(w * width)), max(1, round(h * height))
+
+    left, top, w, h = pixels(rel_xywh)
+    canvas = np.zeros((h, w), dtype=bool)
+    for detection in group:
+        x, y, dw, dh = pixels(detection.bounding_box)
+        mask = np.ones((dh, dw), bool) if detection.mask is None else np.asarray(detection.mask, bool)
+        x, y = x - left, y - top
+        rows, cols = min(mask.shape[0], h - y), min(mask.shape[1], w - x)
+        canvas[y : y + rows, x : x + cols] |= mask[:rows, :cols]
+    return canvas
 
 
 def threshold(label: fol.Label, confidence_thresh: float | None) -> fol.Label:

@@ -26,6 +26,7 @@ from .config import Florence2ModelConfig
 from .items import Item, load_item
 from .prompts import build_question
 from .tasks import DEFAULT_TASK
+from .tiling import Tiling
 
 logger = logging.getLogger(__name__)
 
@@ -40,10 +41,18 @@ class Florence2GetItem(fout.GetItem):
     other images of the batch are labelled.
     """
 
-    def __init__(self, preprocess: Any, draft_wh: tuple[int, int], input_keys: Sequence[str], field_mapping=None):
+    def __init__(
+        self,
+        preprocess: Any,
+        draft_wh: tuple[int, int],
+        input_keys: Sequence[str],
+        field_mapping=None,
+        tiling: Tiling | None = None,
+    ):
         self.preprocess = preprocess
         self.draft_wh = draft_wh
         self.input_keys = list(input_keys)
+        self.tiling = tiling
         super().__init__(field_mapping=field_mapping)
 
     @property
@@ -52,7 +61,7 @@ class Florence2GetItem(fout.GetItem):
 
     def __call__(self, d: dict) -> Item:
         item = Item(d.get("id"), prompt=d.get("prompt_field"), regions=d.get("regions_field"))
-        return load_item(item, d.get("filepath"), self.preprocess, self.draft_wh)
+        return load_item(item, d.get("filepath"), self.preprocess, self.draft_wh, self.tiling)
 
 
 class Florence2Model(fom.Model, fom.SamplesMixin, fom.SupportsGetItem, fom.TorchModelMixin, fom.EmbeddingsMixin):
@@ -134,6 +143,7 @@ class Florence2Model(fom.Model, fom.SamplesMixin, fom.SupportsGetItem, fom.Torch
             self.runner.image_size,
             list(inputs),
             field_mapping={**inputs, **(field_mapping or {})},
+            tiling=self.config.tiling,
         )
 
     def predict(self, arg: Any, sample: Any = None) -> Any:
@@ -160,7 +170,7 @@ class Florence2Model(fom.Model, fom.SamplesMixin, fom.SupportsGetItem, fom.Torch
             fields = self.needs_fields
             item.prompt = _get(sample, fields.get("prompt_field"))
             item.regions = _get(sample, fields.get("regions_field"))
-        return load_item(item, arg, self.runner.preprocess, self.runner.image_size)
+        return load_item(item, arg, self.runner.preprocess, self.runner.image_size, self.config.tiling)
 
     def predict_items(self, items: Sequence[Item]) -> list[Any]:
         """Labels loaded items: one label (or dict of labels per task) per item, ``None`` when none.

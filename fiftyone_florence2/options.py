@@ -30,6 +30,9 @@ _DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "hal
 PROMPT_ROOM = 1024 - 577 - 2
 _FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z][A-Za-z0-9_]*)*$")
 _DEVICE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
+# Tiles per side: 8 is 64 tiles an image, each about 7 MB of pixel values at 768 x 768.
+MAX_TILES = 8
+MAX_TILE_OVERLAP = 0.9
 
 
 def whole_number(name: str, value: Any, minimum: int = 1) -> int:
@@ -64,13 +67,44 @@ def boolean(name: str, value: Any) -> bool:
     return bool(value)
 
 
+def finite_number(name: str, value: Any, what: str) -> float:
+    """Returns ``value`` as a float, or raises ``ValueError`` (saying it must be ``what``) unless it is a
+    finite number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be {what}, got {value!r}.")
+    return float(value)
+
+
 def fraction(name: str, value: Any) -> float:
     """Returns ``value`` as a float in [0, 1], or raises ``ValueError``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a number from 0 to 1, got {value!r}.")
-    if not 0 <= value <= 1:
+    number = finite_number(name, value, "a number from 0 to 1")
+    if not 0 <= number <= 1:
         raise ValueError(f"{name} must be from 0 to 1 (confidences are probabilities), got {value!r}.")
-    return float(value)
+    return number
+
+
+def tile_grid(name: str, value: Any) -> int:
+    """A whole number of tiles per side, from 1 (no tiles) to :data:`MAX_TILES`."""
+    grid = whole_number(name, value)
+    if grid > MAX_TILES:
+        raise ValueError(f"{name} must be at most {MAX_TILES} ({MAX_TILES**2} tiles an image), got {value!r}.")
+    return grid
+
+
+def overlap_fraction(name: str, value: Any) -> float:
+    """A fraction of a tile in [0, :data:`MAX_TILE_OVERLAP`)."""
+    number = finite_number(name, value, f"a number from 0 to below {MAX_TILE_OVERLAP}")
+    if not 0 <= number < MAX_TILE_OVERLAP:
+        raise ValueError(f"{name} must be from 0 to below {MAX_TILE_OVERLAP} (a fraction of a tile), got {value!r}.")
+    return number
+
+
+def iou_fraction(name: str, value: Any) -> float:
+    """An intersection over union in [0, 1]."""
+    number = finite_number(name, value, "an intersection over union from 0 to 1")
+    if not 0 <= number <= 1:
+        raise ValueError(f"{name} must be an intersection over union from 0 to 1, got {value!r}.")
+    return number
 
 
 def device_name(name: str, value: Any) -> str | None:
@@ -169,6 +203,10 @@ def _takes_text(task: Task) -> bool:
     return task.input == "text"
 
 
+def _finds_instances(task: Task) -> bool:
+    return task.finds_instances
+
+
 MODEL_OPTIONS: tuple[Option, ...] = (
     Option("task", DEFAULT_TASK, "a task name or token, or a list of them (one field each)", "task", task_names,
            choices=TASK_NAMES, group="model"),
@@ -186,11 +224,21 @@ MODEL_OPTIONS: tuple[Option, ...] = (
            "field", field_name, lambda task: task.input == "region", group="input"),
     Option("masks", False, "write segmentation as Detections with instance masks instead of Polylines", "bool",
            boolean, lambda task: task.can_mask, group="input"),
-    Option("batch_size", 8, "images per batch, and the most generations per generate call", "int", whole_number),
+    Option("batch_size", 8, "images per batch, and the most images (or tiles) a vision pass, and generations a "
+           "generate call, read", "int", whole_number),
     Option("num_beams", 3, "beam search width; 1 (greedy) is fastest", "int", whole_number),
     Option("max_new_tokens", None, "a token budget for every task instead of each task's own", "int", whole_number),
     Option("confidence_thresh", None, "drop boxes and polygons whose confidence is lower (0 to 1)", "float",
            fraction),
+    Option("tiles", 1, "split each image into an N x N grid of overlapping tiles, each seen at the model's full "
+           "resolution, and merge their boxes: finds small objects in large images, for N x N the work (1: off)",
+           "int", tile_grid, _finds_instances),
+    Option("tile_overlap", 0.2, "how much neighbouring tiles overlap, as a fraction of a tile (0 to below "
+           f"{MAX_TILE_OVERLAP})",
+           "float", overlap_fraction, _finds_instances),
+    Option("nms_iou", None, "drop a box or polygon that overlaps a more confident one of the same label by more "
+           "than this intersection over union (0 to 1), e.g. a repeated box", "float", iou_fraction,
+           _finds_instances),
     Option("device", None, "cuda, cuda:N, mps or cpu; auto picks the best available", "choice", device_name,
            choices=DEVICES),
     Option("dtype", None, "float32, bfloat16 or float16; auto is bf16/fp16 on GPUs and fp32 on CPU", "choice",

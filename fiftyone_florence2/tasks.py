@@ -65,6 +65,12 @@ class Task:
         return self.answer != "text" or self.input == "region"
 
     @property
+    def finds_instances(self) -> bool:
+        """Whether the model finds the boxes or polygons itself (from the image, or the image and a text):
+        these can be tiled and suppressed; region tasks answer about boxes they are given."""
+        return self.answer != "text" and self.input != "region"
+
+    @property
     def boxes_per_region(self) -> bool:
         """Whether each input region gets a text answer, written on that region's box."""
         return self.input == "region" and self.answer == "text"

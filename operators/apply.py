@@ -12,7 +12,7 @@ From Python::
 
 The parameters are ``load_model``'s (``task``: a name or a list, ``model``, ``revision``,
 ``prompt``, ``prompt_field``, ``classes``, ``regions_field``, ``masks``,
-``batch_size``, ``num_beams``, ``max_new_tokens``, ``confidence_thresh``,
+``tiles``, ``tile_overlap``, ``nms_iou``, ``batch_size``, ``num_beams``, ``max_new_tokens``, ``confidence_thresh``,
 ``device``, ``dtype``) plus ``label_field``, ``skip_existing``,
 ``overwrite``, ``embeddings_field``, ``delegate`` and ``shards``; defaults and help are declared in
 ``fiftyone_florence2.options`` (see ``docs/OPTIONS.md``). ``tasks`` (a list,

@@ -28,6 +28,7 @@ _TITLES = {
     "num_beams": "Beams",
     "dtype": "Precision",
     "confidence_thresh": "Confidence threshold",
+    "nms_iou": "Suppress overlaps above IoU",
 }
 
 
@@ -169,6 +170,19 @@ def _available(option: Option) -> list[str]:
     return [choice for choice in option.choices if choice == AUTO or choice in have]
 
 
+def _tile_input(inputs: types.Object, option: Option, plan: Plan) -> None:
+    """Tiles and overlap suppression for the tasks that find their own boxes; the overlap once tiles are on."""
+    if option.name != "tile_overlap" or _tiled(plan.values["tiles"]):
+        option_input(inputs, option)
+
+
+def _tiled(tiles: Any) -> bool:
+    try:
+        return int(tiles) > 1
+    except (TypeError, ValueError):
+        return False
+
+
 def _text_inputs(inputs: types.Object, option: Option, plan: Plan) -> None:
     """One text input for every text task: a prompt, a prompt field, or (when all take them) classes."""
     sources = text_sources(plan.tasks)
@@ -220,6 +234,7 @@ _PLACED = {
     "overwrite": _overwrite_input,
     "fps": _video_input,
     "frame_step": _video_input,
+    "tile_overlap": _tile_input,
 }
 
 

@@ -1,4 +1,4 @@
-"""The standalone benchmarks (form latency, preprocessing backends, embeddings) run end to end on small sizes.
+"""The standalone benchmarks (form latency, preprocessing, embeddings, tiles) run end to end on small sizes.
 
 Timings are not checked; only that every row is measured and printed.
 """
@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import embeddings, form_latency, preprocess  # noqa: E402
+from benchmarks import embeddings, form_latency, preprocess, tiles  # noqa: E402
 
 
 def test_form_latency_prints_every_form_state(capsys):
@@ -45,3 +45,14 @@ def test_embeddings_times_runs_with_and_without_the_field(tmp_path, capsys):
     assert "## Storing embeddings while labelling (tiny random model, cpu)" in printed
     assert [line[:4] for line in printed.splitlines() if line.startswith(("| 1 |", "| 2 |"))] == ["| 1 ", "| 2 "]
     assert "**Cost of storing embeddings:" in printed
+
+
+def test_tiles_times_every_grid_and_the_merge(tmp_path, capsys):
+    argv = ["--shapes", "tiny", "--grids", "1,2", "--images", "1", "--boxes-per-side", "2"]
+    assert tiles.main([*argv, "--workdir", str(tmp_path), "--output", ""]) == 0
+    printed = capsys.readouterr().out
+    assert "## Tiles: vision time against the grid" in printed and "### tiny shape" in printed
+    rows = [line for line in printed.splitlines() if line.startswith(("| 1 x 1 | 1 |", "| 2 x 2 | 4 |"))]
+    assert len(rows) == 2
+    assert rows[1].endswith("| 9 |")  # 4 boxes in each of 4 tiles, those that meet in the overlaps merged
+    assert "The merge's largest share of a run" in printed

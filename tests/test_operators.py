@@ -163,6 +163,8 @@ def test_form_shows_exactly_the_inputs_the_task_needs(operator, boxes, task):
         expected |= {"regions_field"}
     if task.can_mask:
         expected |= {"masks"}
+    if task.finds_instances:
+        expected |= {"tiles", "nms_iou"}
     properties = form(operator, boxes, task=task.name)
     assert inputs_of(properties) == expected
     assert [choice.value for choice in properties["tasks"].view.choices] == list(TASK_NAMES)
@@ -185,6 +187,13 @@ def test_form_follows_the_chosen_text_input_and_existing_field(operator, boxes):
     assert "overwrite" in inputs_of(existing)
     sharded = form(operator, boxes, task="caption", delegate=True, shards=2)
     assert "shards" in inputs_of(sharded)
+
+
+def test_form_offers_the_tile_overlap_once_tiles_are_on(operator, boxes):
+    tiled = form(operator, boxes, task="detection", tiles=2)
+    assert {"tiles", "tile_overlap", "nms_iou"} <= inputs_of(tiled) and "problem" not in tiled
+    assert tiled["tile_overlap"].default == 0.2
+    assert not {"tiles", "tile_overlap", "nms_iou"} & inputs_of(form(operator, boxes, task="caption", tiles=2))
 
 
 def test_target_can_be_the_dataset_the_current_view_or_the_selection(operator, dataset, tiny_checkpoint):
