@@ -26,6 +26,7 @@ from test_operators import (
 
 from fiftyone_florence2.labels import summarize
 from fiftyone_florence2.runner import Florence2Runner
+from fiftyone_florence2.tasks import get_task
 
 __all__ = ["boxes", "operator", "plugin_module", "runner_loads"]  # fixtures, shared with test_operators
 
@@ -68,7 +69,8 @@ TASK_CHOICES = [
 @pytest.mark.parametrize(("tasks", "added", "texts"), TASK_CHOICES, ids=["+".join(row[0]) for row in TASK_CHOICES])
 def test_form_shows_the_inputs_every_chosen_task_needs_and_lists_each_field(operator, boxes, tasks, added, texts):
     properties = form(operator, boxes, tasks=tasks)
-    assert inputs_of(properties) == COMMON | added
+    tiled = {"tiles", "nms_iou"} if any(get_task(task).finds_instances for task in tasks) else set()
+    assert inputs_of(properties) == COMMON | added | tiled
     assert properties["tasks"].default == tasks
     if texts:
         assert properties["text_input"].type.values == texts
@@ -240,7 +242,7 @@ def test_dry_run_refusals(dry_run_operator, boxes, tiny_checkpoint, given, messa
 def test_dry_run_form_is_the_labelling_form_without_the_runs_own_options(dry_run_operator, boxes):
     properties = dry_run_form(dry_run_operator, boxes, boxes.values("id")[:2], tasks=["caption", "segmentation"])
     run_only = {"view_target", "label_field", "skip_existing", "embeddings_field", "delegate"}
-    assert inputs_of(properties) == (COMMON - run_only) | {"text_input", "prompt", "masks"}
+    assert inputs_of(properties) == (COMMON - run_only) | {"text_input", "prompt", "masks", "tiles", "nms_iou"}
     summary = properties["summary"].view.label
     assert "Previews 2 sample(s) with caption (Classification), segmentation (Polylines)" in summary
     assert "writes nothing" in summary
