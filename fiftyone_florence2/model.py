@@ -289,7 +289,8 @@ def load_model(
 
     The options are those of ``docs/OPTIONS.md`` (``prompt``, ``prompt_field``,
     ``classes``, ``regions_field``, ``masks``, ``batch_size``, ``num_beams``,
-    ``max_new_tokens``, ``device``, ``dtype``, ``confidence_thresh``, ...).
+    ``max_new_tokens``, ``device``, ``dtype``, ``confidence_thresh``, ``tiles``,
+    ``tile_overlap``, ``nms_iou``, ...).
     Bad options raise ``ValueError`` before any weights load.
 
     Example::

@@ -13,13 +13,13 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .parsing import XYWH, Point
+
 XYXY = tuple[float, float, float, float]
-XYWH = tuple[float, float, float, float]
-Point = tuple[float, float]
 PixelBox = tuple[int, int, int, int]
 
-# Boxes of one label from different tiles whose IoU is above this are merged into one (the
-# object seen by two tiles in their overlap); supervision's own default for its slicer.
+# In a tiled run, boxes of one label whose IoU is at least this are merged into one: above all the
+# object seen by two tiles in their overlap. supervision's own default for its slicer.
 TILE_MERGE_IOU = 0.5
 
 
