@@ -316,9 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"## Operator form latency, {args.samples:,} samples",
         "",
-        f"`python -m benchmarks.form_latency --samples {args.samples}`, {args.calls} calls each after one warm-up; "
-        f"load average {load:.1f} → {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; {report.now()}, "
-        f"commit {report.git_commit()}.",
+        f"`python -m benchmarks.form_latency --samples {args.samples}`, {args.calls} calls each after one warm-up. "
+        f"{report.conditions(load)}",
         "",
         table(rows),
         "",

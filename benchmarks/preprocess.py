@@ -177,9 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "## Image preprocessing per image: torchvision (fast) vs PIL (slow) backend",
         "",
-        f"`python -m benchmarks.preprocess`, {args.calls} calls after {args.warmup} warm-up, torch threads {threads}, "
-        f"load average {load:.1f} → {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; {report.now()}, "
-        f"commit {report.git_commit()}.",
+        f"`python -m benchmarks.preprocess`, {args.calls} calls after {args.warmup} warm-up, torch threads {threads}. "
+        f"{report.conditions(load)}",
         "",
         table(rows),
         "",

@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", default=str(ROOT / "benchmarks" / "out" / "video"))
     p.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"), help="markdown file for the section ('' for none)")
     args = p.parse_args(argv)
+    load = os.getloadavg()[0]
     work = Path(args.workdir)
     mongod.isolate(work / "mongod")
 
@@ -95,9 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         "## Video: frames labelled per second, and memory over a long video",
         "",
         f"`python -m benchmarks.video --frames {args.frames} --memory-frames {args.memory_frames}`; tiny random "
-        f"model, caption, {args.new_tokens} new tokens, batch {args.batch_size}, one torch thread, 320x240 frames; "
-        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; {report.now()}, "
-        f"commit {report.git_commit()}.",
+        f"model, caption, {args.new_tokens} new tokens, batch {args.batch_size}, one torch thread, 320x240 frames. "
+        f"{report.conditions(load)}",
         "",
         "| measure | result |",
         "|---|---|",
