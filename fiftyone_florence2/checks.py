@@ -121,12 +121,17 @@ def check_run(
     fields = check_fields(samples, config, label_field, skip_existing, overwrite, embeddings_field)
     if not (skip_existing or overwrite):
         dataset = label_dataset(samples)
-        names = [*fields.values(), *([embeddings_field] if embeddings_field else [])]
+        names = written_fields(fields, embeddings_field)
         labelled = labelled_ids(dataset, names)
         count = len(labelled.intersection(shard_ids(samples.values("id"), shard))) if labelled else 0
         if count:
             refuse_existing(count, [name for name in names if name in dataset.get_field_schema()])
     return fields
+
+
+def written_fields(fields: dict[str, str], embeddings_field: str | None = None) -> list[str]:
+    """The fields a run writes: one per task, and the embeddings field if any."""
+    return [*fields.values(), *([embeddings_field] if embeddings_field else [])]
 
 
 def refuse_existing(count: int, names: Sequence[str]) -> None:

@@ -20,7 +20,16 @@ import fiftyone.core.utils as fou
 from bson import ObjectId
 
 from .batching import Florence2Error, Outcome
-from .checks import Targets, check_label_field, check_run, frames_to_label, is_frames, shard_ids, target_ids
+from .checks import (
+    Targets,
+    check_label_field,
+    check_run,
+    frames_to_label,
+    is_frames,
+    shard_ids,
+    target_ids,
+    written_fields,
+)
 from .items import Item, load_item
 from .locks import locked
 from .model import Florence2Model
@@ -156,7 +165,7 @@ def label_samples(
     fields = check_run(samples, config, label_field, skip_existing, overwrite, shard, embeddings_field)
     run_key = run_key or new_run_key(label_field)
     dataset = samples._root_dataset
-    written = [*fields.values(), *([embeddings_field] if embeddings_field else [])]
+    written = written_fields(fields, embeddings_field)
     with locked(dataset, written, run_key) as locks:
         summary = Summary(fields, run_key=f"{run_key}_shard{shard[0]}of{shard[1]}" if shard else run_key)
         summary.embeddings_field = embeddings_field

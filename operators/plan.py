@@ -27,6 +27,7 @@ from fiftyone_florence2.checks import (
     check_run,
     frames_to_label,
     refuse_existing,
+    written_fields,
 )
 from fiftyone_florence2.config import Florence2ModelConfig, field_names
 from fiftyone_florence2.options import (
@@ -233,7 +234,7 @@ def _check_run(plan: Plan, full: bool) -> None:
     else:
         plan.fields = check_fields(samples, plan.config, plan.label_field, skip, overwrite, vectors)
         # A queued shard's siblings label the same field: its full check counts its own samples only.
-        names = [*plan.fields.values(), *([vectors] if vectors else [])]
+        names = written_fields(plan.fields, vectors)
         _check_existing(samples, names, skip or overwrite or plan.shard is not None)
 
 
