@@ -20,7 +20,7 @@ from .tasks import DEFAULT_TASK, TASK_NAMES, Task, get_tasks
 
 Kind = Literal["task", "text", "int", "float", "bool", "choice", "texts", "field", "shard", "any"]
 # Where an option is recorded in a run's settings: beside the tasks, or under "generation".
-Group = Literal["model", "input", "generation", "run"]
+Group = Literal["model", "input", "generation", "run", "training"]
 
 AUTO = "auto"
 DEVICES = (AUTO, "cuda", "mps", "cpu")
@@ -284,21 +284,12 @@ def default_label_field(tasks: Sequence[Task]) -> str:
     return f"{DEFAULT_LABEL_PREFIX}_{tasks[0].name}" if len(tasks) == 1 else DEFAULT_LABEL_PREFIX
 
 
-def options_table() -> str:
-    """The options as a markdown table (``docs/OPTIONS.md`` holds it)."""
+def options_table(options: Sequence[Option] | None = None) -> str:
+    """The options (default: the labelling ones) as a markdown table (``docs/OPTIONS.md`` holds it)."""
     rows = ["| option | default | CLI | App form | what it does |", "|---|---|---|---|---|"]
-    for option in OPTIONS.values():
+    for option in OPTIONS.values() if options is None else options:
         cli = f"`{option.cli_flag}`" if option.cli else ""
         rows.append(
             f"| `{option.name}` | `{option.default!r}` | {cli} | {'yes' if option.form else ''} | {option.help} |"
         )
     return "\n".join(rows)
-
-
-if __name__ == "__main__":  # python -m fiftyone_florence2.options > docs/OPTIONS.md
-    print("# Options\n")
-    print("Generated from `fiftyone_florence2/options.py`, where each option is declared once with its default,")
-    print("check and help: `python -m fiftyone_florence2.options > docs/OPTIONS.md`. `load_model(task, **options)`")
-    print("and `Florence2ModelConfig` take the model options, `label_samples` and the App the run options, and the")
-    print("`florence2 label` command line offers those with a flag. A value left out (or `None`) is the default.\n")
-    print(options_table())

@@ -131,6 +131,8 @@ TASKS: tuple[Task, ...] = (
 
 TASK_NAMES: tuple[str, ...] = tuple(task.name for task in TASKS)
 DEFAULT_TASK: str = TASK_NAMES[0]
+# Fine-tuning starts from the labels teams correct most: boxes.
+DEFAULT_TRAIN_TASK: str = "detection"
 
 # Florence-2's location bins: ``<loc_0>`` .. ``<loc_999>``, relative to the full image.
 BINS = 1000

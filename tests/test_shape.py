@@ -98,7 +98,7 @@ def test_no_task_named_by_a_string_literal_outside_the_task_table(path):
 def test_options_doc_is_generated_from_the_declarations():
     """docs/OPTIONS.md holds the options table exactly as the declarations render it."""
     doc = (ROOT / "docs" / "OPTIONS.md").read_text()
-    assert options_table() in doc, "regenerate with: python -m fiftyone_florence2.options > docs/OPTIONS.md"
+    assert options_table() in doc, "regenerate with: python -m fiftyone_florence2.train_options > docs/OPTIONS.md"
 
 
 def test_readme_lists_every_option():
