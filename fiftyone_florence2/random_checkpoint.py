@@ -11,8 +11,10 @@ import json
 import tempfile
 from pathlib import Path
 
-# Real Florence-2-base dimensions (231M parameters), and a tiny shape that
-# keeps every stage but weighs about a megabyte.
+# Real Florence-2-base dimensions (231M parameters), a tiny shape that keeps
+# every stage but weighs about a megabyte, and a "seeing" shape (585k
+# parameters) small enough to learn to localise boxes on a CPU in minutes: its
+# last two stages keep stride 1, so a 64-px image gives an 8x8 grid (65 tokens).
 SHAPES = {
     "base": {
         "vision": {"embed_dim": [128, 256, 512, 1024], "num_heads": [4, 8, 16, 32], "num_groups": [4, 8, 16, 32],
@@ -26,7 +28,25 @@ SHAPES = {
         "text": {"d_model": 32, "layers": 1, "heads": 2, "ffn": 64},
         "image_px": 64,
     },
+    "seeing": {
+        "vision": {"embed_dim": [16, 32, 64, 64], "num_heads": [1, 2, 4, 4], "num_groups": [1, 2, 4, 4],
+                   "depths": [1, 1, 1, 1], "patch_stride": [4, 2, 1, 1], "window_size": 8, "projection_dim": 64},
+        "text": {"d_model": 64, "layers": 2, "heads": 4, "ffn": 128},
+        "image_px": 64,
+    },
 }  # fmt: skip
+
+_DEFAULT_STRIDES = (4, 2, 2, 2)  # Florence2VisionConfig's patch_stride
+
+
+def image_tokens(shape: str) -> int:
+    """Image tokens the vision tower gives at the shape's size: the final grid, plus one pooled token."""
+    dims = SHAPES[shape]
+    reduction = 1
+    for stride in dims["vision"].get("patch_stride", _DEFAULT_STRIDES):
+        reduction *= stride
+    return (dims["image_px"] // reduction) ** 2 + 1
+
 
 # Florence-2's added vocabulary, in its order.
 _EXTRA_TOKENS = (
@@ -98,7 +118,8 @@ def build_random_checkpoint(path: str | Path, shape: str = "tiny", seed: int = 0
 
     Args:
         path: the directory to write
-        shape ("tiny"): ``tiny`` (about 1 MB) or ``base`` (Florence-2-base's dimensions)
+        shape ("tiny"): ``tiny`` (about 1 MB), ``seeing`` (585k parameters, learns boxes on a CPU)
+            or ``base`` (Florence-2-base's dimensions)
         seed (0): the weight seed
     """
     import torch
@@ -115,7 +136,7 @@ def build_random_checkpoint(path: str | Path, shape: str = "tiny", seed: int = 0
     if shape not in SHAPES:
         raise ValueError(f"Unknown shape {shape!r}; choose one of {', '.join(SHAPES)}.")
     dims = SHAPES[shape]
-    tokenizer = _tokenizer(len(_EXTRA_TOKENS), base_vocab=400 if shape == "tiny" else 2000)
+    tokenizer = _tokenizer(len(_EXTRA_TOKENS), base_vocab=2000 if shape == "base" else 400)
     px = dims["image_px"]
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the PIL-backend notice, once per build
@@ -124,7 +145,7 @@ def build_random_checkpoint(path: str | Path, shape: str = "tiny", seed: int = 0
             size={"height": px, "width": px},
             crop_size={"height": px, "width": px},
             do_center_crop=False,
-            image_seq_length=(px // 32) ** 2 + 1,
+            image_seq_length=image_tokens(shape),
         )
     finally:
         hf_logging.set_verbosity(verbosity)

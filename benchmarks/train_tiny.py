@@ -1,0 +1,209 @@
+"""Does fine-tuning learn? Train the "seeing" random checkpoint on synthetic boxes through ``train()``, then
+label held-out images with ``apply_model`` and score them.
+
+python -m benchmarks.train_tiny --target one --minutes 10     # one rectangle per image (target IoU >= 0.85)
+python -m benchmarks.train_tiny --target multi --minutes 20   # 1-4 shapes of 3 classes (target mAP@0.5 >= 0.6)
+python -m benchmarks.train_tiny --target one --minutes 1 --eval-images 8 --output ''   # a quick look
+
+The training stream is a curriculum (``benchmarks.synthetic``): white shapes on black only for the first
+``--bw-steps`` steps, then their share falls linearly to 0 by ``--fade-steps``, then random colours; it is
+written in training order (``sort_by("order")``) and trained with ``shuffle=False``. The number of steps
+comes from a short timing run, so that training takes about ``--minutes``. Data, checkpoints and the
+database live in a temporary directory (``--workdir`` to keep them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from . import mongod, report, synthetic
+
+ROOT = Path(__file__).resolve().parents[1]
+TASK = "detection"
+VAL_TAG = "val"
+TARGETS = {
+    "one": "mean IoU >= 0.85 and IoU >= 0.5 on at least 95% of images",
+    "multi": "mAP@0.5 >= 0.6",
+}
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="python -m benchmarks.train_tiny", description=__doc__.splitlines()[0])
+    p.add_argument("--target", choices=sorted(TARGETS), default="one")
+    p.add_argument("--minutes", type=float, default=10.0, help="training time to budget (default 10)")
+    p.add_argument("--max-steps", type=int, default=None, help="train exactly this many steps (skips the timing)")
+    p.add_argument("--timing-steps", type=int, default=30, help="steps of the timing run (default 30)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--lr-schedule", default="cosine")
+    p.add_argument("--bw-steps", type=int, default=800, help="steps of black-and-white only (default 800)")
+    p.add_argument("--fade-steps", type=int, default=1600, help="step where black-and-white ends (default 1600)")
+    p.add_argument("--eval-images", type=int, default=None, help="held-out images (default 32 one, 128 multi)")
+    p.add_argument("--evaluations", type=int, default=8, help="validations during training, for the curve")
+    p.add_argument("--beams", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--workdir", default=None, help="keep data and checkpoints here (default: a temporary dir)")
+    p.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"), help="markdown file for the section ('' for none)")
+    return p.parse_args(argv)
+
+
+def iou(a, b) -> float:
+    """IoU of two relative ``[x, y, w, h]`` boxes."""
+    ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0
+
+
+def best_ious(samples, pred_field: str, gt_field: str = "ground_truth") -> list[float]:
+    """For every ground-truth box, the IoU of the predicted box that overlaps it most (0 with none)."""
+    out = []
+    for gts, preds in zip(samples.values(f"{gt_field}.detections"), samples.values(f"{pred_field}.detections")):
+        boxes = [p.bounding_box for p in preds or []]
+        out += [max((iou(g.bounding_box, b) for b in boxes), default=0.0) for g in gts or []]
+    return out
+
+
+def training_items(target: str, steps: int, batch_size: int, bw_steps: int, fade_steps: int, seed: int):
+    kind = "one" if target == "one" else "multi"
+    styles = synthetic.curriculum(steps, batch_size, bw_steps, fade_steps, seed=seed)
+    return synthetic.generate(kind, styles, seed=seed + 1)
+
+
+def build_dataset(target: str, steps: int, args, directory: Path, eval_images: int):
+    """Training samples (in curriculum order) and held-out colour samples tagged ``val``, in one dataset."""
+    kind = "one" if target == "one" else "multi"
+    items = training_items(target, steps, args.batch_size, args.bw_steps, args.fade_steps, args.seed)
+    held_out = synthetic.generate(kind, ["colour"] * eval_images, seed=args.seed + 10_000)
+    dataset = synthetic.write_dataset(items + held_out, directory)
+    val_ids = dataset.sort_by("order")[len(items) :].values("id")
+    dataset.select(val_ids).tag_samples(VAL_TAG)
+    return dataset
+
+
+def train_run(dataset, output_dir: Path, steps: int, args, evaluations: int):
+    import fiftyone_florence2 as ff2
+
+    view = dataset.sort_by("order")
+    return ff2.train(view, task=TASK, label_field="ground_truth", output_dir=str(output_dir),
+                     model=str(args.checkpoint), max_steps=steps, batch_size=args.batch_size,
+                     learning_rate=args.learning_rate, lr_schedule=args.lr_schedule, warmup=0.0, shuffle=False,
+                     val_tag=VAL_TAG, save_steps=max(1, steps // max(1, evaluations)), seed=args.seed,
+                     device="cpu", overwrite=True)  # fmt: skip
+
+
+def measure(dataset, output_dir: str, beams: int) -> dict:
+    """Labels the held-out samples with the trained checkpoint and scores them."""
+    from fiftyone_florence2 import load_model
+
+    val = dataset.match_tags(VAL_TAG)
+    model = load_model(TASK, model=output_dir, num_beams=beams)
+    start = time.perf_counter()
+    val.apply_model(model, label_field="predictions", batch_size=16)
+    seconds = time.perf_counter() - start
+    ious = best_ious(val, "predictions")
+    at_50 = val.evaluate_detections("predictions", gt_field="ground_truth", eval_key="eval50", compute_mAP=True,
+                                    iou_threshs=[0.5])  # fmt: skip
+    coco = val.evaluate_detections("predictions", gt_field="ground_truth", eval_key="eval", compute_mAP=True)
+    return {
+        "images": len(val),
+        "objects": len(ious),
+        "mean_iou": sum(ious) / max(1, len(ious)),
+        "share_50": sum(v >= 0.5 for v in ious) / max(1, len(ious)),
+        "map_50": at_50.mAP(),
+        "map": coco.mAP(),
+        "predicted": sum(len(d or []) for d in val.values("predictions.detections")),
+        "label_seconds": seconds,
+    }
+
+
+def verdict(target: str, scores: dict) -> str:
+    if target == "one":
+        met = scores["mean_iou"] >= 0.85 and scores["share_50"] >= 0.95
+        gap = f"mean IoU {scores['mean_iou']:.3f} vs 0.85, IoU >= 0.5 on {scores['share_50']:.1%} vs 95%"
+    else:
+        met = scores["map_50"] >= 0.6
+        gap = f"mAP@0.5 {scores['map_50']:.3f} vs 0.6"
+    return f"**Target ({TARGETS[target]}): {'met' if met else 'NOT met'}** ({gap})."
+
+
+def curve(history: list[dict]) -> str:
+    keys = [k for k in ("epoch", "step", "loss", "eval_loss", "map", "mean_iou") if any(k in h for h in history)]
+    keys += sorted({k for h in history for k in h} - set(keys) - {"epoch"})[:4]
+
+    def cell(value):
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    return report.markdown_table(keys, [[cell(h.get(k, "")) for k in keys] for h in history])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="florence2-train-tiny-"))
+    mongod.isolate(work / "mongod")
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    import torch
+
+    from fiftyone_florence2.random_checkpoint import build_random_checkpoint
+
+    torch.set_num_threads(args.threads)
+    load = os.getloadavg()[0]
+    args.checkpoint = build_random_checkpoint(work / "seeing", "seeing", seed=args.seed)
+    eval_images = args.eval_images or (32 if args.target == "one" else 128)
+    step_seconds = None
+    steps = args.max_steps
+    if steps is None:
+        timing = build_dataset(args.target, args.timing_steps, args, work / "timing-images", 4)
+        result = train_run(timing, work / "timing-run", args.timing_steps, args, evaluations=1)
+        step_seconds = result.seconds / max(1, result.steps)
+        steps = max(1, int(args.minutes * 60 / step_seconds))
+        timing.delete()
+    start = time.perf_counter()
+    dataset = build_dataset(args.target, steps, args, work / "images", eval_images)
+    data_seconds = time.perf_counter() - start
+    result = train_run(dataset, work / "run", steps, args, args.evaluations)
+    scores = measure(dataset, str(result.output_dir), args.beams)
+    shown = " ".join(argv if argv is not None else sys.argv[1:])
+    kind = "one rectangle" if args.target == "one" else "1-4 shapes (square, disk, triangle)"
+    lines = [
+        f"## Fine-tuning learns: {kind} per image, seeing tiny model, CPU",
+        "",
+        f"`python -m benchmarks.train_tiny {shown}`: `train()` from random weights (the `seeing` shape of "
+        "`random_checkpoint.py`, 64-px images, 65 image tokens), AdamW lr "
+        f"{args.learning_rate:g}, batch {args.batch_size}, {args.lr_schedule} schedule, {steps} steps, "
+        f"{args.threads} torch thread(s); curriculum: white on black only for {args.bw_steps} steps, fading out "
+        f"linearly by step {args.fade_steps}, then random colours. Scored on {scores['images']} held-out "
+        f"random-colour images ({scores['objects']} objects) labelled by `apply_model` with "
+        f"`load_model('{TASK}', model=output_dir, num_beams={args.beams})`. {report.conditions(load)}",
+        "",
+        "| measure | result |",
+        "|---|---|",
+        f"| training | {result.steps} steps in {result.seconds / 60:.1f} min ({result.samples_per_second:.0f} "
+        f"samples/s" + (f"; timing run {step_seconds * 1000:.0f} ms/step" if step_seconds else "") + ") |",
+        f"| data generation ({steps * args.batch_size + eval_images} PNGs and the dataset) | {data_seconds:.0f} s |",
+        f"| mean IoU of each object's best box | {scores['mean_iou']:.3f} |",
+        f"| objects with IoU >= 0.5 | {scores['share_50']:.1%} |",
+        f"| mAP@0.5 (`evaluate_detections`, `iou_threshs=[0.5]`) | {scores['map_50']:.3f} |",
+        f"| mAP@[0.5:0.95] (COCO) | {scores['map']:.3f} |",
+        f"| boxes predicted / objects | {scores['predicted']} / {scores['objects']} |",
+        f"| labelling the held-out images | {scores['label_seconds']:.1f} s |",
+        "",
+        verdict(args.target, scores),
+        "",
+        "Training curve (validation on the held-out images during training):",
+        "",
+        curve(result.history),
+    ]
+    report.publish(lines, args.output, f"train-tiny-{args.target}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
