@@ -43,7 +43,9 @@ def parse_args(argv):
     p.add_argument("--lr-schedule", default="cosine")
     p.add_argument("--bw-steps", type=int, default=800, help="steps of black-and-white only (default 800)")
     p.add_argument("--fade-steps", type=int, default=1600, help="step where black-and-white ends (default 1600)")
-    p.add_argument("--eval-images", type=int, default=None, help="held-out images (default 32 one, 128 multi)")
+    p.add_argument("--val-images", type=int, default=32, help="images validated during training (default 32)")
+    p.add_argument("--test-images", type=int, default=None, help="images scored at the end (default 32 one, "
+                   "128 multi)")  # fmt: skip
     p.add_argument("--evaluations", type=int, default=8, help="validations during training, for the curve")
     p.add_argument("--beams", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
@@ -77,33 +79,45 @@ def training_items(target: str, steps: int, batch_size: int, bw_steps: int, fade
     return synthetic.generate(kind, styles, seed=seed + 1)
 
 
-def build_dataset(target: str, steps: int, args, directory: Path, eval_images: int):
-    """Training samples (in curriculum order) and held-out colour samples tagged ``val``, in one dataset."""
+def build_datasets(target: str, steps: int, args, directory: Path, val_images: int, test_images: int):
+    """The training samples (curriculum order) with random-colour validation samples tagged ``val`` in one
+    dataset, and the random-colour test images, never seen in training, in another."""
+    from fiftyone import ViewField as F
+
     kind = "one" if target == "one" else "multi"
     items = training_items(target, steps, args.batch_size, args.bw_steps, args.fade_steps, args.seed)
-    held_out = synthetic.generate(kind, ["colour"] * eval_images, seed=args.seed + 10_000)
-    dataset = synthetic.write_dataset(items + held_out, directory)
-    val_ids = dataset.sort_by("order")[len(items) :].values("id")
-    dataset.select(val_ids).tag_samples(VAL_TAG)
-    return dataset
+    val = synthetic.generate(kind, ["colour"] * val_images, seed=args.seed + 10_000)
+    dataset = synthetic.write_dataset(items + val, directory / "train")
+    dataset.match(F("order") >= len(items)).tag_samples(VAL_TAG)
+    test = synthetic.generate(kind, ["colour"] * test_images, seed=args.seed + 20_000)
+    return dataset, synthetic.write_dataset(test, directory / "test") if test_images else None
 
 
-def train_run(dataset, output_dir: Path, steps: int, args, evaluations: int):
+def train_run(dataset, output_dir: Path, steps: int, args, evaluations: int) -> tuple:
+    """``train()`` in the curriculum's order, and the wall time of each logged step (``on_progress``)."""
     import fiftyone_florence2 as ff2
 
-    view = dataset.sort_by("order")
-    return ff2.train(view, task=TASK, label_field="ground_truth", output_dir=str(output_dir),
-                     model=str(args.checkpoint), max_steps=steps, batch_size=args.batch_size,
-                     learning_rate=args.learning_rate, lr_schedule=args.lr_schedule, warmup=0.0, shuffle=False,
-                     val_tag=VAL_TAG, save_steps=max(1, steps // max(1, evaluations)), seed=args.seed,
-                     device="cpu", overwrite=True)  # fmt: skip
+    clock: list[tuple[float, int]] = []
+    validating = len(dataset.match_tags(VAL_TAG)) > 0
+    result = ff2.train(dataset.sort_by("order"), task=TASK, label_field="ground_truth", output_dir=str(output_dir),
+                       model=str(args.checkpoint), max_steps=steps, batch_size=args.batch_size,
+                       learning_rate=args.learning_rate, lr_schedule=args.lr_schedule, warmup=0.0, shuffle=False,
+                       val_tag=VAL_TAG if validating else None, save_steps=max(1, steps // max(1, evaluations)),
+                       seed=args.seed, device="cpu", overwrite=True, progress=False,
+                       on_progress=lambda entry: clock.append((time.monotonic(), entry["step"])))  # fmt: skip
+    return result, clock
 
 
-def measure(dataset, output_dir: str, beams: int) -> dict:
-    """Labels the held-out samples with the trained checkpoint and scores them."""
+def step_seconds(clock: list[tuple[float, int]]) -> float:
+    """Seconds per step between the first and the last logged step."""
+    (t0, s0), (t1, s1) = clock[0], clock[-1]
+    return (t1 - t0) / max(1, s1 - s0)
+
+
+def measure(val, output_dir: str, beams: int) -> dict:
+    """Labels the test samples with the trained checkpoint and scores them."""
     from fiftyone_florence2 import load_model
 
-    val = dataset.match_tags(VAL_TAG)
     model = load_model(TASK, model=output_dir, num_beams=beams)
     start = time.perf_counter()
     val.apply_model(model, label_field="predictions", batch_size=16)
@@ -135,13 +149,24 @@ def verdict(target: str, scores: dict) -> str:
 
 
 def curve(history: list[dict]) -> str:
-    keys = [k for k in ("epoch", "step", "loss", "eval_loss", "map", "mean_iou") if any(k in h for h in history)]
-    keys += sorted({k for h in history for k in h} - set(keys) - {"epoch"})[:4]
-
-    def cell(value):
-        return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-    return report.markdown_table(keys, [[cell(h.get(k, "")) for k in keys] for h in history])
+    """One row per validation: the step, the learning rate, the mean training loss since the previous
+    validation, and the validation's loss and detection metrics."""
+    metrics = [k for k in ("eval_loss", f"eval_{TASK}_map", f"eval_{TASK}_precision", f"eval_{TASK}_recall")
+               if any(k in h for h in history)]  # fmt: skip
+    rows, losses, rate = [], [], None
+    for entry in history:
+        if "loss" in entry:
+            losses.append(entry["loss"])
+            rate = entry.get("learning_rate", rate)
+        if any(k in entry for k in metrics[1:]):
+            loss = sum(losses) / len(losses) if losses else float("nan")
+            rows.append([str(entry["step"]), f"{rate:.2e}" if rate is not None else "", f"{loss:.4f}"]
+                        + [f"{entry[k]:.4f}" if k in entry else "" for k in metrics])  # fmt: skip
+            losses = []
+    if not rows:
+        return "(no validation was logged)"
+    names = [k.removeprefix("eval_").removeprefix(f"{TASK}_") for k in metrics]
+    return report.markdown_table(["step", "lr", "train loss", *[f"val {n}" for n in names]], rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,48 +181,57 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     load = os.getloadavg()[0]
     args.checkpoint = build_random_checkpoint(work / "seeing", "seeing", seed=args.seed)
-    eval_images = args.eval_images or (32 if args.target == "one" else 128)
-    step_seconds = None
+    test_images = args.test_images or (32 if args.target == "one" else 128)
+    timed = None
     steps = args.max_steps
     if steps is None:
-        timing = build_dataset(args.target, args.timing_steps, args, work / "timing-images", 4)
-        result = train_run(timing, work / "timing-run", args.timing_steps, args, evaluations=1)
-        step_seconds = result.seconds / max(1, result.steps)
-        steps = max(1, int(args.minutes * 60 / step_seconds))
+        timing, _ = build_datasets(args.target, args.timing_steps, args, work / "timing", 0, 0)
+        _, clock = train_run(timing, work / "timing-run", args.timing_steps, args, evaluations=1)
+        timed = step_seconds(clock)
+        steps = max(1, int(args.minutes * 60 / timed))
         timing.delete()
     start = time.perf_counter()
-    dataset = build_dataset(args.target, steps, args, work / "images", eval_images)
+    dataset, test = build_datasets(args.target, steps, args, work / "images", args.val_images, test_images)
     data_seconds = time.perf_counter() - start
-    result = train_run(dataset, work / "run", steps, args, args.evaluations)
-    scores = measure(dataset, str(result.output_dir), args.beams)
+    result, clock = train_run(dataset, work / "run", steps, args, args.evaluations)
+    scores = measure(test, str(result.output_dir), args.beams)
+    evals = [h for h in result.history if "eval_runtime" in h]
+    eval_seconds = sum(h["eval_runtime"] for h in evals)
     shown = " ".join(argv if argv is not None else sys.argv[1:])
     kind = "one rectangle" if args.target == "one" else "1-4 shapes (square, disk, triangle)"
+    best = f"step {result.best['step']}" if result.best else "the last step"
     lines = [
         f"## Fine-tuning learns: {kind} per image, seeing tiny model, CPU",
         "",
         f"`python -m benchmarks.train_tiny {shown}`: `train()` from random weights (the `seeing` shape of "
-        "`random_checkpoint.py`, 64-px images, 65 image tokens), AdamW lr "
-        f"{args.learning_rate:g}, batch {args.batch_size}, {args.lr_schedule} schedule, {steps} steps, "
+        "`random_checkpoint.py`: 64-px images, an 8x8 grid of 65 image tokens), AdamW lr "
+        f"{args.learning_rate:g}, batch {args.batch_size}, {args.lr_schedule} schedule over {steps} steps, "
         f"{args.threads} torch thread(s); curriculum: white on black only for {args.bw_steps} steps, fading out "
-        f"linearly by step {args.fade_steps}, then random colours. Scored on {scores['images']} held-out "
-        f"random-colour images ({scores['objects']} objects) labelled by `apply_model` with "
+        f"linearly by step {args.fade_steps}, then random colours, trained in order (`shuffle=False`). "
+        f"{args.val_images} random-colour images validate during training (the checkpoint kept is the best "
+        f"by their mAP: {best}); the scores are on {scores['images']} other random-colour images "
+        f"({scores['objects']} objects) labelled by `apply_model` with "
         f"`load_model('{TASK}', model=output_dir, num_beams={args.beams})`. {report.conditions(load)}",
         "",
         "| measure | result |",
         "|---|---|",
-        f"| training | {result.steps} steps in {result.seconds / 60:.1f} min ({result.samples_per_second:.0f} "
-        f"samples/s" + (f"; timing run {step_seconds * 1000:.0f} ms/step" if step_seconds else "") + ") |",
-        f"| data generation ({steps * args.batch_size + eval_images} PNGs and the dataset) | {data_seconds:.0f} s |",
+        f"| training steps | {result.steps}, {step_seconds(clock) * 1000:.0f} ms a step"
+        + (f" (timing run: {timed * 1000:.0f} ms)" if timed else "")
+        + " |",
+        f"| `train()` wall time | {result.seconds / 60:.1f} min, of which validation {eval_seconds:.0f} s "
+        f"({len(evals)} runs) |",
+        f"| data ({steps * args.batch_size + args.val_images + test_images} PNGs and two datasets) | "
+        f"{data_seconds:.0f} s |",
         f"| mean IoU of each object's best box | {scores['mean_iou']:.3f} |",
         f"| objects with IoU >= 0.5 | {scores['share_50']:.1%} |",
         f"| mAP@0.5 (`evaluate_detections`, `iou_threshs=[0.5]`) | {scores['map_50']:.3f} |",
         f"| mAP@[0.5:0.95] (COCO) | {scores['map']:.3f} |",
         f"| boxes predicted / objects | {scores['predicted']} / {scores['objects']} |",
-        f"| labelling the held-out images | {scores['label_seconds']:.1f} s |",
+        f"| labelling the test images | {scores['label_seconds']:.1f} s |",
         "",
         verdict(args.target, scores),
         "",
-        "Training curve (validation on the held-out images during training):",
+        "Training curve (validation images, greedy):",
         "",
         curve(result.history),
     ]

@@ -1,4 +1,4 @@
-"""The standalone benchmarks (form latency, preprocessing, embeddings, tiles) run end to end on small sizes.
+"""The standalone benchmarks (form latency, preprocessing, embeddings, tiles, training) run end to end on small sizes.
 
 Timings are not checked; only that every row is measured and printed.
 """
@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import embeddings, form_latency, preprocess, tiles  # noqa: E402
+from benchmarks import embeddings, form_latency, preprocess, tiles, train_speed, train_tiny  # noqa: E402
 
 
 def test_form_latency_prints_every_form_state(capsys):
@@ -56,3 +56,23 @@ def test_tiles_times_every_grid_and_the_merge(tmp_path, capsys):
     assert len(rows) == 2
     assert rows[1].endswith("| 9 |")  # 4 boxes in each of 4 tiles, those that meet in the overlaps merged
     assert "The merge's largest share of a run" in printed
+
+
+def test_train_tiny_trains_validates_and_scores(tmp_path, capsys):
+    argv = ["--target", "multi", "--max-steps", "2", "--batch-size", "2", "--val-images", "2", "--test-images", "2",
+            "--evaluations", "1", "--workdir", str(tmp_path), "--output", ""]  # fmt: skip
+    assert train_tiny.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "## Fine-tuning learns: 1-4 shapes (square, disk, triangle) per image" in printed
+    assert "**Target (mAP@0.5 >= 0.6): NOT met**" in printed  # two steps from random weights
+    assert "| mean IoU of each object's best box |" in printed and "| step | lr | train loss |" in printed
+
+
+def test_train_speed_runs_each_mode_in_its_own_process(tmp_path, capsys):
+    argv = ["--shapes", "tiny", "--modes", "lora", "--steps", "1", "--batch-size", "2", "--workdir", str(tmp_path),
+            "--output", ""]  # fmt: skip
+    assert train_speed.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "## Training speed: full vs frozen vision vs LoRA (cpu)" in printed
+    row = next(line for line in printed.splitlines() if line.startswith("| tiny | lora |"))
+    assert "failed" not in row and row.endswith(" MiB |")
