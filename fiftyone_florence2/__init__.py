@@ -18,6 +18,8 @@ _LAZY = {
     "to_training_pairs": "labels",
     "load_model": "model",
     "label_samples": "labeling",
+    "train": "training",
+    "TrainResult": "training",
     "Florence2Model": "model",
     "Florence2ModelConfig": "config",
     "DEFAULT_CHECKPOINT": "checkpoints",

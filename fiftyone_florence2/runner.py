@@ -28,14 +28,14 @@ from .checkpoints import (
     resolve_checkpoint,
 )
 from .decoding import decode_with_spans
+from .devices import pick_device, pick_dtype
 from .items import ImagePreprocessor
-from .options import OPTIONS, dtype_name
+from .options import OPTIONS
 from .parsing import Generation
 from .tasks import Task
 
 logger = logging.getLogger(__name__)
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Log-probabilities are floored so that a confidence is never exactly 0.
 _MIN_LOGPROB = -100.0
 # Logits computed at once when scoring: rows x positions x vocabulary.
@@ -47,45 +47,6 @@ GenerateKwargs = dict[str, Any] | Callable[[Task, list[str]], dict[str, Any]] | 
 _OWN_CACHE_ARGUMENTS = frozenset(
     {"cache", "past_key_values", "use_cache", "cache_implementation", "assistant_model", "prompt_lookup_num_tokens"}
 )
-
-
-def pick_device(device: str | None = None) -> torch.device:
-    """The requested device, else cuda, then mps, then cpu."""
-    if device not in (None, "", "auto"):
-        try:
-            chosen = torch.device(device)
-        except (RuntimeError, TypeError) as e:
-            raise ValueError(f"Unknown device {device!r}: {e}") from None
-        if chosen.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"Device {device!r} was requested but CUDA is not available.")
-        if chosen.type == "mps" and not torch.backends.mps.is_available():
-            raise ValueError(f"Device {device!r} was requested but MPS is not available.")
-        return chosen
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def available_devices() -> list[str]:
-    """The device types this machine can run on, best first."""
-    found = ["cuda"] if torch.cuda.is_available() else []
-    return found + (["mps"] if torch.backends.mps.is_available() else []) + ["cpu"]
-
-
-def pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """The requested dtype, else bf16 (or fp16) on CUDA, fp16 on MPS and fp32 on CPU."""
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    key = dtype_name("dtype", dtype)
-    if key is not None:
-        return DTYPES[key]
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "mps":
-        return torch.float16
-    return torch.float32
 
 
 @dataclass
@@ -149,6 +110,20 @@ class Florence2Runner:
             )
         except SafetensorError as e:  # a truncated, empty or garbled weights file
             raise corrupt_weights_error(self.checkpoint, e) from None
+        self._attach(self.model, self.processor, revision)
+
+    @classmethod
+    def from_loaded(cls, model: Any, processor: Any, checkpoint: str) -> Florence2Runner:
+        """A runner on weights already in memory (a model in training), on their device and dtype."""
+        runner = cls.__new__(cls)
+        runner.checkpoint, runner.timings = checkpoint, Timings()
+        weight = next(model.parameters())
+        runner.device, runner.dtype = weight.device, weight.dtype
+        runner._attach(model, processor, None)
+        return runner
+
+    def _attach(self, model: Any, processor: Any, revision: str | None) -> None:
+        self.model, self.processor = model, processor
         self.model.to(self.device).eval()
         self.revision = getattr(self.model.config, "_commit_hash", None) or revision
         self.tokenizer = self.processor.tokenizer

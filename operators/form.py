@@ -164,7 +164,7 @@ def _available(option: Option) -> list[str]:
     """A choice list, less the devices this machine does not have."""
     if option.name != "device":
         return list(option.choices)
-    from fiftyone_florence2.runner import available_devices
+    from fiftyone_florence2.devices import available_devices
 
     have = set(available_devices())
     return [choice for choice in option.choices if choice == AUTO or choice in have]

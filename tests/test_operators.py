@@ -366,7 +366,7 @@ def test_plugins_download_of_the_repository_root_works_without_the_library(tmp_p
 
 def test_the_form_offers_only_the_devices_this_machine_has(operator, dataset):
     """Regression: the form offered cuda and mps on a machine that has neither."""
-    from fiftyone_florence2.runner import available_devices
+    from fiftyone_florence2.devices import available_devices
 
     offered = form(operator, dataset)["device"].type.values
     assert offered == ["auto", *(d for d in ("cuda", "mps", "cpu") if d in available_devices())]

@@ -1,0 +1,235 @@
+"""FiftyOne samples to training examples (image, question, answer): the data side of fine-tuning.
+
+Everything a training run can refuse is refused here, before any weights
+load: an empty view, a missing field or one of the wrong label type, a
+validation split with no samples, an output directory that is not ours to
+replace. Samples whose labels cannot be learnt (none stored, a box off the
+image, ...) and images that cannot be read are skipped, each with its reason.
+No torch here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import fiftyone.core.labels as fol
+
+from .checks import label_class
+from .images import ImageLoadError, load_rgb
+from .labels import texts_from_value, to_training_pairs
+from .tasks import Task, get_tasks
+from .train_options import CHECKPOINTS_DIR
+
+# The label classes each kind of task learns from (labels.answer_data reads them).
+_POLYGON_SOURCES = (fol.Polylines, fol.Detections)
+# Files a training run writes into its output directory; one holding any of them is ours to replace.
+TRAINING_RECORD = "training.json"
+_OURS = (TRAINING_RECORD, CHECKPOINTS_DIR)
+
+
+@dataclass(frozen=True)
+class Example:
+    """One generation to learn: the image, the question the model reads, and the answer it should write."""
+
+    sample_id: str
+    filepath: str
+    task: str
+    question: str
+    answer: str
+
+
+@dataclass
+class Split:
+    """The examples to train and validate on, the sample ids behind them, and why samples were left out."""
+
+    train: list[Example]
+    val: list[Example]
+    train_ids: list[str]
+    val_ids: list[str]
+    skips: dict[str, str] = field(default_factory=dict)
+
+
+def learns_from(task: Task) -> tuple[type, ...]:
+    """The label classes ``task`` trains from."""
+    if task.label_type == "Classification":
+        return (fol.Classification,)
+    if task.answer in ("polygons", "boxes_or_polygons") or task.label_type == "Polylines":
+        return _POLYGON_SOURCES if task.answer == "boxes_or_polygons" else (fol.Polylines,)
+    return (fol.Detections,)
+
+
+def check_training_collection(samples: Any, fields: dict[str, str], prompt_field: str | None) -> None:
+    """Refuses a collection a run cannot learn from, with what to do instead."""
+    if samples.media_type == "video":
+        raise ValueError("Train on a video's frames as images: pass dataset.to_frames(sample_frames=True).")
+    if samples.media_type != "image" or getattr(samples, "_is_patches", False):
+        raise ValueError(
+            f"Florence-2 trains on images; this collection holds {samples.media_type!r} media"
+            + (
+                " as patches (train a region task on the source dataset instead)"
+                if samples.media_type == "image"
+                else ""
+            )
+            + "."
+        )
+    if len(samples) == 0:
+        raise ValueError("There are no samples to train on: the view is empty.")
+    schema = samples.get_field_schema(flat=True)
+    for name, label_field in fields.items():
+        task = get_tasks(name)[0]
+        if label_field not in schema:
+            raise ValueError(f"The dataset has no field {label_field!r} to learn {name} from.")
+        kind, allowed = label_class(schema[label_field]), learns_from(task)
+        if kind not in allowed:
+            held = kind.__name__ if kind else type(schema[label_field]).__name__
+            raise ValueError(
+                f"Task {name} learns from {' or '.join(c.__name__ for c in allowed)} labels, but {label_field!r} "
+                f"holds {held}."
+            )
+    if prompt_field is not None and prompt_field not in schema:
+        raise ValueError(f"The dataset has no field {prompt_field!r} with the captions to ground.")
+
+
+def check_output_dir(output_dir: str, overwrite: bool, resume: bool) -> Path:
+    """The output directory, if a run may write there: new or empty, ours with ``overwrite`` or ``resume``."""
+    path = Path(output_dir).expanduser().resolve()
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"output_dir {str(path)!r} is a file, not a directory.")
+    entries = sorted(os.listdir(path)) if path.is_dir() else []
+    ours = any((path / name).exists() for name in _OURS)
+    if resume:
+        if not (path / CHECKPOINTS_DIR).is_dir() or not any((path / CHECKPOINTS_DIR).glob("checkpoint-*")):
+            raise ValueError(f"Nothing to resume in {str(path)!r}: it holds no resumable checkpoint.")
+    elif entries and not overwrite:
+        raise ValueError(
+            f"output_dir {str(path)!r} is not empty: pass overwrite=True to replace it (--overwrite), "
+            "resume=True to go on from its last checkpoint (--resume), or choose a new directory."
+        )
+    elif entries and not ours:
+        raise ValueError(
+            f"output_dir {str(path)!r} holds files that no training run wrote ({', '.join(entries[:3])}); "
+            "overwrite replaces only a training run's output. Choose a new directory."
+        )
+    return path
+
+
+def _draw(sample_id: str, seed: int) -> float:
+    """A number in [0, 1) fixed by the sample id and the seed, for a reproducible split."""
+    digest = hashlib.sha256(f"{seed}:{sample_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def split_ids(
+    samples: Any, val_view: Any = None, val_tag: str | None = None, val_fraction: float | None = None, seed: int = 0
+) -> tuple[list[str], list[str]]:
+    """``(train ids, validation ids)``; no validation split gives no validation ids."""
+    ids = samples.values("id")
+    val = None
+    if val_view is not None:
+        if val_view._root_dataset.name != samples._root_dataset.name:
+            raise ValueError("val_view must be a view of the dataset being trained on.")
+        val = val_view.values("id")
+        held = set(val)
+    elif val_tag is not None:
+        held = set(samples.match_tags(val_tag).values("id"))
+    elif val_fraction is not None:
+        order = sorted(ids, key=lambda sample_id: _draw(sample_id, seed))
+        held = set(order[: round(val_fraction * len(ids))])
+    else:
+        return ids, []
+    val = [i for i in ids if i in held] if val is None else val
+    train = [i for i in ids if i not in held]
+    what = {True: "val_view", False: f"val_tag {val_tag!r}" if val_tag else f"val_fraction {val_fraction}"}
+    if not val:
+        raise ValueError(f"The validation split ({what[val_view is not None]}) has no samples.")
+    if not train:
+        raise ValueError(
+            f"The validation split ({what[val_view is not None]}) takes every sample: none is left to train."
+        )
+    return train, val
+
+
+def sample_examples(
+    sample: dict[str, Any], fields: dict[str, str], prompt_field: str | None, classes: Sequence[str] | None
+) -> list[Example]:
+    """The examples one sample's labels stand for (``sample`` maps field names to values); ``ValueError``
+    says why it has none to give."""
+    examples = []
+    for name, label_field in fields.items():
+        label = sample.get(label_field)
+        if label is None:
+            raise ValueError(f"it has no {label_field!r} label to learn {name} from")
+        prompt = None
+        task = get_tasks(name)[0]
+        if task.input == "text" and not task.takes_classes:
+            captions = texts_from_value(sample.get(prompt_field))
+            if len(captions) != 1:
+                raise ValueError(f"its {prompt_field!r} holds {len(captions)} captions; phrase grounding learns one")
+            prompt = captions[0]
+        pairs = to_training_pairs(task, label, prompt=prompt, classes=classes if task.takes_classes else None)
+        examples += [Example(sample["id"], sample["filepath"], name, q, a) for q, a in pairs]
+    return examples
+
+
+def collect_examples(
+    samples: Any, ids: Iterable[str], fields: dict[str, str], prompt_field: str | None, classes, skips: dict
+) -> list[Example]:
+    """The examples of the samples ``ids``, in their order; a sample that gives none is skipped with its reason."""
+    wanted = list(ids)
+    names = ["id", "filepath", *dict.fromkeys([*fields.values(), *([prompt_field] if prompt_field else [])])]
+    view = samples._dataset.select(wanted, ordered=True)  # validation ids may lie outside samples
+    examples = []
+    for values in zip(*view.values(names)):
+        sample = dict(zip(names, values))
+        try:
+            examples += sample_examples(sample, fields, prompt_field, classes)
+        except ValueError as error:
+            skips[sample["id"]] = f"not learnt: {error}"
+    return examples
+
+
+def readable(examples: list[Example], skips: dict[str, str], draft_wh: tuple[int, int] | None) -> list[Example]:
+    """The examples whose image reads, through the labelling path's safe reader; the others' samples are
+    skipped with the reader's reason."""
+    reasons: dict[str, str | None] = {}
+    for path in dict.fromkeys(example.filepath for example in examples):
+        try:
+            load_rgb(path, draft_wh)
+            reasons[path] = None
+        except ImageLoadError as error:
+            reasons[path] = str(error)
+    kept = []
+    for example in examples:
+        reason = reasons[example.filepath]
+        if reason is None:
+            kept.append(example)
+        else:
+            skips[example.sample_id] = reason
+    return kept
+
+
+def make_split(samples: Any, options: dict[str, Any], draft_wh: tuple[int, int] | None = None) -> Split:
+    """The training and validation examples ``options`` (read by ``read_train_options``) ask for."""
+    fields, prompt_field = options["label_field"], options["prompt_field"]
+    check_training_collection(samples, fields, prompt_field)
+    train_ids, val_ids = split_ids(
+        samples, options["val_view"], options["val_tag"], options["val_fraction"], options["seed"]
+    )
+    skips: dict[str, str] = {}
+    train = readable(
+        collect_examples(samples, train_ids, fields, prompt_field, options["classes"], skips), skips, draft_wh
+    )
+    val = readable(collect_examples(samples, val_ids, fields, prompt_field, options["classes"], skips), skips, draft_wh)
+    if not train:
+        reasons = sorted(set(skips.values()))[:3]
+        raise ValueError(f"None of the {len(train_ids)} training samples can be learnt: {'; '.join(reasons)}.")
+    if val_ids and not val:
+        raise ValueError("None of the validation samples can be used: " + "; ".join(sorted(set(skips.values()))[:3]))
+    val_kept = list(dict.fromkeys(example.sample_id for example in val))
+    train_kept = list(dict.fromkeys(example.sample_id for example in train))
+    return Split(train, val, train_kept, val_kept, skips)

@@ -1,0 +1,74 @@
+"""A training run recorded on the dataset through FiftyOne's runs API, as labelling runs are: the data,
+view, label fields, hyperparameters, metrics per evaluation, and the checkpoint path."""
+
+from __future__ import annotations
+
+import datetime
+import secrets
+from typing import Any
+
+from . import __version__
+from .provenance import start_stamp
+
+METHOD = "florence2_train"
+# Options that are not settings of the run (where it goes, how it was started).
+_NOT_SETTINGS = ("val_view", "overwrite", "resume")
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def training_settings(options: dict[str, Any]) -> dict[str, Any]:
+    """The checked options as JSON, the validation view by its stages."""
+    settings = {name: value for name, value in options.items() if name not in _NOT_SETTINGS}
+    view = options.get("val_view")
+    settings["val_view"] = None if view is None else view._serialize()
+    settings["model"] = str(settings["model"])
+    return settings
+
+
+def start_training_run(samples: Any, options: dict[str, Any], split: Any) -> str:
+    """Registers a running training run on ``samples`` (its view is kept) and returns its key."""
+    dataset = samples._root_dataset
+    dataset.reload()
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d_%H%M%S")
+    run_key = f"{METHOD}_{stamp}_{secrets.token_hex(2)}"
+    record = samples.init_run(
+        method=METHOD,
+        plugin_version=__version__,
+        status="running",
+        started_at=start_stamp(),
+        train_samples=len(split.train_ids),
+        val_samples=len(split.val_ids),
+        train_examples=len(split.train),
+        skipped=len(split.skips),
+        **training_settings(options),
+    )
+    samples.register_run(run_key, record, overwrite=False)
+    return run_key
+
+
+def record_training_progress(samples: Any, run_key: str, entry: dict[str, Any]) -> None:
+    """Stores the latest logged step of a running training run (its status stays ``running``)."""
+    results = samples.init_run_results(run_key, status="running", updated_at=_now(), last=entry)
+    samples.save_run_results(run_key, results, overwrite=True)
+
+
+def finish_training_run(samples: Any, run_key: str, status: str, summary: dict[str, Any]) -> None:
+    """Stores a training run's outcome: its history of losses and metrics, skips and checkpoint."""
+    results = samples.init_run_results(run_key, status=status, finished_at=_now(), **_jsonable(summary))
+    samples.save_run_results(run_key, results, overwrite=True)
+    info = samples.get_run_info(run_key)
+    info.config.status = status
+    samples.update_run_config(run_key, info.config)
+
+
+def _jsonable(summary: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in summary.items() if not key.startswith("_")}
+
+
+def list_training_runs(dataset: Any) -> list[str]:
+    """The keys of the training runs on ``dataset``, oldest first."""
+    dataset.reload()
+    return sorted(dataset.list_runs(method=METHOD), key=lambda key: dataset.get_run_info(key).config.started_at)
