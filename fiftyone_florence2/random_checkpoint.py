@@ -14,7 +14,8 @@ from pathlib import Path
 # Real Florence-2-base dimensions (231M parameters), a tiny shape that keeps
 # every stage but weighs about a megabyte, and a "seeing" shape (585k
 # parameters) small enough to learn to localise boxes on a CPU in minutes: its
-# last two stages keep stride 1, so a 64-px image gives an 8x8 grid (65 tokens).
+# last two stages keep stride 1, so a 64-px image gives an 8x8 grid (65 tokens),
+# and no dropout (it memorises 4 images in about 150 steps instead of 275).
 SHAPES = {
     "base": {
         "vision": {"embed_dim": [128, 256, 512, 1024], "num_heads": [4, 8, 16, 32], "num_groups": [4, 8, 16, 32],
@@ -31,7 +32,7 @@ SHAPES = {
     "seeing": {
         "vision": {"embed_dim": [16, 32, 64, 64], "num_heads": [1, 2, 4, 4], "num_groups": [1, 2, 4, 4],
                    "depths": [1, 1, 1, 1], "patch_stride": [4, 2, 1, 1], "window_size": 8, "projection_dim": 64},
-        "text": {"d_model": 64, "layers": 2, "heads": 4, "ffn": 128},
+        "text": {"d_model": 64, "layers": 2, "heads": 4, "ffn": 128, "dropout": 0.0},
         "image_px": 64,
     },
 }  # fmt: skip
@@ -184,6 +185,7 @@ def build_random_checkpoint(path: str | Path, shape: str = "tiny", seed: int = 0
             eos_token_id=2,
             decoder_start_token_id=2,
             forced_eos_token_id=2,
+            dropout=text.get("dropout", 0.1),  # BART's default; 0 lets the seeing shape learn in minutes
         ),
         image_token_id=tokenizer.image_token_id,
     )

@@ -96,6 +96,8 @@ TRAIN_OPTIONS: tuple[Option, ...] = (
     Option("warmup", 0.0, "the share of the steps that warm the learning rate up from 0", "float", warmup,
            group="training"),
     Option("weight_decay", 0.0, "AdamW's weight decay", "float", non_negative, group="training"),
+    Option("max_grad_norm", 1.0, "clip the gradients' global norm to this before each update (0: no clipping)",
+           "float", non_negative, group="training"),
     Option("freeze_vision", False, "train only the text model: the vision tower stays as it is", "bool", boolean,
            group="training"),
     Option("lora", False, "train LoRA adapters (peft) instead of all weights; they are merged into the saved "

@@ -196,6 +196,7 @@ def training_args(options: dict[str, Any], output: Path, validating: bool, steps
         lr_scheduler_type=options["lr_schedule"],
         warmup_steps=options["warmup"],
         weight_decay=options["weight_decay"],
+        max_grad_norm=options["max_grad_norm"],
         seed=options["seed"],
         data_seed=options["seed"],
         save_strategy=strategy,
