@@ -6,9 +6,10 @@ python -m benchmarks.train_speed --device cuda --dtype bfloat16 --batch-size 16 
 
 Every run is a fresh process (so that its peak memory is its own) that trains a random-weight checkpoint
 of the shape for ``--steps`` steps on synthetic images (64 px; the processor resizes them to the shape's
-size). Samples per second are ``steps * batch / TrainResult.seconds`` of a first run with ``--warmup``
-steps subtracted from a second, longer one, so that loading the model and the first step's set-up
-do not count. Peak memory is the process's peak RSS (``resource``) and, on a GPU, torch's peak allocation.
+size). Samples per second are timed between logged steps (``train(on_progress=...)``; with one batch
+of images an epoch, every step is logged) after ``--warmup`` steps, so that loading the model and the
+first step's set-up do not count; no checkpoint is saved on the way. Peak memory is the process's peak
+RSS (``resource``) and, on a GPU, torch's peak allocation.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from . import mongod, report
@@ -33,7 +35,7 @@ def parse_args(argv):
     p.add_argument("--shapes", default="tiny,seeing,base", help="random-checkpoint shapes (default all three)")
     p.add_argument("--modes", default=",".join(MODES), help=f"training modes (default {','.join(MODES)})")
     p.add_argument("--steps", type=int, default=4, help="timed steps per run (default 4)")
-    p.add_argument("--warmup", type=int, default=1, help="steps of the shorter run subtracted (default 1)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed first steps (default 1, at least 1)")
     p.add_argument("--batch-size", type=int, default=None, help="default: 16 on small shapes, 2 on base (CPU)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="auto", help="auto: bf16 mixed precision on GPUs that have it, fp32 on CPU")
@@ -69,19 +71,20 @@ def child(args) -> dict:
         build_random_checkpoint(checkpoint, shape)
     batch = batch_for(shape, args)
     dataset = synthetic.write_dataset(synthetic.generate("one", ["colour"] * batch, seed=1), work / f"images-{batch}")
-    seconds = {}
-    for steps in (args.warmup, args.warmup + args.steps):
-        result = ff2.train(dataset, task=TASK, output_dir=str(work / f"run-{shape}-{mode}"), model=str(checkpoint),
-                           max_steps=steps, batch_size=batch, learning_rate=1e-4, lr_schedule="constant",
-                           device=args.device, dtype=args.dtype, overwrite=True, **MODES[mode])  # fmt: skip
-        seconds[steps] = result.seconds
-    timed = max(1e-9, seconds[args.warmup + args.steps] - seconds[args.warmup])
+    clock: dict[int, float] = {}
+    ff2.train(dataset, task=TASK, output_dir=str(work / f"run-{shape}-{mode}"), model=str(checkpoint),
+              max_steps=args.warmup + args.steps, batch_size=batch, learning_rate=1e-4, lr_schedule="constant",
+              save_steps=10**6, device=args.device, dtype=args.dtype, overwrite=True, progress=False,
+              on_progress=lambda entry: clock.setdefault(entry["step"], time.monotonic()), **MODES[mode])  # fmt: skip
+    # One sample per image and a batch per epoch: every step is logged; time from the warm-up's last one.
+    timed = clock[args.warmup + args.steps] - clock[args.warmup]
     out = {
         "shape": shape,
         "mode": mode,
         "batch": batch,
         "samples_per_second": args.steps * batch / timed,
         "seconds_per_step": timed / args.steps,
+        "logged_steps": len(clock),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     if torch.cuda.is_available() and args.device.startswith("cuda"):
@@ -114,6 +117,8 @@ def table(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    if args.warmup < 1:
+        raise SystemExit("--warmup must be at least 1: the first step's end starts the clock.")
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     if args.one:
         mongod.isolate(Path(args.workdir) / "mongod")  # a child started alone; normally the parent's URI
