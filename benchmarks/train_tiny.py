@@ -153,18 +153,23 @@ def verdict(target: str, scores: dict) -> str:
 
 def curve(history: list[dict]) -> str:
     """One row per validation: the step, the learning rate, the mean training loss since the previous
-    validation, and the validation's loss and detection metrics."""
+    validation, and the validation's loss and detection metrics (logged apart at the same step)."""
     metrics = [k for k in ("eval_loss", f"eval_{TASK}_map", f"eval_{TASK}_precision", f"eval_{TASK}_recall")
                if any(k in h for h in history)]  # fmt: skip
+    evals: dict[int, dict] = {}
+    for entry in history:
+        if any(k in entry for k in metrics):
+            evals.setdefault(entry["step"], {}).update(entry)
     rows, losses, rate = [], [], None
     for entry in history:
         if "loss" in entry:
             losses.append(entry["loss"])
             rate = entry.get("learning_rate", rate)
-        if any(k in entry for k in metrics[1:]):
+        found = evals.pop(entry["step"], None) if any(k in entry for k in metrics) else None
+        if found:
             loss = sum(losses) / len(losses) if losses else float("nan")
             rows.append([str(entry["step"]), f"{rate:.2e}" if rate is not None else "", f"{loss:.4f}"]
-                        + [f"{entry[k]:.4f}" if k in entry else "" for k in metrics])  # fmt: skip
+                        + [f"{found[k]:.4f}" if k in found else "" for k in metrics])  # fmt: skip
             losses = []
     if not rows:
         return "(no validation was logged)"
@@ -198,8 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     data_seconds = time.perf_counter() - start
     result, clock = train_run(dataset, work / "run", steps, args, args.evaluations)
     scores = measure(test, str(result.output_dir), args.beams)
-    evals = [h for h in result.history if "eval_runtime" in h]
-    eval_seconds = sum(h["eval_runtime"] for h in evals)
+    evaluations = sum(f"eval_{TASK}_map" in h for h in result.history)
     shown = " ".join(argv if argv is not None else sys.argv[1:])
     kind = "one rectangle" if args.target == "one" else "1-4 shapes (square, disk, triangle)"
     best = f"step {result.best['step']}" if result.best else "the last step"
@@ -222,8 +226,9 @@ def main(argv: list[str] | None = None) -> int:
         f"| training steps | {result.steps}, {step_seconds(clock) * 1000:.0f} ms a step"
         + (f" (timing run: {timed * 1000:.0f} ms)" if timed else "")
         + " |",
-        f"| `train()` wall time | {result.seconds / 60:.1f} min, of which validation {eval_seconds:.0f} s "
-        f"({len(evals)} runs) |",
+        f"| `train()` wall time | {result.seconds / 60:.1f} min: the steps "
+        f"{result.steps * step_seconds(clock) / 60:.1f} min, the rest loading, checking every image, "
+        f"{evaluations} validations and saves |",
         f"| data ({steps * args.batch_size + args.val_images + test_images} PNGs and two datasets) | "
         f"{data_seconds:.0f} s |",
         f"| mean IoU of each object's best box | {scores['mean_iou']:.3f} |",
