@@ -223,12 +223,11 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "| measure | result |",
         "|---|---|",
-        f"| training steps | {result.steps}, {step_seconds(clock) * 1000:.0f} ms a step"
+        f"| training steps | {result.steps}, {step_seconds(clock) * 1000:.0f} ms a step with validations and saves"
         + (f" (timing run: {timed * 1000:.0f} ms)" if timed else "")
         + " |",
-        f"| `train()` wall time | {result.seconds / 60:.1f} min: the steps "
-        f"{result.steps * step_seconds(clock) / 60:.1f} min, the rest loading, checking every image, "
-        f"{evaluations} validations and saves |",
+        f"| `train()` wall time | {result.seconds / 60:.1f} min (loading, checking every image, {evaluations} "
+        "validations and saves included) |",
         f"| data ({steps * args.batch_size + args.val_images + test_images} PNGs and two datasets) | "
         f"{data_seconds:.0f} s |",
         f"| mean IoU of each object's best box | {scores['mean_iou']:.3f} |",
