@@ -167,8 +167,8 @@ def curve(history: list[dict]) -> str:
             rate = entry.get("learning_rate", rate)
         found = evals.pop(entry["step"], None) if any(k in entry for k in metrics) else None
         if found:
-            loss = sum(losses) / len(losses) if losses else float("nan")
-            rows.append([str(entry["step"]), f"{rate:.2e}" if rate is not None else "", f"{loss:.4f}"]
+            loss = f"{sum(losses) / len(losses):.4f}" if losses else ""
+            rows.append([str(entry["step"]), f"{rate:.2e}" if rate is not None else "", loss]
                         + [f"{found[k]:.4f}" if k in found else "" for k in metrics])  # fmt: skip
             losses = []
     if not rows:
