@@ -11,6 +11,7 @@ No torch here.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -103,8 +104,8 @@ def check_output_dir(output_dir: str, overwrite: bool, resume: bool) -> Path:
     entries = sorted(os.listdir(path)) if path.is_dir() else []
     ours = any((path / name).exists() for name in _OURS)
     if resume:
-        if not (path / CHECKPOINTS_DIR).is_dir() or not any((path / CHECKPOINTS_DIR).glob("checkpoint-*")):
-            raise ValueError(f"Nothing to resume in {str(path)!r}: it holds no resumable checkpoint.")
+        if last_complete_checkpoint(path / CHECKPOINTS_DIR) is None:
+            raise ValueError(f"Nothing to resume in {str(path)!r}: it holds no complete resumable checkpoint.")
     elif entries and not overwrite:
         raise ValueError(
             f"output_dir {str(path)!r} is not empty: pass overwrite=True to replace it (--overwrite), "
@@ -116,6 +117,30 @@ def check_output_dir(output_dir: str, overwrite: bool, resume: bool) -> Path:
             "overwrite replaces only a training run's output. Choose a new directory."
         )
     return path
+
+
+def _step(checkpoint: Path) -> int:
+    return int(checkpoint.name.rsplit("-", 1)[1])
+
+
+def last_complete_checkpoint(folder: Path) -> Path | None:
+    """The newest ``checkpoint-N`` whose trainer state (written last) reads back; a run killed while saving
+    leaves a newer, incomplete one, which this passes over."""
+    found = [p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name.rsplit("-", 1)[1].isdigit()]
+    for checkpoint in sorted(found, key=_step, reverse=True):
+        try:
+            json.loads((checkpoint / "trainer_state.json").read_text())["global_step"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        return checkpoint
+    return None
+
+
+def incomplete_checkpoints(folder: Path) -> list[Path]:
+    """The checkpoints newer than the last complete one: what a kill during a save left."""
+    last = last_complete_checkpoint(folder)
+    newest = -1 if last is None else _step(last)
+    return [p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name[11:].isdigit() and _step(p) > newest]
 
 
 def _draw(sample_id: str, seed: int) -> float:

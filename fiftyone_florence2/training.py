@@ -28,7 +28,14 @@ from .images import ImageLoadError, load_rgb
 from .model import Florence2Model
 from .runner import Florence2Runner
 from .tasks import get_tasks
-from .train_data import TRAINING_RECORD, Example, check_output_dir, make_split
+from .train_data import (
+    TRAINING_RECORD,
+    Example,
+    check_output_dir,
+    incomplete_checkpoints,
+    last_complete_checkpoint,
+    make_split,
+)
 from .train_eval import delete_copy, evaluate, validation_copy
 from .train_options import CHECKPOINTS_DIR, read_train_options
 from .train_progress import ProgressBar
@@ -53,6 +60,7 @@ class TrainResult:
     samples_per_second: float = 0.0
     train_samples: int = 0
     val_samples: int = 0
+    world_size: int = 1
     skips: dict[str, str] = field(default_factory=dict)
 
 
@@ -249,6 +257,16 @@ def save_native(trainer: Trainer, processor: Any, output: Path) -> None:
     processor.save_pretrained(output)
 
 
+def _resume_point(output: Path, resume: bool) -> str | None:
+    """The last complete checkpoint to resume from; incomplete newer ones (a kill while saving) go."""
+    if not resume:
+        return None
+    for partial in incomplete_checkpoints(output / CHECKPOINTS_DIR):
+        print(f"florence2 train: removing {partial.name}, which a killed run left half-written")
+        shutil.rmtree(partial)
+    return str(last_complete_checkpoint(output / CHECKPOINTS_DIR))
+
+
 def train(samples: Any, progress: bool = True, on_progress: Callable[[dict], None] | None = None, **options: Any):
     """Fine-tunes Florence-2 on the labels of ``samples`` and writes a checkpoint ``load_model`` loads.
 
@@ -303,7 +321,7 @@ def train(samples: Any, progress: bool = True, on_progress: Callable[[dict], Non
     trainer.remove_callback(PrinterCallback)  # our bar shows the logs
     status = "failed"
     try:
-        outcome = trainer.train(resume_from_checkpoint=True if options["resume"] else None)
+        outcome = trainer.train(resume_from_checkpoint=_resume_point(output, options["resume"]))
         status = "completed"
     finally:
         bar.close()
@@ -323,6 +341,7 @@ def train(samples: Any, progress: bool = True, on_progress: Callable[[dict], Non
         samples_per_second=float(outcome.metrics.get("train_samples_per_second", 0.0)),
         train_samples=len(split.train_ids),
         val_samples=len(split.val_ids),
+        world_size=args.world_size,
         skips=dict(split.skips),
     )
     if trainer.is_world_process_zero():
