@@ -36,7 +36,7 @@ from .train_data import (
     last_complete_checkpoint,
     make_split,
 )
-from .train_eval import delete_copy, evaluate, validation_copy
+from .train_eval import delete_copy, evaluate, regions_field, validation_copy
 from .train_options import CHECKPOINTS_DIR, read_train_options
 from .train_progress import ProgressBar
 from .train_record import finish_training_run, record_training_progress, start_training_run
@@ -223,18 +223,25 @@ def training_args(options: dict[str, Any], output: Path, validating: bool, steps
     )
 
 
-def _validator(copy: Any, processor: Any, options: dict[str, Any], fields: dict[str, str]):
-    """``validate(model) -> metrics``: labels the validation copy with the weights in training."""
-    region = [field for name, field in fields.items() if get_tasks(name)[0].input == "region"]
+def _validator(copy: Any, processor: Any, options: dict[str, Any], fields: dict[str, str], val: list[Example]):
+    """``validate(model) -> metrics``: labels the validation copy with the weights in training, greedily and
+    with room for twice the longest expected answer (an unconverged model may ramble to its budget)."""
+    tasks = [get_tasks(name)[0] for name in fields]
+    classes = options["classes"]
+    if classes is None and any(task.takes_classes for task in tasks):
+        gt = fields[next(task.name for task in tasks if task.takes_classes)]
+        classes = [c for c in copy.distinct(f"{gt}.{_instances(copy, gt)}.label") if c] or None
+    longest = max(len(processor.tokenizer(example.answer).input_ids) for example in val)
     config = Florence2ModelConfig(
         {
             "task": list(fields),
             "model": options["model"],
             "prompt_field": options["prompt_field"],
-            "classes": options["classes"],
-            "regions_field": region[0] if region else None,
+            "classes": classes,
+            "regions_field": regions_field(copy, fields),
             "batch_size": options["batch_size"],
             "num_beams": 1,
+            "max_new_tokens": 2 * longest + 8,
         }
     )
 
@@ -245,6 +252,12 @@ def _validator(copy: Any, processor: Any, options: dict[str, Any], fields: dict[
             return evaluate(copy, Florence2Model(config, runner=runner), fields)
 
     return validate
+
+
+def _instances(copy: Any, field: str) -> str:
+    """The list attribute of a label field: ``detections`` or ``polylines``."""
+    kind = copy.get_field(field).document_type.__name__
+    return kind.lower()
 
 
 def save_native(trainer: Trainer, processor: Any, output: Path) -> None:
@@ -314,7 +327,7 @@ def train(samples: Any, progress: bool = True, on_progress: Callable[[dict], Non
         eval_dataset=ExampleImages(split.val) if split.val else None,
         data_collator=Collator(processor),
         callbacks=[record, bar],
-        validate=_validator(copy, processor, options, fields) if copy is not None else None,
+        validate=_validator(copy, processor, options, fields, split.val) if copy is not None else None,
         skips=split.skips,
         shuffle=options["shuffle"],
     )

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from fiftyone_florence2 import load_model, train
 from fiftyone_florence2.cli import main
-from fiftyone_florence2.tasks import get_task
+from fiftyone_florence2.tasks import TASKS, get_task
 from fiftyone_florence2.train_record import METHOD
 
 DETECTION = get_task("detection").name
@@ -231,3 +231,37 @@ def test_torchrun_trains_with_two_processes_on_gloo(boxes, tiny_checkpoint, tmp_
     assert record["world_size"] == 2 and record["steps"] == 3
     assert len(_runs(boxes)) == 1  # one record, written by the first process
     assert load_model(DETECTION, model=str(out)).runner.checkpoint == str(out)
+
+
+def _labels_for(task) -> fo.Label:
+    """Labels of the type ``task`` learns from, one instance each."""
+    if task.label_type == "Classification":
+        return fo.Classification(label="a red car")
+    if task.label_type == "Polylines":
+        ring = [(0.1, 0.1), (0.6, 0.15), (0.5, 0.7)]
+        return fo.Polylines(polylines=[fo.Polyline(label="the car", points=[ring], closed=True, filled=True)])
+    return fo.Detections(detections=[fo.Detection(label="car", bounding_box=[0.1, 0.2, 0.3, 0.4])])
+
+
+@pytest.mark.parametrize("task", [t for t in TASKS], ids=lambda t: t.name)
+def test_every_task_trains_from_its_labels_and_is_validated(task, tiny_checkpoint, tmp_path):
+    ds = fo.Dataset()
+    ds.add_samples(
+        [
+            fo.Sample(
+                filepath=write_image(tmp_path / f"{i}.png", size=(64, 64), seed=i),
+                gt=_labels_for(task),
+                caption="a car on the road",
+                tags=["val"] if i == 0 else [],
+            )
+            for i in range(3)
+        ]
+    )
+    extra = {"prompt_field": "caption"} if task.input == "text" and not task.takes_classes else {}
+    result = train(ds, task=task.name, label_field="gt", output_dir=str(tmp_path / "out"), val_tag="val",
+                   model=str(tiny_checkpoint), progress=False, **FAST, **extra)  # fmt: skip
+    assert result.skips == {} and result.train_samples == 2
+    main_metric = "text_similarity" if task.answer == "text" else "map"
+    assert 0 <= result.best[f"eval_{task.name}_{main_metric}"] <= 1
+    assert result.best["eval_score"] == result.best[f"eval_{task.name}_{main_metric}"]
+    ds.delete()
