@@ -183,6 +183,7 @@ def run_runs(args: argparse.Namespace) -> int:
     import fiftyone as fo
 
     from .provenance import delete_run, list_runs, run_failures
+    from .train_record import list_training_runs
 
     if not fo.dataset_exists(args.dataset):
         raise UsageError(f"No FiftyOne dataset named {args.dataset!r}.")
@@ -206,6 +207,10 @@ def run_runs(args: argparse.Namespace) -> int:
             results = dataset.load_run_results(key, cache=False) if config.status != "running" else None
             counts = f"labelled {results.labelled}, failed {results.failed}" if results is not None else ""
             print(f"{key}  {config.status:<11} {','.join(config.tasks)} -> {config.label_field}  {counts}")
+        for key in list_training_runs(dataset):
+            config = dataset.get_run_info(key).config
+            learnt = ", ".join(f"{task} from {field}" for task, field in config.label_field.items())
+            print(f"{key}  {config.status:<11} trains {learnt} -> {config.output_dir}")
     return 0
 
 

@@ -181,6 +181,9 @@ def test_cli_trains_then_labels_with_the_checkpoint(boxes, tiny_checkpoint, tmp_
                  "--label-field", "pred", "--num-beams", "1", "--max-new-tokens", "8"]) == 0  # fmt: skip
     boxes.reload()
     assert len(boxes.exists("pred")) == len(boxes)
+    capsys.readouterr()
+    assert main(["runs", "--dataset", boxes.name]) == 0
+    assert f"completed   trains {DETECTION} from ground_truth -> {out}" in capsys.readouterr().out
 
 
 def _cli(*args: str) -> list[str]:
