@@ -268,3 +268,39 @@ def test_every_task_trains_from_its_labels_and_is_validated(task, tiny_checkpoin
     assert 0 <= result.best[f"eval_{task.name}_{main_metric}"] <= 1
     assert result.best["eval_score"] == result.best[f"eval_{task.name}_{main_metric}"]
     ds.delete()
+
+
+def test_the_split_is_a_view_a_tag_or_a_seeded_fraction(boxes):
+    from fiftyone_florence2.train_data import split_ids
+
+    ids = boxes.values("id")
+    assert split_ids(boxes) == (ids, [])
+    assert split_ids(boxes, val_tag="val") == (ids[1:], ids[:1])
+    assert split_ids(boxes, val_view=boxes.select(ids[3:])) == (ids[:3], ids[3:])
+    drawn = split_ids(boxes, val_fraction=0.4, seed=1)
+    assert drawn == split_ids(boxes, val_fraction=0.4, seed=1) and len(drawn[1]) == 2
+    assert sorted(drawn[0] + drawn[1]) == sorted(ids)
+    other = fo.Dataset()
+    with pytest.raises(ValueError, match="same dataset"):
+        split_ids(boxes, val_view=other.view())
+    other.delete()
+
+
+def test_the_best_validated_checkpoint_is_the_one_saved(boxes, tiny_checkpoint, tmp_path):
+    out = tmp_path / "out"
+    result = train(boxes, output_dir=str(out), model=str(tiny_checkpoint), progress=False, val_tag="val",
+                   epochs=3, batch_size=2, learning_rate=1e-3)  # fmt: skip
+    best = json.loads((out / "training.json").read_text())["best_checkpoint"]
+    scores = [entry["eval_score"] for entry in result.history if "eval_score" in entry]
+    assert len(scores) == 3 and Path(best).name == f"checkpoint-{result.best['step']}"
+    assert result.best["eval_score"] == max(scores)
+    saved, kept, last = _weights(out), _weights(best), _weights(out / "checkpoints" / f"checkpoint-{result.steps}")
+    assert all((saved[name] == kept[name]).all() for name in kept)
+    if Path(best).name != f"checkpoint-{result.steps}":
+        assert any(not (saved[name] == last[name]).all() for name in last)
+
+
+def test_the_progress_bar_shows_loss_and_samples_per_second(boxes, tiny_checkpoint, tmp_path, capsys):
+    train(boxes, output_dir=str(tmp_path / "out"), model=str(tiny_checkpoint), progress=True, **FAST)
+    shown = capsys.readouterr().err
+    assert "florence2 train" in shown and "loss=" in shown and "samples/s=" in shown
