@@ -140,6 +140,7 @@ def test_a_foreign_output_directory_is_refused(trainer, labelled, tmp_path):
     assert_refused(queue, lambda dataset, **p: train_form(trainer, dataset, **p), labelled, params, "no training run")
 
 
+@pytest.mark.slow
 def test_a_delegated_run_trains_with_progress_and_the_labelling_form_offers_its_checkpoint(
     trainer, operator, labelled, tiny_checkpoint, tmp_path, monkeypatch
 ):
