@@ -179,6 +179,21 @@ def split_ids(
     return train, val
 
 
+def check_split_sizes(samples: Any, count: int, val_tag: str | None, val_fraction: float | None) -> None:
+    """The checks of :func:`split_ids` that counts answer (one aggregation at most), for a form that checks
+    as it is filled in; :func:`split_ids` checks the ids themselves when the run starts."""
+    if val_tag is not None:
+        held, what = samples.count_sample_tags().get(val_tag, 0), f"val_tag {val_tag!r}"
+    elif val_fraction is not None:
+        held, what = round(val_fraction * count), f"val_fraction {val_fraction}"
+    else:
+        return
+    if not held:
+        raise ValueError(f"The validation split ({what}) has no samples.")
+    if held >= count:
+        raise ValueError(f"The validation split ({what}) takes every sample: none is left to train.")
+
+
 def sample_examples(
     sample: dict[str, Any], fields: dict[str, str], prompt_field: str | None, classes: Sequence[str] | None
 ) -> list[Example]:

@@ -4,6 +4,7 @@ view, label fields, hyperparameters, metrics per evaluation, and the checkpoint 
 from __future__ import annotations
 
 import datetime
+import os
 import secrets
 from typing import Any
 
@@ -70,5 +71,28 @@ def _jsonable(summary: dict[str, Any]) -> dict[str, Any]:
 
 def list_training_runs(dataset: Any) -> list[str]:
     """The keys of the training runs on ``dataset``, oldest first."""
+    return [key for key, _ in _training_configs(dataset)]
+
+
+def _training_configs(dataset: Any) -> list[tuple[str, Any]]:
+    """``(key, config)`` of each training run on ``dataset``, oldest first: one read of each run's config."""
     dataset.reload()
-    return sorted(dataset.list_runs(method=METHOD), key=lambda key: dataset.get_run_info(key).config.started_at)
+    configs = [(key, dataset.get_run_info(key).config) for key in dataset.list_runs(method=METHOD)]
+    return sorted(configs, key=lambda pair: pair[1].started_at)
+
+
+def finished_checkpoints(dataset: Any) -> dict[str, str]:
+    """``{checkpoint directory: what it is}`` for the completed training runs on ``dataset`` whose checkpoint
+    is still on disk, newest first: what the labelling form offers as checkpoints.
+
+    It reads the runs' configs only (not their results), so that a form can call it as it is filled in.
+    """
+    found = {}
+    for key, config in reversed(_training_configs(dataset)):
+        output_dir = getattr(config, "output_dir", None)
+        if config.status != "completed" or not output_dir or output_dir in found or not os.path.isdir(output_dir):
+            continue
+        fields = getattr(config, "label_field", None) or {}
+        learnt = ", ".join(f"{task} from {field}" for task, field in fields.items())
+        found[output_dir] = f"fine-tuned: {learnt}, {config.train_samples} samples ({key})"
+    return found

@@ -294,6 +294,7 @@ def train(samples: Any, progress: bool = True, on_progress: Callable[[dict], Non
     """
     options = read_train_options(options)
     output = check_output_dir(options["output_dir"], options["overwrite"], options["resume"])
+    options["output_dir"] = str(output)  # the record's checkpoint path, whatever directory another process runs in
     fields = options["label_field"]
     split = make_split(samples, options, _DRAFT_WH)
     started = time.monotonic()
