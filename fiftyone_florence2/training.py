@@ -214,7 +214,10 @@ def training_args(options: dict[str, Any], output: Path, validating: bool, steps
         load_best_model_at_end=validating,
         metric_for_best_model="score" if validating else None,
         greater_is_better=True,
-        logging_steps=max(1, min(10, steps_per_epoch)),
+        # Log every 10 steps, or more often where a run is short: a loss shows before the end.
+        logging_steps=max(
+            1, min(10, steps_per_epoch, (options["max_steps"] or steps_per_epoch * options["epochs"]) // 2)
+        ),
         report_to="none",
         disable_tqdm=True,
         remove_unused_columns=False,

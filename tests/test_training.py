@@ -281,8 +281,8 @@ def test_the_split_is_a_view_a_tag_or_a_seeded_fraction(boxes):
     assert drawn == split_ids(boxes, val_fraction=0.4, seed=1) and len(drawn[1]) == 2
     assert sorted(drawn[0] + drawn[1]) == sorted(ids)
     other = fo.Dataset()
-    with pytest.raises(ValueError, match="same dataset"):
-        split_ids(boxes, val_view=other.view())
+    with pytest.raises(ValueError, match="a view of the dataset being trained on"):
+        split_ids(boxes, val_view=other.view())  # another dataset
     other.delete()
 
 
