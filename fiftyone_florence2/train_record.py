@@ -8,8 +8,7 @@ import os
 import secrets
 from typing import Any
 
-from . import __version__
-from .provenance import start_stamp
+from .provenance import register_running
 
 METHOD = "florence2_train"
 # Options that are not settings of the run (where it goes, how it was started).
@@ -31,23 +30,17 @@ def training_settings(options: dict[str, Any]) -> dict[str, Any]:
 
 def start_training_run(samples: Any, options: dict[str, Any], split: Any) -> str:
     """Registers a running training run on ``samples`` (its view is kept) and returns its key."""
-    dataset = samples._root_dataset
-    dataset.reload()
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d_%H%M%S")
-    run_key = f"{METHOD}_{stamp}_{secrets.token_hex(2)}"
-    record = samples.init_run(
-        method=METHOD,
-        plugin_version=__version__,
-        status="running",
-        started_at=start_stamp(),
+    return register_running(
+        samples,
+        f"{METHOD}_{stamp}_{secrets.token_hex(2)}",
+        METHOD,
         train_samples=len(split.train_ids),
         val_samples=len(split.val_ids),
         train_examples=len(split.train),
         skipped=len(split.skips),
         **training_settings(options),
     )
-    samples.register_run(run_key, record, overwrite=False)
-    return run_key
 
 
 def record_training_progress(samples: Any, run_key: str, entry: dict[str, Any]) -> None:
