@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -273,3 +273,25 @@ def make_split(samples: Any, options: dict[str, Any], draft_wh: tuple[int, int] 
     val_kept = list(dict.fromkeys(example.sample_id for example in val))
     train_kept = list(dict.fromkeys(example.sample_id for example in train))
     return Split(train, val, train_kept, val_kept, skips)
+
+
+def drop_unaskable(split: Split, check_question: Callable[[str], None]) -> None:
+    """Skips the samples with a question the model cannot read (``check_question`` raises ``ValueError``
+    with the reason: a caption too long to fit beside the image, say)."""
+    reasons: dict[str, str] = {}
+    validating = bool(split.val)
+    for question in dict.fromkeys(example.question for example in [*split.train, *split.val]):
+        try:
+            check_question(question)
+        except ValueError as error:
+            reasons[question] = f"not learnt: {error}"
+    for example in [*split.train, *split.val]:
+        if example.question in reasons:
+            split.skips[example.sample_id] = reasons[example.question]
+    split.train = [example for example in split.train if example.sample_id not in split.skips]
+    split.val = [example for example in split.val if example.sample_id not in split.skips]
+    split.train_ids = [i for i in split.train_ids if i not in split.skips]
+    split.val_ids = [i for i in split.val_ids if i not in split.skips]
+    if not split.train or (validating and not split.val):
+        which = "training" if not split.train else "validation"
+        raise ValueError(f"No {which} sample is left: " + "; ".join(sorted(set(reasons.values()))[:3]))

@@ -32,6 +32,7 @@ from .train_data import (
     TRAINING_RECORD,
     Example,
     check_output_dir,
+    drop_unaskable,
     incomplete_checkpoints,
     last_complete_checkpoint,
     make_split,
@@ -303,8 +304,7 @@ def train(samples: Any, progress: bool = True, on_progress: Callable[[dict], Non
     started = time.monotonic()
     runner = Florence2Runner(options["model"], revision=options["revision"], device="cpu", dtype="float32")
     processor = runner.processor
-    for example in [*split.train, *split.val]:
-        runner.check_question(example.question)
+    drop_unaskable(split, runner.check_question)
     if options["overwrite"] and output.exists():
         shutil.rmtree(output)
     output.mkdir(parents=True, exist_ok=True)

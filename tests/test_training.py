@@ -304,3 +304,23 @@ def test_the_progress_bar_shows_loss_and_samples_per_second(boxes, tiny_checkpoi
     train(boxes, output_dir=str(tmp_path / "out"), model=str(tiny_checkpoint), progress=True, **FAST)
     shown = capsys.readouterr().err
     assert "florence2 train" in shown and "loss=" in shown and "samples/s=" in shown
+
+
+def test_a_caption_too_long_to_read_skips_its_sample(boxes, tiny_checkpoint, tmp_path):
+    ds = fo.Dataset()
+    ds.add_samples(
+        [
+            fo.Sample(
+                filepath=write_image(tmp_path / f"g{i}.png", size=(64, 64), seed=i),
+                gt=fo.Detections(detections=[fo.Detection(label="car", bounding_box=[0.1, 0.2, 0.3, 0.4])]),
+                caption="a car" + (" and a very long road" * 400 if i == 0 else ""),
+            )
+            for i in range(3)
+        ]
+    )
+    first = ds.first().id
+    result = train(ds, task=GROUNDING, label_field="gt", prompt_field="caption", output_dir=str(tmp_path / "o"),
+                   model=str(tiny_checkpoint), progress=False, **FAST)  # fmt: skip
+    assert list(result.skips) == [first] and "too long" in result.skips[first]
+    assert result.train_samples == 2
+    ds.delete()
