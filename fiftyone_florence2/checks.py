@@ -16,6 +16,7 @@ from fiftyone import ViewField as F
 
 from .config import Florence2ModelConfig
 from .options import OPTIONS, check_existing_policy, field_name
+from .patches import check_patches, is_patches, labelled_patch_ids, source_paths
 
 _RESERVED = frozenset({"id", "filepath", "tags", "metadata", "created_at", "last_modified_at", "media_type", "frames"})
 
@@ -55,17 +56,10 @@ def label_class(schema_field: Any) -> type | None:
 def check_collection(samples: Any) -> None:
     """Refuses collections whose labels would be lost, naming what works instead.
 
-    A patches view is a view onto a generated dataset: its sample ids are patch
-    ids, so labels keyed by them would be written nowhere. Frames views are
-    labelled through the view, which FiftyOne syncs to the video's frames.
+    Frames views are labelled through the view, which FiftyOne syncs to the
+    video's frames; patches views patch by patch, on their labels
+    (:mod:`~fiftyone_florence2.patches`).
     """
-    if getattr(samples, "_is_patches", False):
-        raise ValueError(
-            "This is a patches view: its samples are boxes of another field, not images of the dataset, so "
-            "labels written by their ids would be lost. Label each box on the dataset itself with a region "
-            "task instead (region_to_category, region_to_description, region_to_ocr or region_to_segmentation "
-            "with regions_field set to the patches field)."
-        )
     if samples.media_type == "group":
         raise ValueError(
             "This is a grouped dataset: label one slice of images or videos at a time, e.g. "
@@ -81,6 +75,12 @@ def check_collection(samples: Any) -> None:
 def is_frames(samples: Any) -> bool:
     """Whether ``samples`` is a frames view, whose samples are the frames of a video dataset."""
     return bool(getattr(samples, "_is_frames", False))
+
+
+def labelled_targets(samples: Any, names: Iterable[str]) -> set[str]:
+    """Ids of the samples (the patches, the frames) of ``samples``' target dataset with a label in any of
+    ``names``: for a patches view, an attribute ``name`` on any of a patch's labels."""
+    return labelled_patch_ids(samples, names) if is_patches(samples) else labelled_ids(label_dataset(samples), names)
 
 
 def label_dataset(samples: Any) -> Any:
@@ -120,12 +120,13 @@ def check_run(
     """
     fields = check_fields(samples, config, label_field, skip_existing, overwrite, embeddings_field)
     if not (skip_existing or overwrite):
-        dataset = label_dataset(samples)
         names = written_fields(fields, embeddings_field)
-        labelled = labelled_ids(dataset, names)
+        labelled = labelled_targets(samples, names)
         count = len(labelled.intersection(shard_ids(samples.values("id"), shard))) if labelled else 0
         if count:
-            refuse_existing(count, [name for name in names if name in dataset.get_field_schema()])
+            schema = label_dataset(samples).get_field_schema()
+            present = source_paths(samples, names) if is_patches(samples) else [n for n in names if n in schema]
+            refuse_existing(count, present)
     return fields
 
 
@@ -155,6 +156,12 @@ def check_fields(
     check_collection(samples)
     check_label_field(label_field)
     fields = config.label_fields(label_field)
+    if is_patches(samples):
+        for name in fields.values():
+            check_label_field(name)
+        check_patches(samples, config, fields, embeddings_field)
+        check_inputs(samples, config)
+        return fields
     schema = label_dataset(samples).get_field_schema()
     for task, name in fields.items():
         check_label_field(name)
@@ -248,9 +255,8 @@ def target_ids(
     ids = shard_ids(samples.values("id"), shard)
     if not skip_existing:
         return Targets(ids)
-    dataset = label_dataset(samples)
-    done = {task: labelled_ids(dataset, [name]) for task, name in fields.items()}
-    embedded = labelled_ids(dataset, [embeddings_field]) if embeddings_field else None
+    done = {task: labelled_targets(samples, [name]) for task, name in fields.items()}
+    embedded = labelled_targets(samples, [embeddings_field]) if embeddings_field else None
     targets = Targets([])
     for sample_id in ids:
         lacking = frozenset(task for task in fields if sample_id not in done[task])

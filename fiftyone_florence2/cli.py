@@ -1,4 +1,4 @@
-"""The ``florence2`` command: label a folder of images or a FiftyOne dataset.
+"""The ``florence2`` command: label a folder of images or a FiftyOne dataset, or fine-tune on one.
 
 A thin adapter: it parses arguments, checks them against the task table and
 the dataset before loading any model, and calls :func:`label_samples`.
@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from .checkpoints import DEFAULT_CHECKPOINT, CheckpointError
 from .options import MODEL_OPTIONS, RUN_OPTIONS, Option, check_existing_policy, default_label_field
 from .tasks import TASKS
+from .train_options import TRAIN_OPTIONS
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -34,7 +35,7 @@ def task_table() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="florence2", description="Florence-2 labels for FiftyOne datasets.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{tasks,label,runs,demo}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{tasks,label,train,runs,demo}")
     sub.add_parser("tasks", help="list the tasks and the label type each writes")
 
     label = sub.add_parser("label", help="label a folder of images or a dataset")
@@ -45,6 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
     for option in (*MODEL_OPTIONS, *RUN_OPTIONS):
         if option.cli:
             add_option(label, option)
+
+    train = sub.add_parser("train", help="fine-tune Florence-2 on a dataset's labels; writes a checkpoint")
+    train.add_argument("--dataset", required=True, metavar="NAME", help="the FiftyOne dataset to learn from")
+    train.add_argument("--view", metavar="NAME", help="a saved view of it to learn from (default: every sample)")
+    for option in TRAIN_OPTIONS:
+        if option.cli:
+            add_option(train, option, task_required=False)
 
     runs = sub.add_parser("runs", help="list the recorded runs on a dataset, their failures, or delete one")
     runs.add_argument("--dataset", required=True, metavar="NAME")
@@ -60,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_option(parser: argparse.ArgumentParser, option: Option) -> None:
+def add_option(parser: argparse.ArgumentParser, option: Option, task_required: bool = True) -> None:
     """The flag of a declared option; a value not given stays None, so the declaration's default applies."""
     if option.kind == "bool":
         action = "store_false" if option.default else "store_true"
@@ -69,7 +77,7 @@ def add_option(parser: argparse.ArgumentParser, option: Option) -> None:
     # Choices are checked by the declaration's own check, which also takes forms such as cuda:1.
     extra = {"metavar": "|".join(option.choices)} if option.kind == "choice" else {}
     if option.kind == "task":
-        extra = {"action": "append", "required": True, "metavar": "TASK"}
+        extra = {"action": "append", "required": task_required, "metavar": "TASK"}
     default = "" if option.default is None else f" (default: {option.default})"
     parser.add_argument(
         option.cli_flag, dest=option.name, type=_TYPES.get(option.kind, str), help=option.help + default, **extra
@@ -140,10 +148,42 @@ def run_label(args: argparse.Namespace) -> int:
     return EXIT_FAILED if (summary.failures or summary.skips) and not summary.labelled else 0
 
 
+def run_train(args: argparse.Namespace) -> int:
+    """Fine-tunes on a dataset (or one of its saved views); every check runs before any weights load."""
+    import fiftyone as fo
+
+    from .training import train
+
+    if not fo.dataset_exists(args.dataset):
+        raise UsageError(f"No FiftyOne dataset named {args.dataset!r}.")
+    dataset = fo.load_dataset(args.dataset)
+    if args.view is not None and not dataset.has_saved_view(args.view):
+        views = ", ".join(dataset.list_saved_views()) or "none"
+        raise UsageError(f"Dataset {args.dataset!r} has no saved view {args.view!r}; saved views: {views}.")
+    samples = dataset.load_saved_view(args.view) if args.view else dataset
+    try:
+        result = train(samples, progress=True, **_options(args, TRAIN_OPTIONS))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if result.run_key is None:  # another process of a torchrun job reports
+        return 0
+    best = result.best or {}
+    score = f", best validation score {best['eval_score']:.4f} at step {best['step']}" if best else ""
+    print(f"Trained {result.steps} steps on {result.train_samples} samples in {result.seconds:.0f} s{score}.")
+    if result.skips:
+        print(f"{len(result.skips)} sample(s) were left out; their reasons are in {result.output_dir}/training.json.")
+    print(
+        f"Checkpoint: {result.output_dir}\nLabel with it:  florence2 label --dataset {args.dataset} "
+        f"--model {result.output_dir} --task ..."
+    )
+    return 0
+
+
 def run_runs(args: argparse.Namespace) -> int:
     import fiftyone as fo
 
     from .provenance import delete_run, list_runs, run_failures
+    from .train_record import list_training_runs
 
     if not fo.dataset_exists(args.dataset):
         raise UsageError(f"No FiftyOne dataset named {args.dataset!r}.")
@@ -167,6 +207,10 @@ def run_runs(args: argparse.Namespace) -> int:
             results = dataset.load_run_results(key, cache=False) if config.status != "running" else None
             counts = f"labelled {results.labelled}, failed {results.failed}" if results is not None else ""
             print(f"{key}  {config.status:<11} {','.join(config.tasks)} -> {config.label_field}  {counts}")
+        for key in list_training_runs(dataset):
+            config = dataset.get_run_info(key).config
+            learnt = ", ".join(f"{task} from {field}" for task, field in config.label_field.items())
+            print(f"{key}  {config.status:<11} trains {learnt} -> {config.output_dir}")
     return 0
 
 
@@ -179,6 +223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "runs":
             return run_runs(args)
+        if args.command == "train":
+            return run_train(args)
         if args.command == "demo":
             from .demo import run_demo
 

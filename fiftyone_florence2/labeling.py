@@ -30,10 +30,11 @@ from .checks import (
     target_ids,
     written_fields,
 )
-from .items import Item, load_item
+from .items import Item, load_item, set_crop
 from .locks import locked
 from .model import Florence2Model
 from .options import default_label_field, whole_number
+from .patches import is_patches, patch_fields, source_paths, store_patch_column
 from .provenance import finish_run, mark_interrupted, new_run_key, record_progress, start_run
 
 __all__ = ["Summary", "check_label_field", "check_run", "label_samples", "preview_samples", "similarity_hint"]
@@ -166,7 +167,7 @@ def label_samples(
     run_key = run_key or new_run_key(label_field)
     dataset = samples._root_dataset
     written = written_fields(fields, embeddings_field)
-    with locked(dataset, written, run_key) as locks:
+    with locked(dataset, source_paths(samples, written) if is_patches(samples) else written, run_key) as locks:
         summary = Summary(fields, run_key=f"{run_key}_shard{shard[0]}of{shard[1]}" if shard else run_key)
         summary.embeddings_field = embeddings_field
         if record:
@@ -233,10 +234,11 @@ def _read_items(samples: Any, ids: list[str], model: Florence2Model, tasks_of=la
     """``(Item, filepath)`` per id that still exists, with the inputs the model reads, read through the
     view (its label filters apply) in one query; ``tasks_of(id)`` names the tasks each item runs."""
     inputs = model.needs_fields
-    names = ["id", "filepath", *inputs.values()]
+    patches = patch_fields(samples) if is_patches(samples) else []
+    names = list(dict.fromkeys(["id", "filepath", *inputs.values(), *patches]))
     columns = samples.select(ids, ordered=True).values(names)
     rows = [dict(zip(names, values)) for values in zip(*columns)]
-    return [
+    items = [
         (
             Item(
                 row["id"],
@@ -248,6 +250,10 @@ def _read_items(samples: Any, ids: list[str], model: Florence2Model, tasks_of=la
         )
         for row in rows
     ]
+    if patches:
+        for (item, _), row in zip(items, rows):
+            set_crop(item, [row[name] for name in patches])  # the patch is its crop of the source image
+    return items
 
 
 def preview_samples(samples: Any, model: Florence2Model, ids: list[str]) -> list[tuple[Item, str, Outcome]]:
@@ -264,10 +270,11 @@ def _write(samples: Any, summary: Summary, items: list[Item], outcomes: list[Out
     a label counts once it is stored.
 
     Frames views are written through their frames dataset, synced to the
-    video's frames, and read back from those frames; everything else is
-    written to the root dataset by sample id.
+    video's frames, and read back from those frames; patches views on their
+    patches' labels, synced to the source dataset and read back there;
+    everything else is written to the root dataset by sample id.
     """
-    target = samples._frames_dataset if is_frames(samples) else samples._root_dataset
+    target = _target_dataset(samples)
     columns = {name: {i.sample_id: o.labels[task] for i, o in zip(items, outcomes) if task in o.labels}
                for task, name in summary.label_fields.items()}  # fmt: skip
     vectors = {i.sample_id: o.embedding for i, o in zip(items, outcomes) if o.embedding is not None}
@@ -294,8 +301,18 @@ def _write(samples: Any, summary: Summary, items: list[Item], outcomes: list[Out
             summary.skips[sample_id] = outcome.reason or "nothing to label"
 
 
+def _target_dataset(samples: Any) -> Any:
+    """The dataset whose samples a run's ids name: the frames or patches dataset of such a view, else the
+    root dataset."""
+    if is_frames(samples):
+        return samples._frames_dataset
+    return samples._patches_dataset if is_patches(samples) else samples._root_dataset
+
+
 def store_column(samples: Any, target: Any, name: str, values: dict[str, Any]) -> set[str]:
     """Writes one field of a batch in bulk and returns the ids whose value reads back."""
+    if is_patches(samples):
+        return store_patch_column(samples, name, values)
     # Our labels are built valid and check_run has checked the field's type.
     target.set_values(name, values, key_field="id", validate=False)
     if is_frames(samples):

@@ -23,7 +23,8 @@ import numpy as np
 from .batching import Florence2Error, Outcome, label_items
 from .checkpoints import DEFAULT_CHECKPOINT
 from .config import Florence2ModelConfig
-from .items import Item, load_item
+from .items import Item, load_item, set_crop
+from .patches import to_source_frame
 from .prompts import build_question
 from .tasks import DEFAULT_TASK
 from .tiling import Tiling
@@ -61,6 +62,8 @@ class Florence2GetItem(fout.GetItem):
 
     def __call__(self, d: dict) -> Item:
         item = Item(d.get("id"), prompt=d.get("prompt_field"), regions=d.get("regions_field"))
+        if "patches_field" in self.input_keys:
+            set_crop(item, [d.get("patches_field")])
         return load_item(item, d.get("filepath"), self.preprocess, self.draft_wh, self.tiling)
 
 
@@ -84,14 +87,25 @@ class Florence2Model(fom.Model, fom.SamplesMixin, fom.SupportsGetItem, fom.Torch
         self._fields: dict[str, str] = {}
         self._preprocess = True
         self._embeddings: np.ndarray | None = None
+        self._patch_views: dict[int, tuple[Any, set[str]]] = {}
         check_fixed_prompts(config, self.runner)
+
+    def __exit__(self, *args: Any) -> None:
+        """Syncs the patches ``apply_model`` labelled to their source dataset once more, after FiftyOne's
+        last write: its asynchronous save of a patches view can sync a batch before all of its patches are
+        written, and never syncs those again."""
+        views, self._patch_views = self._patch_views, {}
+        for view, ids in views.values():
+            view._sync_source(ids=sorted(ids))
+        super().__exit__(*args)
 
     @property
     def needs_fields(self) -> dict[str, str]:
         """The fields read from each sample: the prompt and regions fields, if any.
 
         ``apply_model(..., prompt_field="x")`` or ``regions_field="x"`` also
-        work, as FiftyOne passes such keywords here.
+        work, as FiftyOne passes such keywords here; so does ``patches_field``,
+        which makes each sample of a patches view its crop (``docs/REFERENCE.md``).
         """
         fields = {"prompt_field": self.config.prompt_field, "regions_field": self.config.regions_field}
         fields.update(self._fields)
@@ -153,6 +167,16 @@ class Florence2Model(fom.Model, fom.SamplesMixin, fom.SupportsGetItem, fom.Torch
         """Labels a batch; a sample that fails gets ``None`` and a reason in :attr:`failures`."""
         args = list(args)
         samples = [None] * len(args) if samples is None else list(samples)
+        if "patches_field" not in self.needs_fields and any(_is_patch(sample) for sample in samples):
+            field = samples[0]._view._label_fields[0]
+            raise ValueError(
+                "A patches view is labelled crop by crop, its labels written on the patches' own labels: call "
+                f'apply_model(model, label_field="{field}.<name>", patches_field="{field}"), or label_samples().'
+            )
+        for sample in samples:
+            if _is_patch(sample):
+                view = sample._view
+                self._patch_views.setdefault(id(view._patches_dataset), (view, set()))[1].add(sample.id)
         return self.predict_items([self._item(arg, sample) for arg, sample in zip(args, samples)])
 
     def _item(self, arg: Any, sample: Any) -> Item:
@@ -170,6 +194,8 @@ class Florence2Model(fom.Model, fom.SamplesMixin, fom.SupportsGetItem, fom.Torch
             fields = self.needs_fields
             item.prompt = _get(sample, fields.get("prompt_field"))
             item.regions = _get(sample, fields.get("regions_field"))
+            if "patches_field" in fields:
+                set_crop(item, [_get(sample, fields["patches_field"])])
         return load_item(item, arg, self.runner.preprocess, self.runner.image_size, self.config.tiling)
 
     def predict_items(self, items: Sequence[Item]) -> list[Any]:
@@ -191,8 +217,13 @@ class Florence2Model(fom.Model, fom.SamplesMixin, fom.SupportsGetItem, fom.Torch
 
     def label_items(self, items: Sequence[Item], embed: bool = False) -> list[Outcome]:
         """Each item's labels per task, and why any task failed or was skipped; with ``embed``, each
-        encoded image's embedding too, from the same vision pass."""
-        return label_items(self.config, self.runner, items, embed=embed)
+        encoded image's embedding too, from the same vision pass. A patch's labels come back in its source
+        image's frame."""
+        outcomes = label_items(self.config, self.runner, items, embed=embed)
+        for item, outcome in zip(items, outcomes):
+            if item.crop is not None:
+                outcome.labels = {task: to_source_frame(label, item.crop) for task, label in outcome.labels.items()}
+        return outcomes
 
     @property
     def has_embeddings(self) -> bool:
@@ -245,6 +276,10 @@ class Florence2Model(fom.Model, fom.SamplesMixin, fom.SupportsGetItem, fom.Torch
         if not labels:
             return None
         return labels if self.config.multitask else labels.get(self.config.tasks[0].name)
+
+
+def _is_patch(sample: Any) -> bool:
+    return bool(getattr(getattr(sample, "_view", None), "_is_patches", False))
 
 
 def _get(sample: Any, field: str | None) -> Any:

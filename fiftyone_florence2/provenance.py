@@ -55,7 +55,12 @@ def run_settings(config: Florence2ModelConfig, runner: Any) -> dict[str, Any]:
 
 
 def start_run(samples: Any, run_key: str, config: Florence2ModelConfig, runner: Any, **details: Any) -> str:
-    """Registers a running run on ``samples`` (its view is kept) and returns its key.
+    """Registers a running labelling run on ``samples`` (its view is kept) and returns its key."""
+    return register_running(samples, run_key, METHOD, **run_settings(config, runner), **details)
+
+
+def register_running(samples: Any, run_key: str, method: str, **details: Any) -> str:
+    """Registers a running run of ``method`` on ``samples`` (its view is kept) and returns its key.
 
     A key already taken (a rerun of a delegated operation, say) gets an
     ``_attemptN`` suffix, so that no earlier record is replaced.
@@ -68,12 +73,7 @@ def start_run(samples: Any, run_key: str, config: Florence2ModelConfig, runner: 
         attempt += 1
         run_key = f"{base}_attempt{attempt}"
     record = samples.init_run(
-        method=METHOD,
-        plugin_version=__version__,
-        status="running",
-        started_at=start_stamp(),
-        **run_settings(config, runner),
-        **details,
+        method=method, plugin_version=__version__, status="running", started_at=start_stamp(), **details
     )
     samples.register_run(run_key, record, overwrite=False)
     return run_key

@@ -11,8 +11,9 @@ No torch here.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,8 +104,8 @@ def check_output_dir(output_dir: str, overwrite: bool, resume: bool) -> Path:
     entries = sorted(os.listdir(path)) if path.is_dir() else []
     ours = any((path / name).exists() for name in _OURS)
     if resume:
-        if not (path / CHECKPOINTS_DIR).is_dir() or not any((path / CHECKPOINTS_DIR).glob("checkpoint-*")):
-            raise ValueError(f"Nothing to resume in {str(path)!r}: it holds no resumable checkpoint.")
+        if last_complete_checkpoint(path / CHECKPOINTS_DIR) is None:
+            raise ValueError(f"Nothing to resume in {str(path)!r}: it holds no complete resumable checkpoint.")
     elif entries and not overwrite:
         raise ValueError(
             f"output_dir {str(path)!r} is not empty: pass overwrite=True to replace it (--overwrite), "
@@ -116,6 +117,30 @@ def check_output_dir(output_dir: str, overwrite: bool, resume: bool) -> Path:
             "overwrite replaces only a training run's output. Choose a new directory."
         )
     return path
+
+
+def _step(checkpoint: Path) -> int:
+    return int(checkpoint.name.rsplit("-", 1)[1])
+
+
+def last_complete_checkpoint(folder: Path) -> Path | None:
+    """The newest ``checkpoint-N`` whose trainer state (written last) reads back; a run killed while saving
+    leaves a newer, incomplete one, which this passes over."""
+    found = [p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name.rsplit("-", 1)[1].isdigit()]
+    for checkpoint in sorted(found, key=_step, reverse=True):
+        try:
+            json.loads((checkpoint / "trainer_state.json").read_text())["global_step"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        return checkpoint
+    return None
+
+
+def incomplete_checkpoints(folder: Path) -> list[Path]:
+    """The checkpoints newer than the last complete one: what a kill during a save left."""
+    last = last_complete_checkpoint(folder)
+    newest = -1 if last is None else _step(last)
+    return [p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name[11:].isdigit() and _step(p) > newest]
 
 
 def _draw(sample_id: str, seed: int) -> float:
@@ -152,6 +177,21 @@ def split_ids(
             f"The validation split ({what[val_view is not None]}) takes every sample: none is left to train."
         )
     return train, val
+
+
+def check_split_sizes(samples: Any, count: int, val_tag: str | None, val_fraction: float | None) -> None:
+    """The checks of :func:`split_ids` that counts answer (one aggregation at most), for a form that checks
+    as it is filled in; :func:`split_ids` checks the ids themselves when the run starts."""
+    if val_tag is not None:
+        held, what = samples.count_sample_tags().get(val_tag, 0), f"val_tag {val_tag!r}"
+    elif val_fraction is not None:
+        held, what = round(val_fraction * count), f"val_fraction {val_fraction}"
+    else:
+        return
+    if not held:
+        raise ValueError(f"The validation split ({what}) has no samples.")
+    if held >= count:
+        raise ValueError(f"The validation split ({what}) takes every sample: none is left to train.")
 
 
 def sample_examples(
@@ -233,3 +273,25 @@ def make_split(samples: Any, options: dict[str, Any], draft_wh: tuple[int, int] 
     val_kept = list(dict.fromkeys(example.sample_id for example in val))
     train_kept = list(dict.fromkeys(example.sample_id for example in train))
     return Split(train, val, train_kept, val_kept, skips)
+
+
+def drop_unaskable(split: Split, check_question: Callable[[str], None]) -> None:
+    """Skips the samples with a question the model cannot read (``check_question`` raises ``ValueError``
+    with the reason: a caption too long to fit beside the image, say)."""
+    reasons: dict[str, str] = {}
+    validating = bool(split.val)
+    for question in dict.fromkeys(example.question for example in [*split.train, *split.val]):
+        try:
+            check_question(question)
+        except ValueError as error:
+            reasons[question] = f"not learnt: {error}"
+    for example in [*split.train, *split.val]:
+        if example.question in reasons:
+            split.skips[example.sample_id] = reasons[example.question]
+    split.train = [example for example in split.train if example.sample_id not in split.skips]
+    split.val = [example for example in split.val if example.sample_id not in split.skips]
+    split.train_ids = [i for i in split.train_ids if i not in split.skips]
+    split.val_ids = [i for i in split.val_ids if i not in split.skips]
+    if not split.train or (validating and not split.val):
+        which = "training" if not split.train else "validation"
+        raise ValueError(f"No {which} sample is left: " + "; ".join(sorted(set(reasons.values()))[:3]))

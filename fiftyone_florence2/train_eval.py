@@ -18,6 +18,7 @@ from .labeling import label_samples
 from .tasks import get_tasks
 
 PRED_PREFIX = "florence2_val"
+REGIONS = "florence2_val_regions"
 
 
 def text_similarity(predicted: str, expected: str) -> float:
@@ -38,6 +39,22 @@ def validation_copy(samples: Any, val_ids: Sequence[str], fields: dict[str, str]
     keep = list(dict.fromkeys([*fields.values(), *([prompt_field] if prompt_field else [])]))
     view = samples._dataset.select(list(val_ids), ordered=True).select_fields(keep)
     return view.clone()
+
+
+def regions_field(copy: Any, fields: dict[str, str]) -> str | None:
+    """The Detections field whose boxes the region tasks read in the copy: their labels' own field, or
+    for polylines a field of the boxes enclosing them."""
+    region = [field for name, field in fields.items() if get_tasks(name)[0].input == "region"]
+    if not region:
+        return None
+    if copy.get_field(region[0]).document_type is not fo.Polylines:
+        return region[0]
+    boxes = [
+        fo.Detections(detections=[polyline.to_detection() for polyline in polylines.polylines]) if polylines else None
+        for polylines in copy.values(region[0])
+    ]
+    copy.set_values(REGIONS, boxes)
+    return REGIONS
 
 
 def evaluate(copy: Any, model: Any, fields: dict[str, str]) -> dict[str, float]:

@@ -59,6 +59,11 @@ def directory(name: str, value: Any) -> str:
     return value
 
 
+def grounds_a_caption(task: Task) -> bool:
+    """Whether ``task`` learns to ground each sample's own caption (its text input is not a class list)."""
+    return task.input == "text" and not task.takes_classes
+
+
 def _shared(name: str, help: str | None = None, **changes: Any) -> Option:
     """A labelling option that training reads too, with a training help text where it differs."""
     from dataclasses import replace
@@ -75,7 +80,7 @@ TRAIN_OPTIONS: tuple[Option, ...] = (
     _shared("model", "the checkpoint to start from: a Hub id or a local checkpoint directory"),
     _shared("revision"),
     _shared("prompt_field", "phrase grounding: the field with each sample's caption, whose phrases the labels "
-            "ground"),
+            "ground", applies=grounds_a_caption),
     _shared("classes", "the classes to ask for, one question each (default: the classes in the labels); a class "
             "a sample lacks is learnt as an empty answer"),
     Option("val_tag", None, "samples with this tag are the validation split", "text", group="input"),
@@ -174,7 +179,7 @@ def task_fields(tasks: tuple[Task, ...], label_field: str | Mapping[str, str]) -
 
 
 def _check_text_inputs(tasks: tuple[Task, ...], read: dict[str, Any]) -> None:
-    grounding = [task.name for task in tasks if task.input == "text" and not task.takes_classes]
+    grounding = [task.name for task in tasks if grounds_a_caption(task)]
     if grounding and read["prompt_field"] is None:
         raise ValueError(f"Task(s) {', '.join(grounding)} learn to ground a caption: pass prompt_field='<field>'.")
     if read["prompt_field"] is not None and not grounding:

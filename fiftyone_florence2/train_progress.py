@@ -34,10 +34,13 @@ class ProgressBar(TrainerCallback):
 
     def update(self, entry: dict[str, Any], state: Any) -> None:
         """Shows a logged step's loss, or a validation's score."""
-        if "loss" in entry:
-            self.postfix["loss"] = f"{entry['loss']:.4f}"
+        loss = entry.get("loss", entry.get("train_loss"))
+        if loss is not None:
+            self.postfix["loss"] = f"{loss:.4f}"
         if "eval_score" in entry:
             self.postfix["val score"] = f"{entry['eval_score']:.3f}"
+        if self.bar is not None:
+            self.bar.set_postfix(self.postfix)
 
     def close(self) -> None:
         if self.bar is not None:

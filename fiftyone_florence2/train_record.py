@@ -4,11 +4,11 @@ view, label fields, hyperparameters, metrics per evaluation, and the checkpoint 
 from __future__ import annotations
 
 import datetime
+import os
 import secrets
 from typing import Any
 
-from . import __version__
-from .provenance import start_stamp
+from .provenance import register_running
 
 METHOD = "florence2_train"
 # Options that are not settings of the run (where it goes, how it was started).
@@ -30,23 +30,17 @@ def training_settings(options: dict[str, Any]) -> dict[str, Any]:
 
 def start_training_run(samples: Any, options: dict[str, Any], split: Any) -> str:
     """Registers a running training run on ``samples`` (its view is kept) and returns its key."""
-    dataset = samples._root_dataset
-    dataset.reload()
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d_%H%M%S")
-    run_key = f"{METHOD}_{stamp}_{secrets.token_hex(2)}"
-    record = samples.init_run(
-        method=METHOD,
-        plugin_version=__version__,
-        status="running",
-        started_at=start_stamp(),
+    return register_running(
+        samples,
+        f"{METHOD}_{stamp}_{secrets.token_hex(2)}",
+        METHOD,
         train_samples=len(split.train_ids),
         val_samples=len(split.val_ids),
         train_examples=len(split.train),
         skipped=len(split.skips),
         **training_settings(options),
     )
-    samples.register_run(run_key, record, overwrite=False)
-    return run_key
 
 
 def record_training_progress(samples: Any, run_key: str, entry: dict[str, Any]) -> None:
@@ -70,5 +64,28 @@ def _jsonable(summary: dict[str, Any]) -> dict[str, Any]:
 
 def list_training_runs(dataset: Any) -> list[str]:
     """The keys of the training runs on ``dataset``, oldest first."""
+    return [key for key, _ in _training_configs(dataset)]
+
+
+def _training_configs(dataset: Any) -> list[tuple[str, Any]]:
+    """``(key, config)`` of each training run on ``dataset``, oldest first: one read of each run's config."""
     dataset.reload()
-    return sorted(dataset.list_runs(method=METHOD), key=lambda key: dataset.get_run_info(key).config.started_at)
+    configs = [(key, dataset.get_run_info(key).config) for key in dataset.list_runs(method=METHOD)]
+    return sorted(configs, key=lambda pair: pair[1].started_at)
+
+
+def finished_checkpoints(dataset: Any) -> dict[str, str]:
+    """``{checkpoint directory: what it is}`` for the completed training runs on ``dataset`` whose checkpoint
+    is still on disk, newest first: what the labelling form offers as checkpoints.
+
+    It reads the runs' configs only (not their results), so that a form can call it as it is filled in.
+    """
+    found = {}
+    for key, config in reversed(_training_configs(dataset)):
+        output_dir = getattr(config, "output_dir", None)
+        if config.status != "completed" or not output_dir or output_dir in found or not os.path.isdir(output_dir):
+            continue
+        fields = getattr(config, "label_field", None) or {}
+        learnt = ", ".join(f"{task} from {field}" for task, field in fields.items())
+        found[output_dir] = f"fine-tuned: {learnt}, {config.train_samples} samples ({key})"
+    return found

@@ -28,8 +28,16 @@ from .images import ImageLoadError, load_rgb
 from .model import Florence2Model
 from .runner import Florence2Runner
 from .tasks import get_tasks
-from .train_data import TRAINING_RECORD, Example, check_output_dir, make_split
-from .train_eval import delete_copy, evaluate, validation_copy
+from .train_data import (
+    TRAINING_RECORD,
+    Example,
+    check_output_dir,
+    drop_unaskable,
+    incomplete_checkpoints,
+    last_complete_checkpoint,
+    make_split,
+)
+from .train_eval import delete_copy, evaluate, regions_field, validation_copy
 from .train_options import CHECKPOINTS_DIR, read_train_options
 from .train_progress import ProgressBar
 from .train_record import finish_training_run, record_training_progress, start_training_run
@@ -53,6 +61,7 @@ class TrainResult:
     samples_per_second: float = 0.0
     train_samples: int = 0
     val_samples: int = 0
+    world_size: int = 1
     skips: dict[str, str] = field(default_factory=dict)
 
 
@@ -207,7 +216,10 @@ def training_args(options: dict[str, Any], output: Path, validating: bool, steps
         load_best_model_at_end=validating,
         metric_for_best_model="score" if validating else None,
         greater_is_better=True,
-        logging_steps=max(1, min(10, steps_per_epoch)),
+        # Log every 10 steps, or more often where a run is short: a loss shows before the end.
+        logging_steps=max(
+            1, min(10, steps_per_epoch, (options["max_steps"] or steps_per_epoch * options["epochs"]) // 2)
+        ),
         report_to="none",
         disable_tqdm=True,
         remove_unused_columns=False,
@@ -216,18 +228,25 @@ def training_args(options: dict[str, Any], output: Path, validating: bool, steps
     )
 
 
-def _validator(copy: Any, processor: Any, options: dict[str, Any], fields: dict[str, str]):
-    """``validate(model) -> metrics``: labels the validation copy with the weights in training."""
-    region = [field for name, field in fields.items() if get_tasks(name)[0].input == "region"]
+def _validator(copy: Any, processor: Any, options: dict[str, Any], fields: dict[str, str], val: list[Example]):
+    """``validate(model) -> metrics``: labels the validation copy with the weights in training, greedily and
+    with room for twice the longest expected answer (an unconverged model may ramble to its budget)."""
+    tasks = [get_tasks(name)[0] for name in fields]
+    classes = options["classes"]
+    if classes is None and any(task.takes_classes for task in tasks):
+        gt = fields[next(task.name for task in tasks if task.takes_classes)]
+        classes = [c for c in copy.distinct(f"{gt}.{_instances(copy, gt)}.label") if c] or None
+    longest = max(len(processor.tokenizer(example.answer).input_ids) for example in val)
     config = Florence2ModelConfig(
         {
             "task": list(fields),
             "model": options["model"],
             "prompt_field": options["prompt_field"],
-            "classes": options["classes"],
-            "regions_field": region[0] if region else None,
+            "classes": classes,
+            "regions_field": regions_field(copy, fields),
             "batch_size": options["batch_size"],
             "num_beams": 1,
+            "max_new_tokens": 2 * longest + 8,
         }
     )
 
@@ -240,6 +259,12 @@ def _validator(copy: Any, processor: Any, options: dict[str, Any], fields: dict[
     return validate
 
 
+def _instances(copy: Any, field: str) -> str:
+    """The list attribute of a label field: ``detections`` or ``polylines``."""
+    kind = copy.get_field(field).document_type.__name__
+    return kind.lower()
+
+
 def save_native(trainer: Trainer, processor: Any, output: Path) -> None:
     """Writes the trained (best, if validated) weights to ``output`` as a native checkpoint: safetensors,
     LoRA merged, and the processor."""
@@ -248,6 +273,16 @@ def save_native(trainer: Trainer, processor: Any, output: Path) -> None:
         model = model.merge_and_unload()
     model.save_pretrained(output, safe_serialization=True)
     processor.save_pretrained(output)
+
+
+def _resume_point(output: Path, resume: bool) -> str | None:
+    """The last complete checkpoint to resume from; incomplete newer ones (a kill while saving) go."""
+    if not resume:
+        return None
+    for partial in incomplete_checkpoints(output / CHECKPOINTS_DIR):
+        print(f"florence2 train: removing {partial.name}, which a killed run left half-written")
+        shutil.rmtree(partial)
+    return str(last_complete_checkpoint(output / CHECKPOINTS_DIR))
 
 
 def train(samples: Any, progress: bool = True, on_progress: Callable[[dict], None] | None = None, **options: Any):
@@ -264,13 +299,13 @@ def train(samples: Any, progress: bool = True, on_progress: Callable[[dict], Non
     """
     options = read_train_options(options)
     output = check_output_dir(options["output_dir"], options["overwrite"], options["resume"])
+    options["output_dir"] = str(output)  # the record's checkpoint path, whatever directory another process runs in
     fields = options["label_field"]
     split = make_split(samples, options, _DRAFT_WH)
     started = time.monotonic()
     runner = Florence2Runner(options["model"], revision=options["revision"], device="cpu", dtype="float32")
     processor = runner.processor
-    for example in [*split.train, *split.val]:
-        runner.check_question(example.question)
+    drop_unaskable(split, runner.check_question)
     if options["overwrite"] and output.exists():
         shutil.rmtree(output)
     output.mkdir(parents=True, exist_ok=True)
@@ -297,14 +332,14 @@ def train(samples: Any, progress: bool = True, on_progress: Callable[[dict], Non
         eval_dataset=ExampleImages(split.val) if split.val else None,
         data_collator=Collator(processor),
         callbacks=[record, bar],
-        validate=_validator(copy, processor, options, fields) if copy is not None else None,
+        validate=_validator(copy, processor, options, fields, split.val) if copy is not None else None,
         skips=split.skips,
         shuffle=options["shuffle"],
     )
     trainer.remove_callback(PrinterCallback)  # our bar shows the logs
     status = "failed"
     try:
-        outcome = trainer.train(resume_from_checkpoint=True if options["resume"] else None)
+        outcome = trainer.train(resume_from_checkpoint=_resume_point(output, options["resume"]))
         status = "completed"
     finally:
         bar.close()
@@ -324,6 +359,7 @@ def train(samples: Any, progress: bool = True, on_progress: Callable[[dict], Non
         samples_per_second=float(outcome.metrics.get("train_samples_per_second", 0.0)),
         train_samples=len(split.train_ids),
         val_samples=len(split.val_ids),
+        world_size=args.world_size,
         skips=dict(split.skips),
     )
     if trainer.is_world_process_zero():

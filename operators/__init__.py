@@ -3,8 +3,9 @@
 from .apply import ApplyFlorence2
 from .dry_run import Florence2DryRun
 from .status import Florence2Runs
+from .train import Florence2Train
 
-OPERATORS = (ApplyFlorence2, Florence2DryRun, Florence2Runs)
+OPERATORS = (ApplyFlorence2, Florence2DryRun, Florence2Runs, Florence2Train)
 
 
 def register(plugin) -> None:

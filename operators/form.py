@@ -17,8 +17,9 @@ import fiftyone.operators.types as types
 
 from fiftyone_florence2.options import AUTO, OPTIONS, Option, default_label_field
 from fiftyone_florence2.tasks import TASKS
+from fiftyone_florence2.train_record import finished_checkpoints
 
-from .plan import DEFAULTS, DELEGATE_ABOVE, FORM_OPTIONS, Plan, reads, text_sources
+from .plan import DELEGATE_ABOVE, FORM_OPTIONS, Plan, form_default, reads, text_sources
 
 # Field values the model reads as prompts (see fiftyone_florence2.labels.texts_from_value).
 PROMPT_LABELS = (fol.Classification, fol.Classifications, fol.Detections, fol.Polylines)
@@ -29,6 +30,14 @@ _TITLES = {
     "dtype": "Precision",
     "confidence_thresh": "Confidence threshold",
     "nms_iou": "Suppress overlaps above IoU",
+    "output_dir": "Output directory",
+    "val_tag": "Validation tag",
+    "val_fraction": "Validation fraction",
+    "grad_accum": "Gradient accumulation steps",
+    "lr_schedule": "Learning-rate schedule",
+    "lora": "LoRA",
+    "lora_rank": "LoRA rank",
+    "lora_alpha": "LoRA alpha",
 }
 
 
@@ -75,9 +84,8 @@ def build_form(ctx: Any, plan: Plan) -> types.Object:
     inputs = types.Object()
     if plan.samples is not None and not plan.preview:
         inputs.view_target(ctx, action_description="Label", require_flat=True)
-    for option in FORM_OPTIONS:
-        if reads(option, plan.tasks) and not (plan.preview and option.group == "run"):
-            _PLACED.get(option.name, _declared)(inputs, option, plan)
+    offered = [o for o in FORM_OPTIONS if reads(o, plan.tasks) and not (plan.preview and o.group == "run")]
+    place_inputs(inputs, offered, _PLACED, plan)
     if plan.preview:
         tasks = ", ".join(f"{task} ({label_type})" for task, label_type in plan.label_types.items())
         note = f"Previews {plan.count} sample(s) with {tasks}: shows the labels a run would write, writes nothing"
@@ -90,7 +98,14 @@ def build_form(ctx: Any, plan: Plan) -> types.Object:
     return inputs
 
 
-def _declared(inputs: types.Object, option: Option, plan: Plan) -> None:
+def place_inputs(inputs: types.Object, options: Any, placed: dict[str, Any], plan: Any) -> None:
+    """The form walk: each option in declared order, placed by ``placed[name](inputs, option, plan)`` where the
+    form shows it its own way, else as one :func:`option_input`. The labelling and fine-tuning forms share it."""
+    for option in options:
+        placed.get(option.name, _declared)(inputs, option, plan)
+
+
+def _declared(inputs: types.Object, option: Option, plan: Any) -> None:
     option_input(inputs, option)
 
 
@@ -117,13 +132,15 @@ def task_inputs(inputs: types.Object, plan: Plan) -> None:
 
 def _tasks_input(inputs: types.Object, option: Option, plan: Plan) -> None:
     """A multi-select of the task table; one field per chosen task, sharing the image features."""
-    view = types.DropdownView(
-        label="Tasks",
-        description="What Florence-2 does for each image: one or more tasks, one output field each",
-    )
+    tasks_input(inputs, plan.tasks, "What Florence-2 does for each image: one or more tasks, one output field each")
+
+
+def tasks_input(inputs: types.Object, chosen: Any, description: str) -> None:
+    """A multi-select ``tasks`` of the task table, ``chosen`` selected."""
+    view = types.DropdownView(label="Tasks", description=description)
     for task in TASKS:
         view.add_choice(task.name, label=f"{task.name}: {task.description} ({task.input} input, {task.label_type})")
-    inputs.list("tasks", types.String(), default=[task.name for task in plan.tasks], view=view)
+    inputs.list("tasks", types.String(), default=[task.name for task in chosen], view=view)
 
 
 def _label_field_input(inputs: types.Object, option: Option, plan: Plan) -> None:
@@ -145,7 +162,7 @@ def _title(name: str) -> str:
 def option_input(inputs: types.Object, option: Option) -> None:
     """The form input of a declared option: its kind, default, help and choices as declared."""
     title = _title(option.name)
-    default = DEFAULTS[option.name]
+    default = form_default(option)
     help_text = option.help[0].upper() + option.help[1:]
     if option.kind == "bool":
         inputs.bool(option.name, default=default, label=title, description=help_text, view=types.CheckboxView())
@@ -223,8 +240,21 @@ def _overwrite_input(inputs: types.Object, option: Option, plan: Plan) -> None:
         option_input(inputs, option)
 
 
+def checkpoint_input(inputs: types.Object, option: Option, plan: Any) -> None:
+    """A Hub id or a local directory, typed, or picked from the checkpoints that this dataset's completed
+    training runs wrote (their configs only are read, so the form stays fast)."""
+    default = form_default(option)
+    dataset = plan.samples._root_dataset if plan.samples is not None else None
+    offered = {default: "the released checkpoint", **(finished_checkpoints(dataset) if dataset is not None else {})}
+    view = types.AutocompleteView(label=_title(option.name), description=option.help[0].upper() + option.help[1:])
+    for value, what in offered.items():
+        view.add_choice(value, label=value, description=what)
+    inputs.str(option.name, default=default, view=view)
+
+
 # Options the form shows its own way; every other declared form option is one option_input.
 _PLACED = {
+    "model": checkpoint_input,
     "task": _tasks_input,
     "prompt": _text_inputs,
     "prompt_field": _with_the_prompt,

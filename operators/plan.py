@@ -56,8 +56,15 @@ TEXT_INPUTS = ("prompt", "prompt_field", "classes")
 _AUTO_CHOICES = frozenset({"device", "dtype"})
 
 FORM_OPTIONS = tuple(option for option in (*MODEL_OPTIONS, *RUN_OPTIONS) if option.form)
+
+
+def form_default(option: Option) -> Any:
+    """The declared default as the form shows it: ``auto`` for a device or dtype left to the runner."""
+    return AUTO if option.name in _AUTO_CHOICES else option.default
+
+
 DEFAULTS: dict[str, Any] = {
-    **{o.name: AUTO if o.name in _AUTO_CHOICES else o.default for o in FORM_OPTIONS},
+    **{o.name: form_default(o) for o in FORM_OPTIONS},
     "tasks": None,  # the form's multi-select; else ``task``
     "text_input": None,  # the first of TEXT_INPUTS that was given, else "prompt"
     "delegate": None,  # by the number of target samples

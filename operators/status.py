@@ -1,4 +1,4 @@
-"""``florence2_runs``: the progress of this dataset's delegated Florence-2 runs, in the App.
+"""``florence2_runs``: the progress of this dataset's delegated Florence-2 runs (labelling and fine-tuning), in the App.
 
 Delegated runs write their progress to their operation (``ctx.set_progress``);
 this operator reads it back, so that open-source FiftyOne users can follow a
@@ -13,6 +13,7 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 APPLY = "apply_florence2"
+TRAIN = "florence2_train"
 SHOWN = 20
 
 
@@ -30,6 +31,9 @@ def _outcome(operation: Any) -> str:
     if outcome.error:
         return "error: " + str(outcome.error).strip().splitlines()[-1]
     result = outcome.result or {}
+    if "output_dir" in result:
+        score = "" if result.get("best_score") is None else f", best val score {result['best_score']:.4g}"
+        return f"{result['steps']} steps in {result['seconds']:.0f} s{score} → checkpoint {result['output_dir']}"
     if "labelled" not in result:
         return ""
     worker = result.get("worker") or {}
@@ -54,7 +58,7 @@ class Florence2Runs(foo.Operator):
         return foo.OperatorConfig(
             name="florence2_runs",
             label="Florence-2: delegated runs",
-            description="Progress of this dataset's delegated Florence-2 runs, one line per shard",
+            description="Progress of this dataset's delegated Florence-2 runs: one line per shard or fine-tuning run",
             dynamic=True,
             allow_delegated_execution=False,
         )
@@ -63,11 +67,15 @@ class Florence2Runs(foo.Operator):
         from fiftyone.factory import DelegatedOperationPagingParams
         from fiftyone.operators.delegated import DelegatedOperationService
 
-        return DelegatedOperationService().list_operations(
-            operator=f"{self.plugin_name}/{APPLY}",
-            dataset_name=ctx.dataset_name,
-            paging=DelegatedOperationPagingParams(limit=SHOWN),
-        )
+        service, paging = DelegatedOperationService(), DelegatedOperationPagingParams(limit=SHOWN)
+        found = [
+            operation
+            for name in (APPLY, TRAIN)
+            for operation in service.list_operations(
+                operator=f"{self.plugin_name}/{name}", dataset_name=ctx.dataset_name, paging=paging
+            )
+        ]
+        return sorted(found, key=lambda operation: operation.queued_at, reverse=True)[:SHOWN]
 
     def resolve_input(self, ctx: Any) -> types.Property:
         inputs = types.Object()

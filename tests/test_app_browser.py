@@ -54,7 +54,9 @@ def app(image_dir, tmp_path):
     dataset = fo.Dataset(name, persistent=True)
     dataset.add_samples([fo.Sample(filepath=str(p)) for p in sorted(image_dir.iterdir())])
     port = _free_port()
-    env = {**os.environ, "FIFTYONE_PLUGINS_DIR": str(ROOT), "FIFTYONE_DATABASE_VALIDATION": "false"}
+    # Legacy orchestrators: the App offers Schedule for delegated operations that `fiftyone delegated launch` runs.
+    env = {**os.environ, "FIFTYONE_PLUGINS_DIR": str(ROOT), "FIFTYONE_DATABASE_VALIDATION": "false",
+           "FIFTYONE_ALLOW_LEGACY_ORCHESTRATORS": "true"}  # fmt: skip
     log = tmp_path / "app.log"
     server = subprocess.Popen(
         [sys.executable, "-m", "fiftyone.server.main", "--port", str(port), "--address", "127.0.0.1"],
@@ -102,17 +104,30 @@ def _fill_tiny_run(page, checkpoint) -> None:
     _input_after(page, "Max new tokens").fill("2")
 
 
-def _open_operator(page, label: str) -> None:
+def _open_operator(page, label: str, ready: str = "What Florence-2 does for each image") -> None:
     """The operator browser opens on the backtick key; search it for Florence-2 and open the form."""
     page.keyboard.press("`")
     page.keyboard.type("florence")
     page.get_by_text(label).first.click()
-    page.get_by_text("What Florence-2 does for each image").wait_for()
+    page.get_by_text(ready).wait_for()
+
+
+def _wait_for_operations(dataset, operator: str, timeout: float = 30.0) -> list:
+    """The queued operations of ``operator`` on ``dataset``, once there are some."""
+    from fiftyone.operators.delegated import DelegatedOperationService
+
+    deadline = time.monotonic() + timeout
+    while True:
+        found = DelegatedOperationService().list_operations(dataset_name=dataset.name, run_state="queued")
+        found = [operation for operation in found if operation.operator.endswith("/" + operator)]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.25)
 
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_user_runs_florence2_from_the_operator_browser(app, tiny_checkpoint):
+def test_user_runs_florence2_from_the_operator_browser(app, tiny_checkpoint, tmp_path, monkeypatch):
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -150,6 +165,23 @@ def test_user_runs_florence2_from_the_operator_browser(app, tiny_checkpoint):
             page.get_by_role("button", name="Done").click()
             page.screenshot(path=str(ARTIFACTS / "app_florence2_operator.png"))
 
+            # The fine-tuning form: the Detections field just written is the one detection can learn from,
+            # and the required output directory blocks it until given; then it is scheduled, not run.
+            _open_operator(page, "Florence-2: fine-tune", ready="What Florence-2 learns")
+            page.get_by_text("output_dir is required").first.wait_for()
+            page.get_by_text("The Detections field of corrected labels detection learns").wait_for()
+            _input_after(page, "Output directory").fill(str(tmp_path / "fine-tuned"))
+            _input_after(page, "Checkpoint").fill(str(tiny_checkpoint))
+            _input_after(page, "Max steps").fill("2")
+            _input_after(page, "Batch size").fill("2")
+            page.get_by_text(f"Fine-tunes on {n} sample(s)").wait_for()
+            page.screenshot(path=str(ARTIFACTS / "app_florence2_fine_tune.png"))
+            page.get_by_role("button", name="Schedule").click()
+            [queued] = _wait_for_operations(dataset, "florence2_train")
+            assert queued.context.params["label_field"] == "florence2_detection"
+            assert not (tmp_path / "fine-tuned").exists()
+            page.keyboard.press("Escape")
+
             # A dry run on one selected sample shows each task's labels and writes nothing.
             before = _snapshot(dataset)
             looker = page.locator("[data-cy=looker]").first
@@ -177,3 +209,12 @@ def test_user_runs_florence2_from_the_operator_browser(app, tiny_checkpoint):
     assert schema["florence2_caption"].document_type.__name__ == "Classification"
     assert schema["florence2_detection"].document_type.__name__ == "Detections"
     assert dataset.count("florence2_caption") == dataset.count("florence2_detection") == n
+
+    # What the App sent trains, as a worker would run it, and writes the checkpoint.
+    import fiftyone as fo
+    from fiftyone.operators.delegated import DelegatedOperationService
+
+    monkeypatch.setattr(fo.config, "plugins_dir", str(ROOT))  # this process runs the operation, as a worker
+    [trained] = DelegatedOperationService().execute_queued_operations(dataset_name=dataset.name)
+    assert trained.error is None, trained.error
+    assert trained.result["steps"] == 2 and (tmp_path / "fine-tuned" / "config.json").is_file()

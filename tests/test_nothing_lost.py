@@ -45,31 +45,19 @@ def _add_gt(dataset, boxes_per_sample):
 # ------------------------------------------------------------------ patches and frames views
 
 
-def test_a_patches_view_is_refused_before_anything_is_written(dataset, model_for):
-    """Regression: labels keyed by patch ids were counted as labelled and written nowhere."""
-    _add_gt(dataset, [[[0.1, 0.1, 0.3, 0.3]]] * len(dataset))
-    patches = dataset.to_patches("gt")
-    model = model_for("caption")
-    with pytest.raises(ValueError, match=r"patches view.*region task"):
-        label_samples(patches, model, "cap")
-    assert "cap" not in dataset.get_field_schema() and dataset.list_runs() == []
-    assert "cap" not in dataset.to_patches("gt").get_field_schema()
-
-
-def test_the_operator_refuses_a_patches_view_in_its_form(dataset, tiny_checkpoint):
+def test_the_operator_labels_a_patches_view_on_the_patches_labels(dataset, tiny_checkpoint):
+    """A patches view was refused; it is now labelled crop by crop, its labels synced to the dataset."""
     import fiftyone.operators as foo
-    from fiftyone.operators.executor import ExecutionError
-    from test_operators import URI, _snapshot
+    from test_operators import URI
 
     _add_gt(dataset, [[[0.1, 0.1, 0.3, 0.3]]] * len(dataset))
     previous = fo.config.plugins_dir
     fo.config.plugins_dir = str(__import__("pathlib").Path(__file__).resolve().parents[1])
     try:
-        before = _snapshot(dataset)
         params = {"task": "caption", "model": str(tiny_checkpoint), "label_field": "cap", "view_target": "CURRENT_VIEW"}
-        with pytest.raises(ExecutionError, match="patches view"):
-            foo.execute_operator(URI, ctx={"view": dataset.to_patches("gt"), "params": params})
-        assert _snapshot(dataset) == before
+        foo.execute_operator(URI, ctx={"view": dataset.to_patches("gt"), "params": params})
+        dataset.reload()
+        assert "cap" not in dataset.get_field_schema() and dataset.count("gt.detections.cap") == len(dataset)
     finally:
         fo.config.plugins_dir = previous
 
