@@ -41,6 +41,7 @@ def parse_args(argv):
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--learning-rate", type=float, default=1e-3)
     p.add_argument("--lr-schedule", default="cosine")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW's weight decay (torch's own default: 0.01)")
     p.add_argument("--max-grad-norm", type=float, default=0.0, help="gradient clipping (default 0: none; at the "
                    "Trainer's 1.0 the tiny model learns far slower)")  # fmt: skip
     p.add_argument("--bw-steps", type=int, default=800, help="steps of black-and-white only (default 800)")
@@ -104,7 +105,7 @@ def train_run(dataset, output_dir: Path, steps: int, args, evaluations: int) -> 
     result = ff2.train(dataset.sort_by("order"), task=TASK, label_field="ground_truth", output_dir=str(output_dir),
                        model=str(args.checkpoint), max_steps=steps, batch_size=args.batch_size,
                        learning_rate=args.learning_rate, lr_schedule=args.lr_schedule, warmup=0.0, shuffle=False,
-                       max_grad_norm=args.max_grad_norm,
+                       max_grad_norm=args.max_grad_norm, weight_decay=args.weight_decay,
                        val_tag=VAL_TAG if validating else None, save_steps=max(1, steps // max(1, evaluations)),
                        seed=args.seed, device="cpu", overwrite=True, progress=False,
                        on_progress=lambda entry: clock.append((time.monotonic(), entry["step"])))  # fmt: skip
@@ -213,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         f"`python -m benchmarks.train_tiny {shown}`: `train()` from random weights (the `seeing` shape of "
         "`random_checkpoint.py`: 64-px images, an 8x8 grid of 65 image tokens), AdamW lr "
         f"{args.learning_rate:g}, batch {args.batch_size}, {args.lr_schedule} schedule over {steps} steps, "
-        f"gradient clipping {args.max_grad_norm or 'off'}, "
+        f"gradient clipping {args.max_grad_norm or 'off'}, weight decay {args.weight_decay:g}, "
         f"{args.threads} torch thread(s); curriculum: white on black only for {args.bw_steps} steps, fading out "
         f"linearly by step {args.fade_steps}, then random colours, trained in order (`shuffle=False`). "
         f"{args.val_images} random-colour images validate during training (the checkpoint kept is the best "
