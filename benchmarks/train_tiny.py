@@ -51,6 +51,12 @@ def parse_args(argv):
                    "128 multi)")  # fmt: skip
     p.add_argument("--evaluations", type=int, default=8, help="validations during training, for the curve")
     p.add_argument("--beams", type=int, default=1)
+    p.add_argument(
+        "--min-side",
+        type=int,
+        default=6,
+        help="one object: the rectangle's shortest side in pixels (default 6; the longest is 48)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--workdir", default=None, help="keep data and checkpoints here (default: a temporary dir)")
@@ -76,10 +82,10 @@ def best_ious(samples, pred_field: str, gt_field: str = "ground_truth") -> list[
     return out
 
 
-def training_items(target: str, steps: int, batch_size: int, bw_steps: int, fade_steps: int, seed: int):
+def training_items(target: str, steps: int, batch_size: int, bw_steps: int, fade_steps: int, seed: int, **shape):
     kind = "one" if target == "one" else "multi"
     styles = synthetic.curriculum(steps, batch_size, bw_steps, fade_steps, seed=seed)
-    return synthetic.generate(kind, styles, seed=seed + 1)
+    return synthetic.generate(kind, styles, seed=seed + 1, **shape)
 
 
 def build_datasets(target: str, steps: int, args, directory: Path, val_images: int, test_images: int):
@@ -88,11 +94,12 @@ def build_datasets(target: str, steps: int, args, directory: Path, val_images: i
     from fiftyone import ViewField as F
 
     kind = "one" if target == "one" else "multi"
-    items = training_items(target, steps, args.batch_size, args.bw_steps, args.fade_steps, args.seed)
-    val = synthetic.generate(kind, ["colour"] * val_images, seed=args.seed + 10_000)
+    shape = {"min_side": args.min_side} if kind == "one" else {}
+    items = training_items(target, steps, args.batch_size, args.bw_steps, args.fade_steps, args.seed, **shape)
+    val = synthetic.generate(kind, ["colour"] * val_images, seed=args.seed + 10_000, **shape)
     dataset = synthetic.write_dataset(items + val, directory / "train")
     dataset.match(F("order") >= len(items)).tag_samples(VAL_TAG)
-    test = synthetic.generate(kind, ["colour"] * test_images, seed=args.seed + 20_000)
+    test = synthetic.generate(kind, ["colour"] * test_images, seed=args.seed + 20_000, **shape)
     return dataset, synthetic.write_dataset(test, directory / "test") if test_images else None
 
 
@@ -206,7 +213,11 @@ def main(argv: list[str] | None = None) -> int:
     scores = measure(test, str(result.output_dir), args.beams)
     evaluations = sum(f"eval_{TASK}_map" in h for h in result.history)
     shown = " ".join(argv if argv is not None else sys.argv[1:])
-    kind = "one rectangle" if args.target == "one" else "1-4 shapes (square, disk, triangle)"
+    kind = (
+        f"one rectangle ({args.min_side} to 48 px a side)"
+        if args.target == "one"
+        else "1-4 shapes (square, disk, triangle)"
+    )
     best = f"step {result.best['step']}" if result.best else "the last step"
     lines = [
         f"## Fine-tuning learns: {kind} per image, seeing tiny model, CPU",
@@ -244,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         curve(result.history),
     ]
-    report.publish(lines, args.output, f"train-tiny-{args.target}")
+    variant = f"-min-side-{args.min_side}" if args.target == "one" and args.min_side != 6 else ""
+    report.publish(lines, args.output, f"train-tiny-{args.target}{variant}")
     return 0
 
 
