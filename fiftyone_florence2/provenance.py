@@ -16,16 +16,17 @@ _last_start = datetime.datetime.min.replace(tzinfo=_UTC)
 _start_lock = threading.Lock()
 
 
-def new_run_key(label_field: str) -> str:
-    """A fresh run key such as ``florence2_20261125_143012_a1b2_detections``.
+def new_run_key(label_field: str | None = None, method: str = METHOD) -> str:
+    """A fresh run key such as ``florence2_20261125_143012_a1b2_detections`` (no last part without a
+    label field).
 
     Keys of runs started within one second do not sort by start; :func:`list_runs` does.
     """
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d_%H%M%S")
-    return f"{METHOD}_{stamp}_{secrets.token_hex(2)}_{label_field}"
+    return f"{method}_{stamp}_{secrets.token_hex(2)}" + (f"_{label_field}" if label_field else "")
 
 
-def _now() -> str:
+def now_iso() -> str:
     """The current UTC time, to the second, as ISO 8601."""
     return datetime.datetime.now(_UTC).isoformat(timespec="seconds")
 
@@ -100,13 +101,13 @@ def record_progress(samples: Any, run_key: str, summary: Any) -> None:
 
     A run killed later keeps the counts of its last recorded batch.
     """
-    results = samples.init_run_results(run_key, status="running", updated_at=_now(), **_counts(summary))
+    results = samples.init_run_results(run_key, status="running", updated_at=now_iso(), **_counts(summary))
     samples.save_run_results(run_key, results, overwrite=True)
 
 
 def finish_run(samples: Any, run_key: str, status: str, summary: Any) -> None:
     """Stores a run's outcome: counts, the reason each failed sample failed, and its status."""
-    results = samples.init_run_results(run_key, status=status, finished_at=_now(), **_counts(summary))
+    results = samples.init_run_results(run_key, status=status, finished_at=now_iso(), **_counts(summary))
     samples.save_run_results(run_key, results, overwrite=True)
     info = samples.get_run_info(run_key)
     info.config.status = status

@@ -50,9 +50,17 @@ class Split:
 
     train: list[Example]
     val: list[Example]
-    train_ids: list[str]
-    val_ids: list[str]
     skips: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def train_ids(self) -> list[str]:
+        """The samples the training examples come from, in order."""
+        return list(dict.fromkeys(example.sample_id for example in self.train))
+
+    @property
+    def val_ids(self) -> list[str]:
+        """The samples the validation examples come from, in order."""
+        return list(dict.fromkeys(example.sample_id for example in self.val))
 
 
 def learns_from(task: Task) -> tuple[type, ...]:
@@ -123,11 +131,16 @@ def _step(checkpoint: Path) -> int:
     return int(checkpoint.name.rsplit("-", 1)[1])
 
 
+def checkpoints(folder: Path) -> list[Path]:
+    """The ``checkpoint-N`` directories in ``folder``, newest first."""
+    found = [p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name.rsplit("-", 1)[1].isdigit()]
+    return sorted(found, key=_step, reverse=True)
+
+
 def last_complete_checkpoint(folder: Path) -> Path | None:
     """The newest ``checkpoint-N`` whose trainer state (written last) reads back; a run killed while saving
     leaves a newer, incomplete one, which this passes over."""
-    found = [p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name.rsplit("-", 1)[1].isdigit()]
-    for checkpoint in sorted(found, key=_step, reverse=True):
+    for checkpoint in checkpoints(folder):
         try:
             json.loads((checkpoint / "trainer_state.json").read_text())["global_step"]
         except (OSError, ValueError, KeyError, TypeError):
@@ -140,7 +153,7 @@ def incomplete_checkpoints(folder: Path) -> list[Path]:
     """The checkpoints newer than the last complete one: what a kill during a save left."""
     last = last_complete_checkpoint(folder)
     newest = -1 if last is None else _step(last)
-    return [p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name[11:].isdigit() and _step(p) > newest]
+    return [checkpoint for checkpoint in checkpoints(folder) if _step(checkpoint) > newest]
 
 
 def _draw(sample_id: str, seed: int) -> float:
@@ -270,9 +283,7 @@ def make_split(samples: Any, options: dict[str, Any], draft_wh: tuple[int, int] 
         raise ValueError(f"None of the {len(train_ids)} training samples can be learnt: {'; '.join(reasons)}.")
     if val_ids and not val:
         raise ValueError("None of the validation samples can be used: " + "; ".join(sorted(set(skips.values()))[:3]))
-    val_kept = list(dict.fromkeys(example.sample_id for example in val))
-    train_kept = list(dict.fromkeys(example.sample_id for example in train))
-    return Split(train, val, train_kept, val_kept, skips)
+    return Split(train, val, skips)
 
 
 def drop_unaskable(split: Split, check_question: Callable[[str], None]) -> None:
@@ -290,8 +301,6 @@ def drop_unaskable(split: Split, check_question: Callable[[str], None]) -> None:
             split.skips[example.sample_id] = reasons[example.question]
     split.train = [example for example in split.train if example.sample_id not in split.skips]
     split.val = [example for example in split.val if example.sample_id not in split.skips]
-    split.train_ids = [i for i in split.train_ids if i not in split.skips]
-    split.val_ids = [i for i in split.val_ids if i not in split.skips]
     if not split.train or (validating and not split.val):
         which = "training" if not split.train else "validation"
         raise ValueError(f"No {which} sample is left: " + "; ".join(sorted(set(reasons.values()))[:3]))

@@ -15,6 +15,7 @@ from typing import Any
 import fiftyone as fo
 
 from .labeling import label_samples
+from .labels import texts_from_value
 from .tasks import get_tasks
 
 PRED_PREFIX = "florence2_val"
@@ -39,6 +40,11 @@ def validation_copy(samples: Any, val_ids: Sequence[str], fields: dict[str, str]
     keep = list(dict.fromkeys([*fields.values(), *([prompt_field] if prompt_field else [])]))
     view = samples._dataset.select(list(val_ids), ordered=True).select_fields(keep)
     return view.clone()
+
+
+def label_classes(copy: Any, field: str) -> list[str]:
+    """The distinct labels of a label field's instances, in order of first appearance."""
+    return list(dict.fromkeys(name for value in copy.values(field) for name in texts_from_value(value)))
 
 
 def regions_field(copy: Any, fields: dict[str, str]) -> str | None:

@@ -3,20 +3,14 @@ view, label fields, hyperparameters, metrics per evaluation, and the checkpoint 
 
 from __future__ import annotations
 
-import datetime
 import os
-import secrets
 from typing import Any
 
-from .provenance import register_running
+from .provenance import new_run_key, now_iso, register_running
 
 METHOD = "florence2_train"
 # Options that are not settings of the run (where it goes, how it was started).
 _NOT_SETTINGS = ("val_view", "overwrite", "resume")
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
 def training_settings(options: dict[str, Any]) -> dict[str, Any]:
@@ -30,10 +24,9 @@ def training_settings(options: dict[str, Any]) -> dict[str, Any]:
 
 def start_training_run(samples: Any, options: dict[str, Any], split: Any) -> str:
     """Registers a running training run on ``samples`` (its view is kept) and returns its key."""
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d_%H%M%S")
     return register_running(
         samples,
-        f"{METHOD}_{stamp}_{secrets.token_hex(2)}",
+        new_run_key(method=METHOD),
         METHOD,
         train_samples=len(split.train_ids),
         val_samples=len(split.val_ids),
@@ -45,13 +38,13 @@ def start_training_run(samples: Any, options: dict[str, Any], split: Any) -> str
 
 def record_training_progress(samples: Any, run_key: str, entry: dict[str, Any]) -> None:
     """Stores the latest logged step of a running training run (its status stays ``running``)."""
-    results = samples.init_run_results(run_key, status="running", updated_at=_now(), last=entry)
+    results = samples.init_run_results(run_key, status="running", updated_at=now_iso(), last=entry)
     samples.save_run_results(run_key, results, overwrite=True)
 
 
 def finish_training_run(samples: Any, run_key: str, status: str, summary: dict[str, Any]) -> None:
     """Stores a training run's outcome: its history of losses and metrics, skips and checkpoint."""
-    results = samples.init_run_results(run_key, status=status, finished_at=_now(), **_jsonable(summary))
+    results = samples.init_run_results(run_key, status=status, finished_at=now_iso(), **_jsonable(summary))
     samples.save_run_results(run_key, results, overwrite=True)
     info = samples.get_run_info(run_key)
     info.config.status = status

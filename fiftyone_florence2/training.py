@@ -24,6 +24,7 @@ import torch
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
 from .config import Florence2ModelConfig
+from .devices import pick_device, pick_dtype
 from .images import ImageLoadError, load_rgb
 from .model import Florence2Model
 from .runner import Florence2Runner
@@ -37,7 +38,7 @@ from .train_data import (
     last_complete_checkpoint,
     make_split,
 )
-from .train_eval import delete_copy, evaluate, regions_field, validation_copy
+from .train_eval import delete_copy, evaluate, label_classes, regions_field, validation_copy
 from .train_options import CHECKPOINTS_DIR, read_train_options
 from .train_progress import ProgressBar
 from .train_record import finish_training_run, record_training_progress, start_training_run
@@ -158,20 +159,16 @@ def precision_args(device: str | None, dtype: str | None) -> dict[str, Any]:
     others), fp32 on CPU unless asked."""
     if device is not None and device.startswith("cuda:"):
         raise ValueError(f"device {device!r}: pick the GPU with CUDA_VISIBLE_DEVICES, or use torchrun for several.")
-    on_cpu = device == "cpu" or (device is None and not torch.cuda.is_available() and not _has_mps())
-    gpu = not on_cpu and device != "mps"
-    if dtype is None:
-        dtype = ("bfloat16" if torch.cuda.is_bf16_supported() else "float16") if gpu else "float32"
-    if dtype == "float16" and not gpu:
+    chosen = pick_device(device)
+    # Mixed precision by default only on CUDA (inference's choice there); MPS and CPU train in fp32.
+    chosen_dtype = pick_dtype(dtype, chosen) if dtype is not None or chosen.type == "cuda" else torch.float32
+    if chosen_dtype is torch.float16 and chosen.type != "cuda":
         raise ValueError("dtype float16 trains only on CUDA GPUs; use bfloat16 or float32.")
-    args = {"use_cpu": on_cpu, "bf16": dtype == "bfloat16", "fp16": dtype == "float16"}
+    on_cpu = chosen.type == "cpu"
+    args = {"use_cpu": on_cpu, "bf16": chosen_dtype is torch.bfloat16, "fp16": chosen_dtype is torch.float16}
     if on_cpu and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         args["ddp_backend"] = "gloo"
     return args
-
-
-def _has_mps() -> bool:
-    return bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
 
 
 def prepare_model(model: Any, options: dict[str, Any]) -> Any:
@@ -234,8 +231,7 @@ def _validator(copy: Any, processor: Any, options: dict[str, Any], fields: dict[
     tasks = [get_tasks(name)[0] for name in fields]
     classes = options["classes"]
     if classes is None and any(task.takes_classes for task in tasks):
-        gt = fields[next(task.name for task in tasks if task.takes_classes)]
-        classes = [c for c in copy.distinct(f"{gt}.{_instances(copy, gt)}.label") if c] or None
+        classes = label_classes(copy, fields[next(task.name for task in tasks if task.takes_classes)]) or None
     longest = max(len(processor.tokenizer(example.answer).input_ids) for example in val)
     config = Florence2ModelConfig(
         {
@@ -257,12 +253,6 @@ def _validator(copy: Any, processor: Any, options: dict[str, Any], fields: dict[
             return evaluate(copy, Florence2Model(config, runner=runner), fields)
 
     return validate
-
-
-def _instances(copy: Any, field: str) -> str:
-    """The list attribute of a label field: ``detections`` or ``polylines``."""
-    kind = copy.get_field(field).document_type.__name__
-    return kind.lower()
 
 
 def save_native(trainer: Trainer, processor: Any, output: Path) -> None:
