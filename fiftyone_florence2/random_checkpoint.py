@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
+from typing import Any
 
 # Real Florence-2-base dimensions (231M parameters), a tiny shape that keeps
 # every stage but weighs about a megabyte, and a "seeing" shape (585k
@@ -21,6 +22,13 @@ SHAPES = {
         "vision": {"embed_dim": [128, 256, 512, 1024], "num_heads": [4, 8, 16, 32], "num_groups": [4, 8, 16, 32],
                    "depths": [1, 1, 9, 1], "window_size": 12, "projection_dim": 768},
         "text": {"d_model": 768, "layers": 6, "heads": 12, "ffn": 3072},
+        "image_px": 768,
+    },
+    # Florence-2-large (0.77B parameters).
+    "large": {
+        "vision": {"embed_dim": [256, 512, 1024, 2048], "num_heads": [8, 16, 32, 64],
+                   "num_groups": [8, 16, 32, 64], "depths": [1, 1, 9, 1], "window_size": 12, "projection_dim": 1024},
+        "text": {"d_model": 1024, "layers": 12, "heads": 16, "ffn": 4096},
         "image_px": 768,
     },
     "tiny": {
@@ -90,6 +98,19 @@ _CORPUS = [
 ]
 
 
+# The post-processor configuration's keys: without all of them parsing raises "Unsupported parse task".
+_POST_PROCESSOR_KEYS = (
+    "ocr",
+    "phrase_grounding",
+    "pure_text",
+    "description_with_bboxes",
+    "description_with_polygons",
+    "polygons",
+    "bboxes",
+    "description_with_bboxes_or_polygons",
+)
+
+
 def _tokenizer(vocab_size: int, base_vocab: int):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import BartTokenizer
@@ -114,14 +135,12 @@ def _tokenizer(vocab_size: int, base_vocab: int):
     return tokenizer
 
 
-def build_random_checkpoint(path: str | Path, shape: str = "tiny", seed: int = 0) -> Path:
-    """Writes a random-weight Florence-2 checkpoint (safetensors) to ``path``.
+def random_model(shape: str = "tiny", seed: int = 0, vocab_size: int | None = None) -> tuple[Any, Any]:
+    """A random-weight Florence-2 ``(model, processor)`` of ``shape``, in memory, in fp32 on the CPU.
 
-    Args:
-        path: the directory to write
-        shape ("tiny"): ``tiny`` (about 1 MB), ``seeing`` (585k parameters, learns boxes on a CPU)
-            or ``base`` (Florence-2-base's dimensions)
-        seed (0): the weight seed
+    ``vocab_size`` pads the text model's vocabulary past the tokenizer's (real
+    checkpoints have about 51k entries; the test tokenizer about 1.4k-3k), so
+    that timings include a vocabulary-sized output layer.
     """
     import torch
     from transformers import (
@@ -137,7 +156,7 @@ def build_random_checkpoint(path: str | Path, shape: str = "tiny", seed: int = 0
     if shape not in SHAPES:
         raise ValueError(f"Unknown shape {shape!r}; choose one of {', '.join(SHAPES)}.")
     dims = SHAPES[shape]
-    tokenizer = _tokenizer(len(_EXTRA_TOKENS), base_vocab=2000 if shape == "base" else 400)
+    tokenizer = _tokenizer(len(_EXTRA_TOKENS), base_vocab=2000 if dims["image_px"] >= 768 else 400)
     px = dims["image_px"]
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the PIL-backend notice, once per build
@@ -153,25 +172,13 @@ def build_random_checkpoint(path: str | Path, shape: str = "tiny", seed: int = 0
     processor = Florence2Processor(
         image_processor=image_processor,
         tokenizer=tokenizer,
-        post_processor_config={
-            key: {}
-            for key in [
-                "ocr",
-                "phrase_grounding",
-                "pure_text",
-                "description_with_bboxes",
-                "description_with_polygons",
-                "polygons",
-                "bboxes",
-                "description_with_bboxes_or_polygons",
-            ]
-        },
+        post_processor_config={key: {} for key in _POST_PROCESSOR_KEYS},
     )
     text = dims["text"]
     config = Florence2Config(
         vision_config=Florence2VisionConfig(**dims["vision"], drop_path_rate=0.0),
         text_config=BartConfig(
-            vocab_size=len(tokenizer),
+            vocab_size=max(len(tokenizer), vocab_size or 0),
             d_model=text["d_model"],
             encoder_layers=text["layers"],
             decoder_layers=text["layers"],
@@ -190,7 +197,19 @@ def build_random_checkpoint(path: str | Path, shape: str = "tiny", seed: int = 0
         image_token_id=tokenizer.image_token_id,
     )
     torch.manual_seed(seed)
-    model = Florence2ForConditionalGeneration(config).eval()
+    return Florence2ForConditionalGeneration(config).eval(), processor
+
+
+def build_random_checkpoint(path: str | Path, shape: str = "tiny", seed: int = 0) -> Path:
+    """Writes a random-weight Florence-2 checkpoint (safetensors) to ``path``.
+
+    Args:
+        path: the directory to write
+        shape ("tiny"): ``tiny`` (about 1 MB), ``seeing`` (585k parameters, learns boxes on a CPU),
+            ``base`` or ``large`` (Florence-2-base's or -large's dimensions)
+        seed (0): the weight seed
+    """
+    model, processor = random_model(shape, seed)
     path = Path(path)
     model.save_pretrained(path)
     processor.save_pretrained(path)
