@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from .crops import XYWH, crop_decode_wh, crop_pixels, crop_xywh, labels_of
 from .images import ImageLoadError, load_rgb, shrink_toward, to_rgb
-from .patches import XYWH, crop_decode_wh, crop_pixels, crop_xywh, labels_of
 from .tiling import XYXY, Tiling, decode_wh, pixel_box_to_rel, tile_pixel_boxes
 
 

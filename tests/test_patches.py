@@ -9,7 +9,8 @@ from conftest import force, write_image
 
 from fiftyone_florence2 import load_model
 from fiftyone_florence2.labeling import label_samples
-from fiftyone_florence2.patches import crop_pixels, crop_xywh, to_source_frame
+from fiftyone_florence2.crops import crop_pixels, crop_xywh
+from fiftyone_florence2.patches import to_source_frame
 
 BOXES = [[0.1, 0.2, 0.4, 0.5], [0.5, 0.5, 0.4, 0.4]]
 LEFT_HALF = "car<loc_0><loc_0><loc_499><loc_999>"  # relative [0.0005, 0.0005, 0.4990, 0.9990] of the crop
