@@ -62,9 +62,20 @@ def positive_number(name: str, value: Any) -> float:
     return float(value)
 
 
+_TRUE_WORDS = frozenset({"true", "yes", "on", "1"})
+_FALSE_WORDS = frozenset({"false", "no", "off", "0", ""})
+
+
 def boolean(name: str, value: Any) -> bool:
-    """``value`` as a bool."""
-    return bool(value)
+    """``value`` as a bool: a bool, 0 or 1, or a word such as ``"true"``/``"false"`` (forms and
+    environment variables send text); anything else raises ``ValueError``."""
+    if isinstance(value, bool) or value is None:
+        return bool(value)
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE_WORDS | _FALSE_WORDS:
+        return value.strip().lower() in _TRUE_WORDS
+    raise ValueError(f"{name} must be true or false, got {value!r}.")
 
 
 def finite_number(name: str, value: Any, what: str) -> float:

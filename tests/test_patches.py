@@ -8,8 +8,8 @@ import pytest
 from conftest import force, write_image
 
 from fiftyone_florence2 import load_model
-from fiftyone_florence2.labeling import label_samples
 from fiftyone_florence2.crops import crop_pixels, crop_xywh
+from fiftyone_florence2.labeling import label_samples
 from fiftyone_florence2.patches import to_source_frame
 
 BOXES = [[0.1, 0.2, 0.4, 0.5], [0.5, 0.5, 0.4, 0.4]]
