@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -101,3 +102,27 @@ def test_every_readme_block_runs_as_written(tiny_checkpoint, tmp_path):
         dataset.delete()
         if fo.dataset_exists("photos"):
             fo.delete_dataset("photos")
+
+
+USER_DOCS = ["README.md", "BENCHMARKS.md", "docs/APP.md", "docs/REFERENCE.md", "docs/ZOO.md"]
+# Commands that do not work as printed, placeholders a user cannot run, and notes about how the figures were made.
+NOT_FOR_USERS = ["<owner>", "huggingface-cli", "pip install fiftyone-florence2", "local changes", "re-rendered",
+                 "rendered again", "tests/test_", "was not lent", "fiftyone app launch florence2-demo"]  # fmt: skip
+
+
+@pytest.mark.parametrize("path", USER_DOCS)
+@pytest.mark.parametrize("phrase", NOT_FOR_USERS)
+def test_user_documents_hold_no_broken_command_or_team_note(path, phrase):
+    text = re.sub(r"<!--.*?-->", "", (ROOT / path).read_text(), flags=re.S)  # comments are for maintainers
+    assert phrase not in text
+
+
+def test_the_readme_counts_the_plugins_operators():
+    import yaml
+
+    count = len(yaml.safe_load((ROOT / "fiftyone.yml").read_text())["operators"])
+    words = {3: "three", 4: "four", 5: "five", 6: "six"}
+    assert (
+        f"with {words[count]}\noperators" in README.read_text()
+        or f"with {words[count]} operators" in README.read_text()
+    )
