@@ -16,7 +16,7 @@ hold the per-run extras (one more field lock, the new field's schema), and
 on a busy machine they are noisier than the cost they measure.
 
 python -m benchmarks.embeddings                       # tiny random model on the CPU, 64 images, 6 pairs
-python -m benchmarks.embeddings --images 16 --repeats 2 --output ''
+python -m benchmarks.embeddings --images 16 --repeats 2
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ SIDES = ("plain", "embeddings")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.embeddings", description=__doc__.splitlines()[0])
+    p = report.parser("python -m benchmarks.embeddings", __doc__)
     p.add_argument("--images", type=int, default=64, help="images per labelling run (default 64)")
     p.add_argument("--batch-size", type=int, default=8, help="images per batch (default 8, the library's)")
     p.add_argument("--new-tokens", type=int, default=32, help="fixed generated length (default 32)")
@@ -48,7 +48,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--shape", default="tiny", choices=["tiny", "base"], help="random-weight shape (default tiny)")
     p.add_argument("--device", default="cpu", help="the device (default cpu)")
     p.add_argument("--workdir", default=str(ROOT / "benchmarks" / "out" / "embeddings"))
-    p.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"), help="markdown file for the section ('' for none)")
+    report.add_output_options(p)
     return p.parse_args(argv)
 
 

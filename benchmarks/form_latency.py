@@ -13,7 +13,6 @@ python -m benchmarks.form_latency --delete           # drop the kept dataset (an
 
 from __future__ import annotations
 
-import argparse
 import copy
 import functools
 import os
@@ -260,7 +259,7 @@ def breakdown_table(rows: list[tuple[str, dict]]) -> str:
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="python -m benchmarks.form_latency", description=__doc__.splitlines()[0])
+    p = report.parser("python -m benchmarks.form_latency", __doc__)
     p.add_argument("--samples", type=int, default=100_000, help="samples in the dataset (default 100000)")
     p.add_argument("--calls", type=int, default=CALLS, help=f"timed calls per form state (default {CALLS})")
     p.add_argument(
@@ -272,7 +271,7 @@ def parse_args(argv):
         "--no-cache", dest="cache", action="store_false", help="build a throw-away dataset and delete it at the end"
     )
     p.add_argument("--rebuild", action="store_true", help="rebuild the kept dataset of this size")
-    p.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"), help="markdown file for the section ('' for none)")
+    report.add_output_options(p)
     p.add_argument("--note", action="append", default=[], help="a line added to the section (repeatable)")
     p.add_argument("--delete", action="store_true", help="delete the kept dataset of this size and exit")
     return p.parse_args(argv)

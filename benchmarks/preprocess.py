@@ -12,7 +12,6 @@ python -m benchmarks.preprocess --calls 10 --warmup 2 # quicker
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import shutil
@@ -158,12 +157,12 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.preprocess", description=__doc__.splitlines()[0])
+    p = report.parser("python -m benchmarks.preprocess", __doc__)
     p.add_argument("--calls", type=int, default=50, help="timed calls per cell (default 50)")
     p.add_argument("--warmup", type=int, default=5, help="untimed calls first (default 5)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1, as in loader workers)")
     p.add_argument("--workdir", default=str(ROOT / "benchmarks" / "out" / "preprocess"))
-    p.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"), help="markdown file for the section ('' for none)")
+    report.add_output_options(p)
     args = p.parse_args(argv)
     import os
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import os
 import platform
@@ -18,14 +19,15 @@ Produced by the benchmark suite in `benchmarks/`; every figure below was written
 
 ```bash
 python -m benchmarks.run            # full: random weights with Florence-2-base's dimensions, CPU or GPU
-python -m benchmarks.run --quick    # quick: the tiny random model (about a minute); writes benchmarks/out/
+python -m benchmarks.run --quick    # quick: the tiny random model (about a minute)
 python -m benchmarks.run --device cuda --dtype bfloat16 --batch-size 16 --chunk-images 64 --images 256 --beams 1
 ```
 
 `python -m benchmarks.run --help` lists every option (device, dtype, threads, images, batch size, new
-tokens, beams, tasks, a real checkpoint with `--checkpoint`). Each run replaces its own section of this
-file (one per device and mode) and keeps the others; its raw figures go to `benchmarks/out/results-*.json`,
-and `--from-results` re-renders a section from them without timing anything again.
+tokens, beams, tasks, a real checkpoint with `--checkpoint`). A run prints its table and section; with
+`--write-benchmarks` it also replaces its own section of this file (one per device and mode) and keeps the
+others. Its raw figures go to `benchmarks/out/results-*.json`, and `--from-results` renders a section from
+them again without timing anything.
 
 How the figures are made:
 
@@ -147,11 +149,28 @@ def key_values(pairs: dict[str, str]) -> str:
     return markdown_table(["", ""], [[f"**{k}**", str(v)] for k, v in pairs.items()])
 
 
+BENCHMARKS_MD = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
+
+
+def parser(prog: str, doc: str) -> argparse.ArgumentParser:
+    """A benchmark's argument parser whose ``--help`` shows its whole docstring (what it measures, examples)."""
+    return argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def add_output_options(p: argparse.ArgumentParser) -> None:
+    """``--write-benchmarks`` and ``--output FILE``: without either, a run prints its figures and changes no file
+    of the clone."""
+    p.add_argument("--write-benchmarks", dest="output", action="store_const", const=str(BENCHMARKS_MD),
+                   help="also write the section into the clone's BENCHMARKS.md (default: print only)")  # fmt: skip
+    p.add_argument("--output", default=None, metavar="FILE", help="also write the section into this markdown file")
+
+
 def publish(lines: list[str], output: str | Path | None, key: str) -> None:
-    """Prints a standalone benchmark's section and, unless ``output`` is empty, writes it to that file."""
+    """Prints a standalone benchmark's section and, when ``output`` names a file, writes it there too."""
     print("\n".join(lines))
     if output:
         write_section(output, key, "\n".join(lines))
+        print(f"Wrote {output} (section {key})")
 
 
 def write_section(path: str | Path, key: str, body: str) -> None:

@@ -1,4 +1,4 @@
-"""Runs the benchmark suite, prints a table and writes the same figures to ``BENCHMARKS.md``.
+"""Runs the benchmark suite and prints a table and its BENCHMARKS.md section (written there with --write-benchmarks).
 
 python -m benchmarks.run            # full: Florence-2-base's dimensions, random weights
 python -m benchmarks.run --quick    # the tiny random model, in about a minute
@@ -6,7 +6,6 @@ python -m benchmarks.run --quick    # the tiny random model, in about a minute
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shlex
@@ -14,16 +13,16 @@ import sys
 import time
 from pathlib import Path
 
+from . import report
 from .workload import Settings
 
 # One thread for the tiny model: its operations are so small that two threads mostly wait for each
 # other, and wait much longer when other processes share the cores.
-QUICK = {"shape": "tiny", "threads": 1, "images": 16, "batch_size": 4, "new_tokens": 16, "write_samples": 1000,
-         "output": "benchmarks/out/BENCHMARKS.quick.md"}  # fmt: skip
+QUICK = {"shape": "tiny", "threads": 1, "images": 16, "batch_size": 4, "new_tokens": 16, "write_samples": 1000}
 
 
 def parse_args(argv: list[str] | None) -> Settings:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
+    p = report.parser("python -m benchmarks.run", __doc__)
     p.add_argument("--quick", action="store_true", help="the tiny random model and small sizes")
     p.add_argument("--shape", choices=["tiny", "base"], help="random-weight shape (default: base; quick: tiny)")
     p.add_argument("--checkpoint", help="a real local checkpoint (or Hub id) instead of random weights")
@@ -42,7 +41,7 @@ def parse_args(argv: list[str] | None) -> Settings:
     p.add_argument("--write-samples", type=int, help="samples in the write benchmark (default 2000; quick: 1000)")
     p.add_argument("--no-warmup", dest="warmup", action="store_false", default=None)
     p.add_argument("--workdir", help="checkpoints, images, database and raw results (default benchmarks/out)")
-    p.add_argument("--output", help="the markdown file (default BENCHMARKS.md; quick: benchmarks/out/...)")
+    report.add_output_options(p)
     p.add_argument("--note", action="append", default=[], help="a line added to the report (repeatable)")
     p.add_argument("--from-results", help="re-render the report from a results JSON of an earlier run; no timing")
     args = p.parse_args(argv)
@@ -174,8 +173,13 @@ def main(argv: list[str] | None = None) -> int:
     raw = Path(settings.workdir) / f"results-{key}.json"
     if not settings.extra.get("from_results"):
         raw.write_text(json.dumps({"settings": settings.as_dict(), "results": results}, indent=1, default=_plain))
-    write_section(settings.output, key, section)
-    print(f"\nWrote {settings.output} (section {key})" + ("" if settings.extra.get("from_results") else f" and {raw}"))
+    if not settings.extra.get("from_results"):
+        print(f"\nRaw figures: {raw}")
+    if settings.output:  # BENCHMARKS.md only when asked (--write-benchmarks)
+        write_section(settings.output, key, section)
+        print(f"Wrote {settings.output} (section {key})")
+    else:
+        print(f"\n{section}\n\n(printed only: --write-benchmarks puts this section into BENCHMARKS.md)")
     return 0
 
 
@@ -188,8 +192,7 @@ def load_results(path: str, output: str | None = None) -> tuple[Settings, dict]:
     values["tasks"] = tuple(values["tasks"])
     settings = Settings(**values)
     settings.extra["from_results"] = path
-    if output and output != Settings.output:
-        settings.output = output
+    settings.output = output  # the earlier run's file is written again only when asked
     results = saved["results"]
     results["speed"]["runs"] = {
         name: [Timed(**timed) for timed in runs] for name, runs in results["speed"]["runs"].items()

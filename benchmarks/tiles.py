@@ -8,12 +8,11 @@ Each image is loaded (decoded once, cropped, preprocessed) and then labelled by
 the library's own batch path; the merge is timed where the labels call it.
 
 python -m benchmarks.tiles                               # the tiny and base shapes, grids 1 to 4
-python -m benchmarks.tiles --shapes tiny --grids 1,2 --images 1 --output ''
+python -m benchmarks.tiles --shapes tiny --grids 1,2 --images 1
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
 import os
 import statistics
@@ -142,7 +141,7 @@ def table(rows: list[dict], images: int) -> str:
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="python -m benchmarks.tiles", description=__doc__.splitlines()[0])
+    p = report.parser("python -m benchmarks.tiles", __doc__)
     p.add_argument("--shapes", default="tiny,base", help="random-weight checkpoint shapes (default tiny,base)")
     p.add_argument("--grids", default="1,2,3,4", help="tiles per side to time (default 1,2,3,4)")
     p.add_argument("--images", type=int, default=2, help=f"{IMAGE_WH[0]}x{IMAGE_WH[1]} photos per grid (default 2)")
@@ -150,7 +149,7 @@ def parse_args(argv):
     p.add_argument("--rounds", type=int, default=1, help="runs of every grid; medians are shown (default 1)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     p.add_argument("--workdir", default=str(ROOT / "benchmarks" / "out"), help="checkpoints and images")
-    p.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"), help="markdown file for the section ('' for none)")
+    report.add_output_options(p)
     p.add_argument("--note", action="append", default=[], help="a line added to the section (repeatable)")
     return p.parse_args(argv)
 

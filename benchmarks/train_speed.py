@@ -1,7 +1,7 @@
 """Training speed: samples per second and peak memory of ``train()``, full vs frozen vision vs LoRA.
 
 python -m benchmarks.train_speed                                   # CPU: tiny, seeing and base shapes
-python -m benchmarks.train_speed --shapes tiny --steps 2 --output ''   # a quick look
+python -m benchmarks.train_speed --shapes tiny --steps 2   # a quick look
 python -m benchmarks.train_speed --device cuda --dtype bfloat16 --batch-size 16 --steps 20   # a GPU
 
 Every run is a fresh process (so that its peak memory is its own) that trains a random-weight checkpoint
@@ -31,7 +31,7 @@ MODES = {"full": {}, "freeze_vision": {"freeze_vision": True}, "lora": {"lora": 
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="python -m benchmarks.train_speed", description=__doc__.splitlines()[0])
+    p = report.parser("python -m benchmarks.train_speed", __doc__)
     p.add_argument("--shapes", default="tiny,seeing,base", help="random-checkpoint shapes (default all three)")
     p.add_argument("--modes", default=",".join(MODES), help=f"training modes (default {','.join(MODES)})")
     p.add_argument("--steps", type=int, default=4, help="timed steps per run (default 4)")
@@ -41,7 +41,7 @@ def parse_args(argv):
     p.add_argument("--dtype", default="auto", help="auto: bf16 mixed precision on GPUs that have it, fp32 on CPU")
     p.add_argument("--threads", type=int, default=1, help="torch threads on CPU (default 1)")
     p.add_argument("--workdir", default=None, help="checkpoints and images (default: a temporary dir)")
-    p.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"), help="markdown file for the section ('' for none)")
+    report.add_output_options(p)
     p.add_argument("--one", nargs=2, metavar=("SHAPE", "MODE"), help=argparse.SUPPRESS)  # a child run
     return p.parse_args(argv)
 

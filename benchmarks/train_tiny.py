@@ -3,7 +3,7 @@ label held-out images with ``apply_model`` and score them.
 
 python -m benchmarks.train_tiny --target one --minutes 10     # one rectangle per image (target IoU >= 0.85)
 python -m benchmarks.train_tiny --target multi --minutes 20   # 1-4 shapes of 3 classes (target mAP@0.5 >= 0.6)
-python -m benchmarks.train_tiny --target one --minutes 1 --eval-images 8 --output ''   # a quick look
+python -m benchmarks.train_tiny --target one --minutes 1 --val-images 8 --test-images 8   # a quick look
 
 The training stream is a curriculum (``benchmarks.synthetic``): white shapes on black only for the first
 ``--bw-steps`` steps, then their share falls linearly to 0 by ``--fade-steps``, then random colours; it is
@@ -14,7 +14,6 @@ database live in a temporary directory (``--workdir`` to keep them).
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
@@ -33,7 +32,7 @@ TARGETS = {
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="python -m benchmarks.train_tiny", description=__doc__.splitlines()[0])
+    p = report.parser("python -m benchmarks.train_tiny", __doc__)
     p.add_argument("--target", choices=sorted(TARGETS), default="one")
     p.add_argument("--minutes", type=float, default=10.0, help="training time to budget (default 10)")
     p.add_argument("--max-steps", type=int, default=None, help="train exactly this many steps (skips the timing)")
@@ -60,7 +59,7 @@ def parse_args(argv):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--workdir", default=None, help="keep data and checkpoints here (default: a temporary dir)")
-    p.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"), help="markdown file for the section ('' for none)")
+    report.add_output_options(p)
     return p.parse_args(argv)
 
 

@@ -1,7 +1,7 @@
 """Video frames labelled per second against the same frames as image files, and memory over a long video.
 
 python -m benchmarks.video                  # 300 frames side by side, then a 2,000-frame memory run
-python -m benchmarks.video --frames 60 --memory-frames 200 --output ''   # a quick look, no report
+python -m benchmarks.video --frames 60 --memory-frames 200   # a quick look
 
 Both sides run ``label_samples`` with the tiny random model and a fixed generation length on the
 same frames: once as a video dataset's frames view (what ``label_samples`` on a video labels), once as
@@ -10,7 +10,6 @@ an image dataset of the very files FiftyOne sampled. Sampling the frames (ffmpeg
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
@@ -42,14 +41,14 @@ def rss_mib() -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.video", description=__doc__.splitlines()[0])
+    p = report.parser("python -m benchmarks.video", __doc__)
     p.add_argument("--frames", type=int, default=300, help="frames timed side by side (default 300)")
     p.add_argument("--memory-frames", type=int, default=2000, help="frames of the memory run (default 2000)")
     p.add_argument("--rounds", type=int, default=2, help="alternating rounds per side (default 2)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--new-tokens", type=int, default=8, help="fixed generated length (default 8)")
     p.add_argument("--workdir", default=str(ROOT / "benchmarks" / "out" / "video"))
-    p.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"), help="markdown file for the section ('' for none)")
+    report.add_output_options(p)
     args = p.parse_args(argv)
     load = os.getloadavg()[0]
     work = Path(args.workdir)

@@ -41,7 +41,7 @@ class Settings:
     write_batch_size: int = 16
     boxes_per_label: int = 10
     workdir: str = "benchmarks/out"
-    output: str = "BENCHMARKS.md"
+    output: str | None = None  # the markdown file to write the section into; None prints only
     command: str = ""
     extra: dict = field(default_factory=dict)
 

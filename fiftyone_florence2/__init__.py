@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import importlib
 
+from .quiet import hide_mongodb_version_notice
 from .tasks import TASK_NAMES, TASKS, Task, get_task
+
+hide_mongodb_version_notice()
 
 __version__ = "0.1.0"
 

@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from .app import DEFAULT_PORT, AppError, app_command, run_app
 from .checkpoints import DEFAULT_CHECKPOINT, CheckpointError
 from .options import MODEL_OPTIONS, RUN_OPTIONS, Option, check_existing_policy, default_label_field
 from .tasks import TASKS
@@ -35,7 +36,7 @@ def task_table() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="florence2", description="Florence-2 labels for FiftyOne datasets.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{tasks,label,train,runs,demo}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{tasks,label,train,runs,app,demo}")
     sub.add_parser("tasks", help="list the tasks and the label type each writes")
 
     label = sub.add_parser("label", help="label a folder of images or a dataset")
@@ -59,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     action = runs.add_mutually_exclusive_group()
     action.add_argument("--failures", metavar="RUN_KEY", help="print why each sample of a run failed")
     action.add_argument("--delete", metavar="RUN_KEY", help="delete a run's record (its labels stay)")
+
+    app = sub.add_parser("app", help="open the FiftyOne App on a dataset, with the Florence-2 operators loaded")
+    app.add_argument("dataset", nargs="?", metavar="DATASET", help="the dataset to open (default: none)")
+    app.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"the App's port (default: {DEFAULT_PORT})")
 
     demo = sub.add_parser("demo", help="label a few generated images offline and show how to open them")
     demo.add_argument("--model", default=DEFAULT_CHECKPOINT, help="a Hub id or a local checkpoint directory")
@@ -144,7 +149,7 @@ def run_label(args: argparse.Namespace) -> int:
             dataset.delete()  # a dataset this run made, and left without a single label, goes again
             print("Nothing was labelled, so the dataset made for this run was deleted again.")
     if not dataset.deleted:
-        print(f"Open it in the App:  fiftyone app launch {dataset.name}")
+        print(f"Open it in the App:  {app_command(dataset.name)}")
     return EXIT_FAILED if (summary.failures or summary.skips) and not summary.labelled else 0
 
 
@@ -225,12 +230,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_runs(args)
         if args.command == "train":
             return run_train(args)
+        if args.command == "app":
+            return run_app(args.dataset, args.port)
         if args.command == "demo":
             from .demo import run_demo
 
             return run_demo(args)
         return run_label(args)
-    except (UsageError, CheckpointError) as e:
+    except (UsageError, CheckpointError, AppError) as e:
         print(f"florence2: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -6,14 +6,21 @@ import time
 from typing import Any
 
 from transformers import TrainerCallback
+from transformers.utils import logging as hf_logging
 
 
 class ProgressBar(TrainerCallback):
-    """A tqdm bar over optimizer steps whose postfix shows the loss and samples/s (off: silent)."""
+    """A tqdm bar over optimizer steps whose postfix shows the loss and samples/s (off: silent).
+
+    While it shows, transformers' own bars (each checkpoint's "Writing model
+    shards", the best checkpoint's "Loading weights") are off, so that they
+    do not break into its line.
+    """
 
     def __init__(self, enabled: bool, samples_per_step: int):
         self.enabled, self.samples_per_step = enabled, samples_per_step
         self.bar, self.started, self.first_step = None, None, 0
+        self.library_bars_were_on = False
         self.postfix: dict[str, str] = {}
 
     def on_train_begin(self, args, state, control, **kwargs):
@@ -21,6 +28,8 @@ class ProgressBar(TrainerCallback):
             from tqdm.auto import tqdm
 
             self.bar = tqdm(total=state.max_steps, initial=state.global_step, unit="step", desc="florence2 train")
+            self.library_bars_were_on = hf_logging.is_progress_bar_enabled()
+            hf_logging.disable_progress_bar()
         self.started, self.first_step = time.monotonic(), state.global_step
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -46,3 +55,5 @@ class ProgressBar(TrainerCallback):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+            if self.library_bars_were_on:
+                hf_logging.enable_progress_bar()

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
+from transformers.modeling_utils import remove_tied_weights_from_state_dict
 
 from .config import Florence2ModelConfig
 from .devices import pick_device, pick_dtype
@@ -173,6 +174,10 @@ def precision_args(device: str | None, dtype: str | None) -> dict[str, Any]:
 
 def prepare_model(model: Any, options: dict[str, Any]) -> Any:
     """Freezes the vision tower and/or wraps the model with LoRA adapters, as ``options`` ask."""
+    # A save leaves out the aliases of tied weights (embed_tokens, lm_head: one tensor). Naming them lets the
+    # Trainer re-tie them when it reloads the best checkpoint, instead of warning that they are missing.
+    state = model.state_dict()
+    model._keys_to_ignore_on_save = set(state) - set(remove_tied_weights_from_state_dict(dict(state), model))
     if options["freeze_vision"]:
         for parameter in model.model.vision_tower.parameters():
             parameter.requires_grad = False

@@ -17,7 +17,7 @@ python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 # torch and torchvision first, as a matched pair: a bare torch requirement would pull
 # whatever build pip finds. torchvision lets apply_model use FiftyOne's data loader
-# (the tests cover both paths); these two are the pair kept on this kind of machine.
+# (the tests cover both paths); the tests run on this pair.
 .venv/bin/python -m pip install -q torch==2.14.1 torchvision==0.29.1
 .venv/bin/python -m pip install -q -e ".[test,mongodb]"
 

@@ -9,6 +9,7 @@ import uuid
 
 import pytest
 
+from fiftyone_florence2.app import app_command
 from fiftyone_florence2.cli import main, task_table
 from fiftyone_florence2.tasks import TASKS
 
@@ -45,7 +46,7 @@ def test_labels_a_folder(tmp_path, image_dir, tiny_checkpoint):
     assert "Labelled 5 of 6 sample(s)" in result.stdout
     assert "fake.jpg: not an image file" in result.stdout
     assert "f2_detection (Detections)" in result.stdout and "f2_caption (Classification)" in result.stdout
-    assert f"fiftyone app launch {name}" in result.stdout
+    assert f"Open it in the App:  {app_command(name)}" in result.stdout
     code = (
         f"import fiftyone as fo; d = fo.load_dataset({name!r}); print(len(d), d.count('f2_caption'), "
         "d.count('f2_detection'), d.get_field('f2_detection').document_type.__name__)"

@@ -324,3 +324,25 @@ def test_a_caption_too_long_to_read_skips_its_sample(boxes, tiny_checkpoint, tmp
     assert list(result.skips) == [first] and "too long" in result.skips[first]
     assert result.train_samples == 2
     ds.delete()
+
+
+@pytest.mark.parametrize("change", [{}, {"freeze_vision": True}, {"lora": True}], ids=["full", "frozen", "lora"])
+def test_a_validated_run_reloads_its_best_checkpoint_quietly(boxes, tiny_checkpoint, tmp_path, capfd, change):
+    import logging
+
+    warnings: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: warnings.append(record.getMessage())
+    logging.getLogger("transformers").addHandler(handler)  # transformers' loggers do not reach the root
+    try:
+        result = train(boxes, output_dir=str(tmp_path / "o"), model=str(tiny_checkpoint), val_tag="val", epochs=2,
+                       batch_size=2, **change)  # fmt: skip
+    finally:
+        logging.getLogger("transformers").removeHandler(handler)
+    assert result.best is not None
+    assert not [w for w in warnings if "missing keys" in w or "unexpected keys" in w], warnings
+    err = capfd.readouterr().err
+    during = err[err.index("florence2 train") : err.rindex("florence2 train")]
+    assert "Writing model shards" not in during and "Loading weights" not in during
+    saved = load_file(str(tmp_path / "o" / "model.safetensors"))
+    assert "model.language_model.shared.weight" in saved  # the tied tensor is saved once, under its own name
