@@ -15,7 +15,7 @@ import fiftyone.core.labels as fol
 from fiftyone import ViewField as F
 
 from .config import Florence2ModelConfig
-from .options import OPTIONS, check_existing_policy, field_name
+from .options import OPTIONS, RUN_OPTIONS, check_existing_policy, field_name, refuse_unmet
 from .patches import check_patches, is_patches, labelled_patch_ids, source_paths
 
 _RESERVED = frozenset({"id", "filepath", "tags", "metadata", "created_at", "last_modified_at", "media_type", "frames"})
@@ -92,11 +92,23 @@ def label_dataset(samples: Any) -> Any:
 def frames_to_label(samples: Any, fps: float | None = None, frame_step: int = 1) -> Any:
     """The frames view of a video collection (frames sampled to images by FiftyOne, with ffmpeg), at
     ``fps`` frames per second when given, keeping every ``frame_step``-th frame; images as they are."""
-    fps, frame_step = OPTIONS["fps"].read(fps), OPTIONS["frame_step"].read(frame_step)
+    fps, frame_step = check_sampling(media_of(samples), fps, frame_step)
     if samples.media_type != "video":
         return samples
     frames = samples.to_frames(sample_frames=True, fps=fps)
     return frames.match((F("frame_number") - 1) % frame_step == 0) if frame_step > 1 else frames
+
+
+def media_of(samples: Any) -> str:
+    """What a collection holds, as the sampling options' checks read it: ``frames`` for a frames view."""
+    return "frames" if is_frames(samples) else samples.media_type
+
+
+def check_sampling(media: str, fps: float | None = None, frame_step: int | None = 1) -> tuple[float | None, int]:
+    """The checked ``fps`` and ``frame_step`` for a collection of ``media``; refused unless it holds videos."""
+    fps, frame_step = OPTIONS["fps"].read(fps), OPTIONS["frame_step"].read(frame_step)
+    refuse_unmet(RUN_OPTIONS, {"fps": fps, "frame_step": frame_step, "media": media})
+    return fps, frame_step
 
 
 def check_run(

@@ -113,3 +113,46 @@ def test_the_cli_labels_every_nth_frame_of_a_video_dataset(videos, tiny_checkpoi
     assert f"Labelled {FRAMES} of {FRAMES} sample(s)" in capsys.readouterr().out
     assert sum(label is not None for label in frame_labels(videos, "cap")) == FRAMES
     assert main([*args, "--frame-step", "0"]) == 2 and "frame_step must be" in capsys.readouterr().err
+
+
+SAMPLING_REFUSALS = [
+    ("images", {"fps": 2}, "fps was given, but this collection holds image media, not videos"),
+    ("images", {"frame_step": 2}, "frame_step was given, but this collection holds image media"),
+    ("frames", {"fps": 2}, "fps was given, but this is a frames view, whose frames are sampled already"),
+    ("frames", {"frame_step": 3}, "frame_step was given, but this is a frames view"),
+]
+
+
+@pytest.mark.parametrize(("target", "given", "message"), SAMPLING_REFUSALS, ids=[m for *_, m in SAMPLING_REFUSALS])
+def test_sampling_options_are_refused_where_nothing_is_sampled(videos, model, image_dir, target, given, message):
+    images = fo.Dataset()
+    images.add_samples([fo.Sample(filepath=str(p)) for p in sorted(image_dir.iterdir())])
+    collection = images if target == "images" else videos.to_frames(sample_frames=True)
+    with pytest.raises(ValueError, match=message):
+        label_samples(collection, model, "det", **given)
+    assert images.list_runs() == list_runs(videos) == []
+    assert "det" not in images.get_field_schema() and "det" not in videos.get_frame_field_schema()
+    images.delete()
+
+
+@pytest.mark.parametrize("flag", [["--fps", "2"], ["--frame-step", "2"]], ids=["fps", "frame_step"])
+@pytest.mark.parametrize("source", ["--images", "--dataset"])
+def test_the_cli_refuses_sampling_options_on_images_and_writes_nothing(
+    tiny_checkpoint, image_dir, capsys, flag, source
+):
+    from fiftyone_florence2.cli import main
+
+    images = fo.Dataset(persistent=True)
+    images.add_samples([fo.Sample(filepath=str(p)) for p in sorted(image_dir.iterdir())])
+    name = "never-made" if source == "--images" else images.name
+    given = ["--images", str(image_dir), "--dataset-name", name] if source == "--images" else ["--dataset", name]
+    assert main(["label", *given, "--task", "caption", "--model", str(tiny_checkpoint), *flag]) == 2
+    assert (
+        f"{flag[0][2:].replace('-', '_')} was given, but this collection holds image media" in capsys.readouterr().err
+    )
+    assert (
+        not fo.dataset_exists("never-made")
+        and images.list_runs() == []
+        and "florence2_caption" not in images.get_field_schema()
+    )
+    images.delete()
