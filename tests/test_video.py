@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import cv2
 import fiftyone as fo
@@ -156,3 +157,52 @@ def test_the_cli_refuses_sampling_options_on_images_and_writes_nothing(
         and "florence2_caption" not in images.get_field_schema()
     )
     images.delete()
+
+
+def _random_bytes(path):
+    path.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+
+
+def _truncated(path):
+    whole = write_video(path.with_suffix(".whole.mp4"), frames=20)
+    data = Path(whole).read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+# Each row: how the broken file is made, and what its reason says.
+BROKEN = [
+    ("random bytes", _random_bytes, "Invalid data found when processing input"),
+    ("zero length", lambda path: path.write_bytes(b""), "the video file is empty (0 bytes)"),
+    ("truncated", _truncated, "ffmpeg cannot read it as a video: moov atom not found; Invalid data found"),
+    ("missing", lambda path: None, "the video file does not exist"),
+]
+
+
+@pytest.mark.parametrize(("make", "reason"), [row[1:] for row in BROKEN], ids=[row[0] for row in BROKEN])
+def test_a_broken_video_is_a_failed_sample_with_its_reason(tmp_path, model, make, reason, capsys):
+    from fiftyone_florence2.cli import main
+
+    make(tmp_path / "broken.mp4")
+    good = write_video(tmp_path / "good.mp4")
+    dataset = fo.Dataset(persistent=True)
+    broken_id, good_id = dataset.add_samples([fo.Sample(filepath=str(tmp_path / "broken.mp4")),
+                                              fo.Sample(filepath=good)])  # fmt: skip
+    summary = label_samples(dataset, model, "det")
+    assert (summary.targeted, summary.labelled, list(summary.failures)) == (FRAMES + 1, FRAMES, [broken_id])
+    assert reason in summary.failures[broken_id]
+    assert reason in dataset.load_run_results(summary.run_key, cache=False).failures[broken_id]
+    assert len([label for label in frame_labels(dataset, "det") if label is not None]) == FRAMES  # the good one
+    assert dataset.get_run_info(summary.run_key).config.status == "completed"
+
+    dataset.delete_samples(good_id)  # only the broken video: a failed run, and the CLI says why
+    args = ["label", "--dataset", dataset.name, "--task", "caption", "--model", str(tiny_checkpoint_of(model))]
+    assert main([*args, "--label-field", "cap", "--max-new-tokens", "2"]) == 1
+    out = capsys.readouterr().out
+    assert "Labelled 0 of 1 sample(s)" in out and "broken.mp4: " in out and reason in out
+    (key,) = [k for k in list_runs(dataset) if k != summary.run_key]
+    assert dataset.get_run_info(key).config.status == "failed"
+    dataset.delete()
+
+
+def tiny_checkpoint_of(model) -> str:
+    return model.config.model
