@@ -12,6 +12,7 @@ from typing import Any
 
 import fiftyone.core.fields as fof
 import fiftyone.core.labels as fol
+from bson import ObjectId
 from fiftyone import ViewField as F
 
 from .config import Florence2ModelConfig
@@ -97,6 +98,14 @@ def frames_to_label(samples: Any, fps: float | None = None, frame_step: int = 1)
         return samples
     frames = samples.to_frames(sample_frames=True, fps=fps)
     return frames.match((F("frame_number") - 1) % frame_step == 0) if frame_step > 1 else frames
+
+
+def check_sample_ids(ids: Sequence[Any]) -> list[str]:
+    """``ids`` if each is a sample id (24 hexadecimal digits), else ``ValueError`` naming the first that is not."""
+    bad = next((i for i in ids if not (isinstance(i, str) and ObjectId.is_valid(i))), None)
+    if bad is not None:
+        raise ValueError(f"{bad!r} is not a sample id (24 hexadecimal digits): select samples by their ids.")
+    return list(ids)
 
 
 def media_of(samples: Any) -> str:

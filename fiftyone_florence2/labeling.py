@@ -24,6 +24,7 @@ from .checks import (
     Targets,
     check_label_field,
     check_run,
+    check_sample_ids,
     frames_to_label,
     is_frames,
     shard_ids,
@@ -36,7 +37,7 @@ from .model import Florence2Model
 from .options import default_label_field, whole_number
 from .patches import is_patches, patch_fields, source_paths, store_patch_column
 from .provenance import finish_run, mark_interrupted, new_run_key, record_progress, start_run
-from .videos import unreadable_videos
+from .videos import first_frame, unreadable_videos
 
 __all__ = ["Summary", "check_label_field", "check_run", "label_samples", "preview_samples", "similarity_hint"]
 
@@ -274,11 +275,23 @@ def _read_items(samples: Any, ids: list[str], model: Florence2Model, tasks_of=la
 
 def preview_samples(samples: Any, model: Florence2Model, ids: list[str]) -> list[tuple[Item, str, Outcome]]:
     """Labels a few samples and writes nothing (no field, run record or lock), to try a prompt, a
-    threshold or a checkpoint before a run: ``(item, filepath, outcome)`` per id still in ``samples``."""
+    threshold or a checkpoint before a run: ``(item, filepath, outcome)`` per id still in ``samples``.
+    A video is previewed on its first frame."""
     runner = model.runner
-    read = _read_items(samples, ids, model)
-    items = [load_item(item, path, runner.preprocess, runner.image_size, model.config.tiling) for item, path in read]
+    read = _read_items(samples, check_sample_ids(ids), model)
+    video = samples.media_type == "video"
+    items = [load_item(item, _first_frame_of(item, path) if video else path, runner.preprocess, runner.image_size,
+                       model.config.tiling) for item, path in read]  # fmt: skip
     return [(item, path, outcome) for (item, path), outcome in zip(read, model.label_items(items))]
+
+
+def _first_frame_of(item: Item, path: str) -> Any:
+    """The video's first frame, or None with the reason set on ``item`` (which load_item then keeps)."""
+    try:
+        return first_frame(path)
+    except ValueError as e:
+        item.error = str(e)
+        return None
 
 
 def _write(samples: Any, summary: Summary, items: list[Item], outcomes: list[Outcome]) -> None:

@@ -14,6 +14,8 @@ import shutil
 import subprocess
 from typing import Any
 
+import numpy as np
+
 from .checks import is_frames, shard_ids
 
 # ffprobe reads a file's header only; a stalled network mount should not stall a run.
@@ -57,3 +59,17 @@ def _probe(path: str) -> str | None:
     # Lines such as "[mov,mp4 @ 0x55d1] moov atom not found" and "<path>: Invalid data found ...".
     lines = [_FFMPEG_PREFIX.sub("", line.strip()).removeprefix(f"{path}: ") for line in done.stderr.splitlines()]
     return "; ".join(dict.fromkeys(line for line in lines if line)) or "it holds no video stream"
+
+
+def first_frame(path: str) -> np.ndarray:
+    """The first frame of the video at ``path``, as an RGB array; ``ValueError`` with the reason if none."""
+    import cv2
+
+    capture = cv2.VideoCapture(path)
+    try:
+        ok, frame = capture.read() if capture.isOpened() else (False, None)
+    finally:
+        capture.release()
+    if not ok or frame is None:
+        raise ValueError(video_problem(path))
+    return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)

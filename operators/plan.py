@@ -25,6 +25,7 @@ from fiftyone_florence2.checks import (
     check_fields,
     check_inputs,
     check_run,
+    check_sample_ids,
     check_sampling,
     frames_to_label,
     media_of,
@@ -251,6 +252,11 @@ def _check_run(plan: Plan, full: bool) -> None:
 def _preview_target(ctx: Any, plan: Plan) -> None:
     """The sample open in the App, else the selected samples: at most :data:`PREVIEW_UP_TO`."""
     ids = [ctx.current_sample] if ctx.current_sample else list(ctx.selected or [])
+    try:
+        check_sample_ids(ids)
+    except ValueError as e:
+        plan.problem = str(e)
+        return
     plan.samples = ctx.view.select(ids) if ids else ctx.view
     plan.ids = ids
     if not ids:

@@ -206,3 +206,26 @@ def test_a_broken_video_is_a_failed_sample_with_its_reason(tmp_path, model, make
 
 def tiny_checkpoint_of(model) -> str:
     return model.config.model
+
+
+def test_a_preview_of_a_video_labels_its_first_frame_and_writes_nothing(videos, model, tmp_path):
+    from fiftyone_florence2.labeling import preview_samples
+
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    empty = fo.Sample(filepath=str(tmp_path / "empty.mp4"))
+    videos.add_sample(empty)
+    ids = videos.values("id")
+    rows = preview_samples(videos, model, [ids[0], empty.id])
+    (item, path, outcome) = rows[0]
+    assert (item.sample_id, path, item.image_wh, item.error) == (ids[0], videos.first().filepath, (64, 48), None)
+    assert outcome.labels["detection"].detections[0].label == "car"
+    assert rows[1][0].error == "the video file is empty (0 bytes)" and not rows[1][2].labels
+    assert "det" not in videos.get_frame_field_schema() and list_runs(videos) == []
+
+
+@pytest.mark.parametrize("bad", ["clip0", "", 42, "0" * 23], ids=["a name", "empty", "a number", "23 digits"])
+def test_a_preview_of_something_that_is_not_a_sample_id_is_refused(videos, model, bad):
+    from fiftyone_florence2.labeling import preview_samples
+
+    with pytest.raises(ValueError, match=r"is not a sample id \(24 hexadecimal digits\)"):
+        preview_samples(videos, model, [videos.first().id, bad])
