@@ -12,10 +12,11 @@ from typing import Any
 
 import fiftyone.core.fields as fof
 import fiftyone.core.labels as fol
+from bson import ObjectId
 from fiftyone import ViewField as F
 
 from .config import Florence2ModelConfig
-from .options import OPTIONS, check_existing_policy, field_name
+from .options import OPTIONS, RUN_OPTIONS, check_existing_policy, field_name, refuse_unmet
 from .patches import check_patches, is_patches, labelled_patch_ids, source_paths
 
 _RESERVED = frozenset({"id", "filepath", "tags", "metadata", "created_at", "last_modified_at", "media_type", "frames"})
@@ -92,11 +93,31 @@ def label_dataset(samples: Any) -> Any:
 def frames_to_label(samples: Any, fps: float | None = None, frame_step: int = 1) -> Any:
     """The frames view of a video collection (frames sampled to images by FiftyOne, with ffmpeg), at
     ``fps`` frames per second when given, keeping every ``frame_step``-th frame; images as they are."""
-    fps, frame_step = OPTIONS["fps"].read(fps), OPTIONS["frame_step"].read(frame_step)
+    fps, frame_step = check_sampling(media_of(samples), fps, frame_step)
     if samples.media_type != "video":
         return samples
     frames = samples.to_frames(sample_frames=True, fps=fps)
     return frames.match((F("frame_number") - 1) % frame_step == 0) if frame_step > 1 else frames
+
+
+def check_sample_ids(ids: Sequence[Any]) -> list[str]:
+    """``ids`` if each is a sample id (24 hexadecimal digits), else ``ValueError`` naming the first that is not."""
+    bad = next((i for i in ids if not (isinstance(i, str) and ObjectId.is_valid(i))), None)
+    if bad is not None:
+        raise ValueError(f"{bad!r} is not a sample id (24 hexadecimal digits): select samples by their ids.")
+    return list(ids)
+
+
+def media_of(samples: Any) -> str:
+    """What a collection holds, as the sampling options' checks read it: ``frames`` for a frames view."""
+    return "frames" if is_frames(samples) else samples.media_type
+
+
+def check_sampling(media: str, fps: float | None = None, frame_step: int | None = 1) -> tuple[float | None, int]:
+    """The checked ``fps`` and ``frame_step`` for a collection of ``media``; refused unless it holds videos."""
+    fps, frame_step = OPTIONS["fps"].read(fps), OPTIONS["frame_step"].read(frame_step)
+    refuse_unmet(RUN_OPTIONS, {"fps": fps, "frame_step": frame_step, "media": media})
+    return fps, frame_step
 
 
 def check_run(

@@ -101,7 +101,14 @@ def run_label(args: argparse.Namespace) -> int:
     """Checks everything it can, loads the model, and only then creates or changes a dataset."""
     import fiftyone as fo
 
-    from .checks import check_embeddings_name, check_label_field, check_run, frames_to_label, labelled_ids
+    from .checks import (
+        check_embeddings_name,
+        check_label_field,
+        check_run,
+        check_sampling,
+        frames_to_label,
+        labelled_ids,
+    )
     from .folders import add_images, find_images, folder_dataset_name
     from .labeling import describe_run, label_samples
     from .model import Florence2Model, Florence2ModelConfig
@@ -123,6 +130,7 @@ def run_label(args: argparse.Namespace) -> int:
             checked = {key: value for key, value in run.items() if key not in ("fps", "frame_step")}
             check_run(frames_to_label(fo.load_dataset(name), run["fps"], run["frame_step"]), config, **checked)
         else:
+            check_sampling("image", run["fps"], run["frame_step"])
             for field in config.label_fields(run["label_field"]).values():
                 check_label_field(field)
             if run["embeddings_field"]:

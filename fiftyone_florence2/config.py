@@ -7,7 +7,7 @@ from typing import Any
 
 import fiftyone.core.config as foc
 
-from .options import MODEL_OPTIONS, OPTIONS
+from .options import MODEL_OPTIONS, OPTIONS, given, refuse_unmet
 from .tasks import Task, get_tasks
 from .tiling import Tiling
 
@@ -35,20 +35,20 @@ class Florence2ModelConfig(foc.Config):
 
     def _check_inputs(self) -> None:
         """Each task gets exactly the inputs it needs; an input no task reads is a mistake."""
+        values = {option.name: getattr(self, option.name) for option in MODEL_OPTIONS}
         for option in MODEL_OPTIONS:
-            value = getattr(self, option.name)
-            given = value not in (None, False) and value != option.default
-            if option.applies and given and not any(map(option.applies, self.tasks)):
+            if option.applies and given(option, values[option.name]) and not any(map(option.applies, self.tasks)):
                 raise ValueError(f"{option.name} was given, but none of the tasks ({self._names()}) reads it.")
+        refuse_unmet(MODEL_OPTIONS, values)
         text_tasks = [t.name for t in self.tasks if t.input == "text"]
-        given = [name for name in _TEXT_SOURCES if getattr(self, name) is not None]
-        if text_tasks and not given:
+        sources = [name for name in _TEXT_SOURCES if getattr(self, name) is not None]
+        if text_tasks and not sources:
             raise ValueError(
                 f"Task(s) {', '.join(text_tasks)} need text: pass prompt='...', prompt_field='<field>' or, "
                 f"for {', '.join(t.name for t in self.tasks if t.takes_classes) or 'some tasks'}, classes=[...]."
             )
-        if len(given) > 1:
-            raise ValueError(f"Pass only one of prompt, prompt_field and classes (got {', '.join(given)}).")
+        if len(sources) > 1:
+            raise ValueError(f"Pass only one of prompt, prompt_field and classes (got {', '.join(sources)}).")
         without = [t.name for t in self.tasks if t.input == "text" and not t.takes_classes]
         if self.classes is not None and without:
             raise ValueError(f"classes is not read by {', '.join(without)}; give it a prompt or prompt_field.")

@@ -24,6 +24,7 @@ from .checks import (
     Targets,
     check_label_field,
     check_run,
+    check_sample_ids,
     frames_to_label,
     is_frames,
     shard_ids,
@@ -36,6 +37,7 @@ from .model import Florence2Model
 from .options import default_label_field, whole_number
 from .patches import is_patches, patch_fields, source_paths, store_patch_column
 from .provenance import finish_run, mark_interrupted, new_run_key, record_progress, start_run
+from .videos import first_frame, unreadable_videos
 
 __all__ = ["Summary", "check_label_field", "check_run", "label_samples", "preview_samples", "similarity_hint"]
 
@@ -50,6 +52,8 @@ class Summary:
     input (``skips``) + ``deleted`` (gone before their labels were written).
     ``skipped`` counts the samples left out because they had every label already;
     ``embedded``, the embeddings stored in ``embeddings_field`` (and read back).
+    On a video collection the targets are its frames, and each video that gave
+    no frame to label (an unreadable file) is one failed target.
     """
 
     label_fields: dict[str, str]
@@ -179,9 +183,11 @@ def label_samples(
         status = "failed"
         try:
             targets = target_ids(samples, fields, skip_existing, shard, embeddings_field)
+            _fail_unreadable_videos(samples, shard, summary, config.skip_failures)
             checkpoint = (lambda: record_progress(samples, summary.run_key, summary)) if record else None
             _label(samples, model, targets, summary, batch_size, progress, workers, checkpoint)
-            status = "completed"
+            # A run that labelled none of its targets because they failed did not do its job.
+            status = "failed" if summary.failures and not summary.labelled else "completed"
         except Florence2Error as e:  # fail-fast: the reason that stopped the run is kept too
             summary.failures[e.sample_id or "(no id)"] = e.reason
             raise
@@ -194,11 +200,22 @@ def label_samples(
     return summary
 
 
+def _fail_unreadable_videos(samples: Any, shard, summary: Summary, skip_failures: bool) -> None:
+    """Counts each video that gave the frames view no frame as a target that failed, with its reason; the
+    first one stops a fail-fast run."""
+    for video_id, reason in unreadable_videos(samples, shard).items():
+        if not skip_failures:
+            raise Florence2Error(video_id, reason)
+        summary.failures[video_id] = reason
+        summary.targeted += 1
+
+
 def _label(samples, model, targets: Targets, summary: Summary, batch_size, progress, workers, checkpoint) -> None:
     """Labels the targets batch by batch; ``checkpoint``, if any, stores the counts after each batch, so
     that a killed run keeps them."""
     start = time.perf_counter()
-    ids, summary.skipped, summary.targeted = targets.ids, targets.skipped, len(targets.ids)
+    ids, summary.skipped = targets.ids, targets.skipped
+    summary.targeted += len(ids)
     batches = [ids[i : i + batch_size] for i in range(0, len(ids), batch_size)]
     try:
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, _progress(progress, len(ids)) as report:
@@ -258,11 +275,23 @@ def _read_items(samples: Any, ids: list[str], model: Florence2Model, tasks_of=la
 
 def preview_samples(samples: Any, model: Florence2Model, ids: list[str]) -> list[tuple[Item, str, Outcome]]:
     """Labels a few samples and writes nothing (no field, run record or lock), to try a prompt, a
-    threshold or a checkpoint before a run: ``(item, filepath, outcome)`` per id still in ``samples``."""
+    threshold or a checkpoint before a run: ``(item, filepath, outcome)`` per id still in ``samples``.
+    A video is previewed on its first frame."""
     runner = model.runner
-    read = _read_items(samples, ids, model)
-    items = [load_item(item, path, runner.preprocess, runner.image_size, model.config.tiling) for item, path in read]
+    read = _read_items(samples, check_sample_ids(ids), model)
+    video = samples.media_type == "video"
+    items = [load_item(item, _first_frame_of(item, path) if video else path, runner.preprocess, runner.image_size,
+                       model.config.tiling) for item, path in read]  # fmt: skip
     return [(item, path, outcome) for (item, path), outcome in zip(read, model.label_items(items))]
+
+
+def _first_frame_of(item: Item, path: str) -> Any:
+    """The video's first frame, or None with the reason set on ``item`` (which load_item then keeps)."""
+    try:
+        return first_frame(path)
+    except ValueError as e:
+        item.error = str(e)
+        return None
 
 
 def _write(samples: Any, summary: Summary, items: list[Item], outcomes: list[Outcome]) -> None:

@@ -87,14 +87,20 @@ class Florence2Model(fom.Model, fom.SamplesMixin, fom.SupportsGetItem, fom.Torch
         self._fields: dict[str, str] = {}
         self._preprocess = True
         self._embeddings: np.ndarray | None = None
-        self._patch_views: dict[int, tuple[Any, set[str]]] = {}
+        self._generated_views: dict[int, tuple[Any, set[str]]] = {}
         check_fixed_prompts(config, self.runner)
 
     def __exit__(self, *args: Any) -> None:
-        """Syncs the patches ``apply_model`` labelled to their source dataset once more, after FiftyOne's
-        last write: its asynchronous save of a patches view can sync a batch before all of its patches are
-        written, and never syncs those again."""
-        views, self._patch_views = self._patch_views, {}
+        """Syncs the patches and frames ``apply_model`` labelled to their source once more, after FiftyOne's
+        last write.
+
+        ``apply_model`` saves through FiftyOne's data-loader route with
+        asynchronous writes: each background save writes the queued labels,
+        then takes the ids to sync to the source. A sample saved in between
+        is synced before its label is written, and never again, so its label
+        stays on the generated view only (FiftyOne 1.x ``SaveContext``).
+        """
+        views, self._generated_views = self._generated_views, {}
         for view, ids in views.values():
             view._sync_source(ids=sorted(ids))
         super().__exit__(*args)
@@ -174,9 +180,9 @@ class Florence2Model(fom.Model, fom.SamplesMixin, fom.SupportsGetItem, fom.Torch
                 f'apply_model(model, label_field="{field}.<name>", patches_field="{field}"), or label_samples().'
             )
         for sample in samples:
-            if _is_patch(sample):
-                view = sample._view
-                self._patch_views.setdefault(id(view._patches_dataset), (view, set()))[1].add(sample.id)
+            view = _synced_view(sample)
+            if view is not None:  # see __exit__
+                self._generated_views.setdefault(id(view._dataset), (view, set()))[1].add(sample.id)
         return self.predict_items([self._item(arg, sample) for arg, sample in zip(args, samples)])
 
     def _item(self, arg: Any, sample: Any) -> Item:
@@ -280,6 +286,12 @@ class Florence2Model(fom.Model, fom.SamplesMixin, fom.SupportsGetItem, fom.Torch
 
 def _is_patch(sample: Any) -> bool:
     return bool(getattr(getattr(sample, "_view", None), "_is_patches", False))
+
+
+def _synced_view(sample: Any) -> Any:
+    """The patches or frames view a sample belongs to (FiftyOne syncs its labels to the source), else None."""
+    view = getattr(sample, "_view", None)
+    return view if getattr(view, "_is_patches", False) or getattr(view, "_is_frames", False) else None
 
 
 def _get(sample: Any, field: str | None) -> Any:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -178,6 +178,10 @@ class Option:
             or raises ``ValueError``; ``None`` is always accepted where the
             default is ``None``
         applies (None): the tasks that read the option (``None``: every run)
+        requires (None): ``requires(values) -> reason`` says why the option
+            cannot be given beside the run's other values (the options, and
+            ``media``: ``image``, ``video`` or ``frames`` for a frames view),
+            or None when it can
         choices: the values a ``choice`` offers
         group: where the run record keeps it
         flag (None): a CLI flag other than ``--<name>``; a boolean's flag
@@ -191,6 +195,7 @@ class Option:
     kind: Kind = "any"
     check: Callable[[str, Any], Any] | None = None
     applies: Callable[[Task], bool] | None = None
+    requires: Callable[[Mapping[str, Any]], str | None] | None = None
     choices: tuple[str, ...] = ()
     group: Group = "generation"
     flag: str | None = None
@@ -208,6 +213,35 @@ class Option:
         if value is None or self.check is None:
             return value
         return self.check(self.name, value)
+
+
+def given(option: Option, value: Any) -> bool:
+    """Whether ``value`` was given for ``option``: set, and not its default (0 is given; False is not)."""
+    return value is not None and value is not False and value != option.default
+
+
+def refuse_unmet(options: Sequence[Option], values: Mapping[str, Any]) -> None:
+    """Raises ``ValueError`` for the first option given in ``values`` whose ``requires`` is not met."""
+    for option in options:
+        reason = option.requires(values) if option.requires and given(option, values.get(option.name)) else None
+        if reason:
+            raise ValueError(f"{option.name} was given, but {reason}.")
+
+
+def _with_tiles(values: Mapping[str, Any]) -> str | None:
+    if values.get("tiles") in (None, 1):
+        return "tiles is 1 (off): pass tiles of 2 or more to tile the images, or leave tile_overlap out"
+    return None
+
+
+def _sampling_videos(values: Mapping[str, Any]) -> str | None:
+    media = values.get("media")
+    if media == "frames":
+        return ("this is a frames view, whose frames are sampled already: pass it with the video dataset or "
+                "view instead, or leave it out")  # fmt: skip
+    if media != "video":
+        return f"this collection holds {media} media, not videos: leave it out"
+    return None
 
 
 def _takes_text(task: Task) -> bool:
@@ -245,8 +279,8 @@ MODEL_OPTIONS: tuple[Option, ...] = (
            "resolution, and merge their boxes: finds small objects in large images, for N x N the work (1: off)",
            "int", tile_grid, _finds_instances),
     Option("tile_overlap", 0.2, "how much neighbouring tiles overlap, as a fraction of a tile (0 to below "
-           f"{MAX_TILE_OVERLAP})",
-           "float", overlap_fraction, _finds_instances),
+           f"{MAX_TILE_OVERLAP}); with tiles of 2 or more",
+           "float", overlap_fraction, _finds_instances, requires=_with_tiles),
     Option("nms_iou", None, "drop a box or polygon that overlaps a more confident one of the same label by more "
            "than this intersection over union (0 to 1), e.g. a repeated box", "float", iou_fraction,
            _finds_instances),
@@ -274,9 +308,12 @@ RUN_OPTIONS: tuple[Option, ...] = (
            lambda name, value: field_name(name, value, nested=False), group="run"),
     Option("shard", None, "label one of COUNT disjoint parts (INDEX/COUNT)", "shard", shard, group="run",
            form=False),
-    Option("fps", None, "for videos: frames per second to sample and label (default: every frame)", "float",
-           positive_number, group="run"),
-    Option("frame_step", 1, "for videos: label every Nth sampled frame", "int", whole_number, group="run"),
+    Option("fps", None, "for video datasets and views: frames per second to sample and label (default: every "
+           "frame)", "float",
+           positive_number, group="run", requires=_sampling_videos),
+    Option("frame_step", 1, "for video datasets and views: label every Nth sampled frame", "int", whole_number,
+           group="run",
+           requires=_sampling_videos),
 )  # fmt: skip
 
 OPTIONS: dict[str, Option] = {option.name: option for option in (*MODEL_OPTIONS, *RUN_OPTIONS)}

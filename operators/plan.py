@@ -25,7 +25,10 @@ from fiftyone_florence2.checks import (
     check_fields,
     check_inputs,
     check_run,
+    check_sample_ids,
+    check_sampling,
     frames_to_label,
+    media_of,
     refuse_existing,
     written_fields,
 )
@@ -239,6 +242,7 @@ def _check_run(plan: Plan, full: bool) -> None:
         # A shard checks only its own samples for labels, not those its sibling shards wrote.
         plan.fields = check_run(samples, plan.config, plan.label_field, skip, overwrite, plan.shard, vectors)
     else:
+        check_sampling(media_of(samples), values["fps"], values["frame_step"])
         plan.fields = check_fields(samples, plan.config, plan.label_field, skip, overwrite, vectors)
         # A queued shard's siblings label the same field: its full check counts its own samples only.
         names = written_fields(plan.fields, vectors)
@@ -248,6 +252,11 @@ def _check_run(plan: Plan, full: bool) -> None:
 def _preview_target(ctx: Any, plan: Plan) -> None:
     """The sample open in the App, else the selected samples: at most :data:`PREVIEW_UP_TO`."""
     ids = [ctx.current_sample] if ctx.current_sample else list(ctx.selected or [])
+    try:
+        check_sample_ids(ids)
+    except ValueError as e:
+        plan.problem = str(e)
+        return
     plan.samples = ctx.view.select(ids) if ids else ctx.view
     plan.ids = ids
     if not ids:

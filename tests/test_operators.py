@@ -246,6 +246,9 @@ BAD_INPUTS = [
     ({"task": "region_to_description"}, "need regions_field"),
     ({"task": "region_to_category", "regions_field": "gt", "label_field": "gt"}, "already have labels in gt"),
     ({"shards": 0}, "shards must be a whole number of at least 1"),
+    ({"task": "detection", "tile_overlap": 0.3}, "tile_overlap was given, but tiles is 1 (off)"),
+    ({"fps": 2}, "fps was given, but this collection holds image media, not videos"),
+    ({"frame_step": 3}, "frame_step was given, but this collection holds image media, not videos"),
 ]
 
 

@@ -224,6 +224,7 @@ DRY_RUN_REFUSALS = [
     ({"params": {"task": "region_to_category", "regions_field": "cls"}}, "must be a Detections field"),
     ({"params": {"model": "/no/such/checkpoint"}}, "is not a directory that exists"),
     ({"params": {"tasks": []}}, "At least one task is required"),
+    ({"selected": ["not-an-id"]}, "'not-an-id' is not a sample id (24 hexadecimal digits)"),
 ]
 
 

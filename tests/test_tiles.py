@@ -160,6 +160,8 @@ def test_tiles_apply_to_the_tasks_that_find_their_own_boxes():
         ({"nms_iou": 1.5}, "from 0 to 1"),
         ({"nms_iou": "0.5"}, "from 0 to 1"),
         ({"task": "caption", "tiles": 2}, "none of the tasks"),
+        ({"tile_overlap": 0.3}, "tile_overlap was given, but tiles is 1"),
+        ({"tiles": 1, "tile_overlap": 0}, "tile_overlap was given, but tiles is 1"),
         ({"task": "region_to_category", "regions_field": "gt", "nms_iou": 0.5}, "none of the tasks"),
     ],
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import cv2
 import fiftyone as fo
@@ -79,6 +80,26 @@ def test_a_frames_view_is_labelled_through_to_the_videos(videos, model):
         label_samples(frames, model, "det")
 
 
+# FiftyOne's save batching: per sample (the most background saves) and its default (a save per 0.2 s).
+BATCHERS = [("static", 1), ("static", 3), ("latency", 0.2)]
+
+
+@pytest.mark.parametrize(("batcher", "size"), BATCHERS, ids=[f"{b}-{s}" for b, s in BATCHERS])
+def test_apply_model_on_a_frames_view_labels_every_frame_of_the_videos(tmp_path, model, monkeypatch, batcher, size):
+    """Regression: FiftyOne's asynchronous save of a frames view synced some frames before their labels
+    were written (3 of 80 frames at its default batcher, 3 to 15 of 24 saving per sample)."""
+    monkeypatch.setattr(fo.config, "default_batcher", batcher)
+    monkeypatch.setattr(fo.config, "batcher_static_size" if batcher == "static" else "batcher_target_latency", size)
+    dataset = fo.Dataset()
+    clips = [write_video(tmp_path / f"long{i}.mp4", frames=20, seed=i) for i in range(2)]
+    dataset.add_samples([fo.Sample(filepath=path) for path in clips])
+    frames = dataset.to_frames(sample_frames=True)
+    for run in range(2):
+        frames.apply_model(model, label_field=f"det{run}", batch_size=2)
+        assert sum(label is not None for label in frame_labels(dataset, f"det{run}")) == 40
+    dataset.delete()
+
+
 def test_apply_model_on_a_video_dataset_labels_frames(videos, model):
     videos.apply_model(model, label_field="det")
     assert len([label for label in frame_labels(videos, "det") if label is not None]) == 2 * FRAMES
@@ -93,3 +114,118 @@ def test_the_cli_labels_every_nth_frame_of_a_video_dataset(videos, tiny_checkpoi
     assert f"Labelled {FRAMES} of {FRAMES} sample(s)" in capsys.readouterr().out
     assert sum(label is not None for label in frame_labels(videos, "cap")) == FRAMES
     assert main([*args, "--frame-step", "0"]) == 2 and "frame_step must be" in capsys.readouterr().err
+
+
+SAMPLING_REFUSALS = [
+    ("images", {"fps": 2}, "fps was given, but this collection holds image media, not videos"),
+    ("images", {"frame_step": 2}, "frame_step was given, but this collection holds image media"),
+    ("frames", {"fps": 2}, "fps was given, but this is a frames view, whose frames are sampled already"),
+    ("frames", {"frame_step": 3}, "frame_step was given, but this is a frames view"),
+]
+
+
+@pytest.mark.parametrize(("target", "given", "message"), SAMPLING_REFUSALS, ids=[m for *_, m in SAMPLING_REFUSALS])
+def test_sampling_options_are_refused_where_nothing_is_sampled(videos, model, image_dir, target, given, message):
+    images = fo.Dataset()
+    images.add_samples([fo.Sample(filepath=str(p)) for p in sorted(image_dir.iterdir())])
+    collection = images if target == "images" else videos.to_frames(sample_frames=True)
+    with pytest.raises(ValueError, match=message):
+        label_samples(collection, model, "det", **given)
+    assert images.list_runs() == list_runs(videos) == []
+    assert "det" not in images.get_field_schema() and "det" not in videos.get_frame_field_schema()
+    images.delete()
+
+
+@pytest.mark.parametrize("flag", [["--fps", "2"], ["--frame-step", "2"]], ids=["fps", "frame_step"])
+@pytest.mark.parametrize("source", ["--images", "--dataset"])
+def test_the_cli_refuses_sampling_options_on_images_and_writes_nothing(
+    tiny_checkpoint, image_dir, capsys, flag, source
+):
+    from fiftyone_florence2.cli import main
+
+    images = fo.Dataset(persistent=True)
+    images.add_samples([fo.Sample(filepath=str(p)) for p in sorted(image_dir.iterdir())])
+    name = "never-made" if source == "--images" else images.name
+    given = ["--images", str(image_dir), "--dataset-name", name] if source == "--images" else ["--dataset", name]
+    assert main(["label", *given, "--task", "caption", "--model", str(tiny_checkpoint), *flag]) == 2
+    assert (
+        f"{flag[0][2:].replace('-', '_')} was given, but this collection holds image media" in capsys.readouterr().err
+    )
+    assert (
+        not fo.dataset_exists("never-made")
+        and images.list_runs() == []
+        and "florence2_caption" not in images.get_field_schema()
+    )
+    images.delete()
+
+
+def _random_bytes(path):
+    path.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+
+
+def _truncated(path):
+    whole = write_video(path.with_suffix(".whole.mp4"), frames=20)
+    data = Path(whole).read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+# Each row: how the broken file is made, and what its reason says.
+BROKEN = [
+    ("random bytes", _random_bytes, "Invalid data found when processing input"),
+    ("zero length", lambda path: path.write_bytes(b""), "the video file is empty (0 bytes)"),
+    ("truncated", _truncated, "ffmpeg cannot read it as a video: moov atom not found; Invalid data found"),
+    ("missing", lambda path: None, "the video file does not exist"),
+]
+
+
+@pytest.mark.parametrize(("make", "reason"), [row[1:] for row in BROKEN], ids=[row[0] for row in BROKEN])
+def test_a_broken_video_is_a_failed_sample_with_its_reason(tmp_path, model, make, reason, capsys):
+    from fiftyone_florence2.cli import main
+
+    make(tmp_path / "broken.mp4")
+    good = write_video(tmp_path / "good.mp4")
+    dataset = fo.Dataset(persistent=True)
+    broken_id, good_id = dataset.add_samples([fo.Sample(filepath=str(tmp_path / "broken.mp4")),
+                                              fo.Sample(filepath=good)])  # fmt: skip
+    summary = label_samples(dataset, model, "det")
+    assert (summary.targeted, summary.labelled, list(summary.failures)) == (FRAMES + 1, FRAMES, [broken_id])
+    assert reason in summary.failures[broken_id]
+    assert reason in dataset.load_run_results(summary.run_key, cache=False).failures[broken_id]
+    assert len([label for label in frame_labels(dataset, "det") if label is not None]) == FRAMES  # the good one
+    assert dataset.get_run_info(summary.run_key).config.status == "completed"
+
+    dataset.delete_samples(good_id)  # only the broken video: a failed run, and the CLI says why
+    args = ["label", "--dataset", dataset.name, "--task", "caption", "--model", str(tiny_checkpoint_of(model))]
+    assert main([*args, "--label-field", "cap", "--max-new-tokens", "2"]) == 1
+    out = capsys.readouterr().out
+    assert "Labelled 0 of 1 sample(s)" in out and "broken.mp4: " in out and reason in out
+    (key,) = [k for k in list_runs(dataset) if k != summary.run_key]
+    assert dataset.get_run_info(key).config.status == "failed"
+    dataset.delete()
+
+
+def tiny_checkpoint_of(model) -> str:
+    return model.config.model
+
+
+def test_a_preview_of_a_video_labels_its_first_frame_and_writes_nothing(videos, model, tmp_path):
+    from fiftyone_florence2.labeling import preview_samples
+
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    empty = fo.Sample(filepath=str(tmp_path / "empty.mp4"))
+    videos.add_sample(empty)
+    ids = videos.values("id")
+    rows = preview_samples(videos, model, [ids[0], empty.id])
+    (item, path, outcome) = rows[0]
+    assert (item.sample_id, path, item.image_wh, item.error) == (ids[0], videos.first().filepath, (64, 48), None)
+    assert outcome.labels["detection"].detections[0].label == "car"
+    assert rows[1][0].error == "the video file is empty (0 bytes)" and not rows[1][2].labels
+    assert "det" not in videos.get_frame_field_schema() and list_runs(videos) == []
+
+
+@pytest.mark.parametrize("bad", ["clip0", "", 42, "0" * 23], ids=["a name", "empty", "a number", "23 digits"])
+def test_a_preview_of_something_that_is_not_a_sample_id_is_refused(videos, model, bad):
+    from fiftyone_florence2.labeling import preview_samples
+
+    with pytest.raises(ValueError, match=r"is not a sample id \(24 hexadecimal digits\)"):
+        preview_samples(videos, model, [videos.first().id, bad])
