@@ -203,7 +203,7 @@ def test_a_resume_that_changes_the_weights_options_is_refused_before_loading(
     boxes, tiny_checkpoint, finished, monkeypatch, tmp_path, change, message
 ):
     if change.get("model") == "other":
-        change = {"model": str(tmp_path / "other")}
+        change = {"model": str(finished)}  # another checkpoint that exists: the finished run's own
     monkeypatch.setattr(training, "Florence2Runner", _refuse_weights)
     options = {"output_dir": str(finished), "model": str(tiny_checkpoint), "resume": True, **FAST, **change}
     with pytest.raises(ValueError, match=message):
