@@ -248,20 +248,21 @@ def commit(path: Path, settings: dict[str, Any]) -> list[str]:
 def finish_commit(path: Path) -> None:
     """Carries out (or finishes, after a kill) the swap the journal describes; every step can be repeated.
 
-    The weights are moved last, so that until then the old ones stay beside the files they came with."""
+    The new weights are moved in after the files they come with, and the old run's other files removed
+    only then, so that a kill part way leaves weights with a configuration beside them."""
     journal = _read_json(path / JOURNAL)
     if journal is None:
         return
     staging, new = path / STAGING, journal["files"]
-    for name in journal["replaces"]:
-        if name not in new:
-            _remove(path / name)
     if (staging / CHECKPOINTS_DIR).is_dir():
         _remove(path / CHECKPOINTS_DIR)
         os.replace(staging / CHECKPOINTS_DIR, path / CHECKPOINTS_DIR)
     for name in sorted(new, key=lambda name: name.endswith(".safetensors")):
         if (staging / STAGED_MODEL / name).exists():
             os.replace(staging / STAGED_MODEL / name, path / name)
+    for name in journal["replaces"]:  # the old run's files the new one does not replace go last
+        if name not in new:
+            _remove(path / name)
     _write_json(path / MANIFEST, {"files": new, "settings": journal["settings"]})
     (path / JOURNAL).unlink()
     _remove(staging)

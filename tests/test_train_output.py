@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -164,16 +165,28 @@ def test_a_swap_cut_short_is_finished_by_the_next_run(boxes, tiny_checkpoint, fi
         train(boxes, output_dir=str(finished), model=str(tiny_checkpoint), overwrite=True, seed=5, **FAST)
     monkeypatch.setattr("fiftyone_florence2.train_output.os.replace", real)
     assert "config.json" in calls and (finished / "model.safetensors").exists()
+    assert load_model("<OD>", model=str(finished)).runner.checkpoint == str(finished)  # cut short, still loads
     finish_commit(finished)
     assert not (finished / STAGING).exists() and (finished / MANIFEST).exists()
     assert load_model("<OD>", model=str(finished)).runner.checkpoint == str(finished)
 
 
-def test_a_second_run_into_a_locked_directory_is_refused(boxes, tiny_checkpoint, finished):
+@pytest.mark.parametrize("route", ["python", "cli"])
+def test_a_second_run_into_a_locked_directory_is_refused(boxes, tiny_checkpoint, finished, capsys, route):
+    holder = r"output.dir '.*' is being written by training run 'florence2_train_other_run' \(host " + re.escape(
+        f"{socket.gethostname()}, pid {os.getpid()}"
+    )
+    before = _bytes(finished)
     with locked_output(finished, "florence2_train_other_run"):
-        holder = rf"florence2_train_other_run.*host {socket.gethostname()}, pid {os.getpid()}"
-        with pytest.raises(ValueError, match=holder):
-            train(boxes, output_dir=str(finished), model=str(tiny_checkpoint), overwrite=True, **FAST)
+        if route == "python":
+            with pytest.raises(ValueError, match=holder):
+                train(boxes, output_dir=str(finished), model=str(tiny_checkpoint), overwrite=True, **FAST)
+        else:
+            boxes.persistent = True
+            args = ["--dataset", boxes.name, "--output-dir", str(finished), "--model", str(tiny_checkpoint)]
+            assert main(["train", *args, "--overwrite", "--max-steps", "2"]) == 2
+            assert re.search("--" + holder, capsys.readouterr().err)
+    assert _bytes(finished) == before
 
 
 def test_a_lock_whose_holder_is_dead_is_taken_over(boxes, tiny_checkpoint, finished):
