@@ -168,14 +168,18 @@ def train(samples: Any, progress: bool = True, on_progress: Callable[[dict], Non
     """
     options = read_train_options(options)
     precision_args(options["device"], options["dtype"])  # a device or precision this machine lacks
+    if int(os.environ.get("RANK", "0")) != 0:
+        # Another process of a torchrun job: process 0 checks, locks, stages and swaps the output directory,
+        # whose state it may already have changed.
+        options["output_dir"] = str(Path(options["output_dir"]).expanduser().resolve())
+        split = make_split(samples, options, DRAFT_WH)
+        return _train(samples, options, split, None, output_settings(options), {})
     media = media_dirs(samples)
     output = check_output_dir(options["output_dir"], options["overwrite"], options["resume"], media, controls)
     options["output_dir"] = str(output)  # the record's checkpoint path, whatever directory another process runs in
     settings = output_settings(options)
     changes = resume_changes(output, settings, controls) if options["resume"] else {}
     split = make_split(samples, options, DRAFT_WH)
-    if int(os.environ.get("RANK", "0")) != 0:  # another process of a torchrun job: process 0 owns the directory
-        return _train(samples, options, split, None, settings, changes)
     with locked_output(output, new_run_key(method=METHOD), controls) as lock:
         for abandoned in lock.abandoned_records():
             mark_interrupted(samples._root_dataset, abandoned)
