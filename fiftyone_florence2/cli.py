@@ -165,6 +165,7 @@ def run_train(args: argparse.Namespace) -> int:
     """Fine-tunes on a dataset (or one of its saved views); every check runs before any weights load."""
     import fiftyone as fo
 
+    from .train_output import CLI as CLI_CONTROLS
     from .training import train
 
     if not fo.dataset_exists(args.dataset):
@@ -175,7 +176,7 @@ def run_train(args: argparse.Namespace) -> int:
         raise UsageError(f"Dataset {args.dataset!r} has no saved view {args.view!r}; saved views: {views}.")
     samples = dataset.load_saved_view(args.view) if args.view else dataset
     try:
-        result = train(samples, progress=True, **_options(args, TRAIN_OPTIONS))
+        result = train(samples, progress=True, controls=CLI_CONTROLS, **_options(args, TRAIN_OPTIONS))
     except ValueError as e:
         raise UsageError(str(e)) from None
     if result.run_key is None:  # another process of a torchrun job reports

@@ -56,6 +56,20 @@ def holder_alive(holder: dict, now: datetime.datetime, stale_seconds: float = ST
     return heartbeat is not None and (now - heartbeat).total_seconds() < stale_seconds
 
 
+def holder_text(current: dict, holder: dict) -> str:
+    """Where and since when a lock's holder runs: ``host h, pid p, since ...``."""
+    return f"host {holder['host']}, pid {holder['pid']}, since {current['since']:%Y-%m-%d %H:%M:%S} UTC"
+
+
+def live_holders(lock_id: str, stale_seconds: float = STALE_SECONDS) -> tuple[dict | None, list[dict]]:
+    """A lock's document (None when free) and its holders that still run."""
+    current = _collection().find_one({"_id": lock_id})
+    if current is None:
+        return None, []
+    now = _now()
+    return current, [h for h in current.get("holders", {}).values() if holder_alive(h, now, stale_seconds)]
+
+
 class FieldLocks:
     """Holds the locks of one run on some fields of a dataset, with a heartbeat thread."""
 
@@ -105,19 +119,20 @@ class FieldLocks:
             now = _now()
             alive = [h for h in current.get("holders", {}).values() if holder_alive(h, now, self.stale_seconds)]
             if alive:
-                field = lock_id.split(":", 1)[1]
-                since = f"{current['since']:%Y-%m-%d %H:%M:%S} UTC"
-                raise FieldLockedError(
-                    f"Field {field!r} is being written by run {current['run_key']!r} "
-                    f"(host {alive[0]['host']}, pid {alive[0]['pid']}, since {since}). "
-                    "Wait for it to finish, or write to another field."
-                )
+                raise FieldLockedError(self.refusal(lock_id.split(":", 1)[1], current, alive[0]))
             # Every holder is gone: take the lock over, unless someone else just did.
             if locks.delete_one(
                 {"_id": lock_id, "run_key": current["run_key"], "since": current["since"]}
             ).deleted_count:
                 self.taken_over.append(current)
         raise FieldLockedError(f"Could not lock {lock_id!r}: it changed hands too often.")
+
+    def refusal(self, name: str, current: dict, holder: dict) -> str:
+        """The one line that refuses a run because a live ``holder`` of ``current`` holds ``name``."""
+        return (
+            f"Field {name!r} is being written by run {current['run_key']!r} ({holder_text(current, holder)}). "
+            "Wait for it to finish, or write to another field."
+        )
 
     def note_record(self, record_key: str) -> None:
         """Notes the run record this holder writes, so that whoever takes a dead lock over can close it."""

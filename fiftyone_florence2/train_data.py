@@ -1,9 +1,9 @@
 """FiftyOne samples to training examples (image, question, answer): the data side of fine-tuning.
 
-Everything a training run can refuse is refused here, before any weights
-load: an empty view, a missing field or one of the wrong label type, a
-validation split with no samples, an output directory that is not ours to
-replace. Samples whose labels cannot be learnt (none stored, a box off the
+Everything about the data a training run can refuse is refused here, before
+any weights load: an empty view, a missing field or one of the wrong label
+type, a validation split with no samples. Labels are read through the view, so
+labels a view filters out are not learnt. Samples whose labels cannot be learnt (none stored, a box off the
 image, ...) and images that cannot be read are skipped, each with its reason.
 No torch here.
 """
@@ -11,11 +11,8 @@ No torch here.
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import fiftyone.core.labels as fol
@@ -24,13 +21,9 @@ from .checks import label_class
 from .images import ImageLoadError, load_rgb
 from .labels import texts_from_value, to_training_pairs
 from .tasks import Task, get_tasks
-from .train_options import CHECKPOINTS_DIR
 
 # The label classes each kind of task learns from (labels.answer_data reads them).
 _POLYGON_SOURCES = (fol.Polylines, fol.Detections)
-# Files a training run writes into its output directory; one holding any of them is ours to replace.
-TRAINING_RECORD = "training.json"
-_OURS = (TRAINING_RECORD, CHECKPOINTS_DIR)
 
 
 @dataclass(frozen=True)
@@ -104,58 +97,6 @@ def check_training_collection(samples: Any, fields: dict[str, str], prompt_field
         raise ValueError(f"The dataset has no field {prompt_field!r} with the captions to ground.")
 
 
-def check_output_dir(output_dir: str, overwrite: bool, resume: bool) -> Path:
-    """The output directory, if a run may write there: new or empty, ours with ``overwrite`` or ``resume``."""
-    path = Path(output_dir).expanduser().resolve()
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"output_dir {str(path)!r} is a file, not a directory.")
-    entries = sorted(os.listdir(path)) if path.is_dir() else []
-    ours = any((path / name).exists() for name in _OURS)
-    if resume:
-        if last_complete_checkpoint(path / CHECKPOINTS_DIR) is None:
-            raise ValueError(f"Nothing to resume in {str(path)!r}: it holds no complete resumable checkpoint.")
-    elif entries and not overwrite:
-        raise ValueError(
-            f"output_dir {str(path)!r} is not empty: pass overwrite=True to replace it (--overwrite), "
-            "resume=True to go on from its last checkpoint (--resume), or choose a new directory."
-        )
-    elif entries and not ours:
-        raise ValueError(
-            f"output_dir {str(path)!r} holds files that no training run wrote ({', '.join(entries[:3])}); "
-            "overwrite replaces only a training run's output. Choose a new directory."
-        )
-    return path
-
-
-def _step(checkpoint: Path) -> int:
-    return int(checkpoint.name.rsplit("-", 1)[1])
-
-
-def checkpoints(folder: Path) -> list[Path]:
-    """The ``checkpoint-N`` directories in ``folder``, newest first."""
-    found = [p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name.rsplit("-", 1)[1].isdigit()]
-    return sorted(found, key=_step, reverse=True)
-
-
-def last_complete_checkpoint(folder: Path) -> Path | None:
-    """The newest ``checkpoint-N`` whose trainer state (written last) reads back; a run killed while saving
-    leaves a newer, incomplete one, which this passes over."""
-    for checkpoint in checkpoints(folder):
-        try:
-            json.loads((checkpoint / "trainer_state.json").read_text())["global_step"]
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        return checkpoint
-    return None
-
-
-def incomplete_checkpoints(folder: Path) -> list[Path]:
-    """The checkpoints newer than the last complete one: what a kill during a save left."""
-    last = last_complete_checkpoint(folder)
-    newest = -1 if last is None else _step(last)
-    return [checkpoint for checkpoint in checkpoints(folder) if _step(checkpoint) > newest]
-
-
 def _draw(sample_id: str, seed: int) -> float:
     """A number in [0, 1) fixed by the sample id and the seed, for a reproducible split."""
     digest = hashlib.sha256(f"{seed}:{sample_id}".encode()).digest()
@@ -225,17 +166,24 @@ def sample_examples(
                 raise ValueError(f"its {prompt_field!r} holds {len(captions)} captions; phrase grounding learns one")
             prompt = captions[0]
         pairs = to_training_pairs(task, label, prompt=prompt, classes=classes if task.takes_classes else None)
+        if not pairs:
+            raise ValueError(
+                "no instance, and no classes given to ask for"
+                if task.takes_classes and classes is None
+                else f"its {label_field!r} label gives {name} nothing to learn"
+            )
         examples += [Example(sample["id"], sample["filepath"], name, q, a) for q, a in pairs]
     return examples
 
 
 def collect_examples(
-    samples: Any, ids: Iterable[str], fields: dict[str, str], prompt_field: str | None, classes, skips: dict
+    source: Any, ids: Iterable[str], fields: dict[str, str], prompt_field: str | None, classes, skips: dict
 ) -> list[Example]:
-    """The examples of the samples ``ids``, in their order; a sample that gives none is skipped with its reason."""
+    """The examples of the samples ``ids`` of the view ``source``, in their order, from the labels the view
+    shows; a sample that gives none is skipped with its reason."""
     wanted = list(ids)
     names = ["id", "filepath", *dict.fromkeys([*fields.values(), *([prompt_field] if prompt_field else [])])]
-    view = samples._dataset.select(wanted, ordered=True)  # validation ids may lie outside samples
+    view = source.select(wanted, ordered=True)
     examples = []
     for values in zip(*view.values(names)):
         sample = dict(zip(names, values))
@@ -274,10 +222,9 @@ def make_split(samples: Any, options: dict[str, Any], draft_wh: tuple[int, int] 
         samples, options["val_view"], options["val_tag"], options["val_fraction"], options["seed"]
     )
     skips: dict[str, str] = {}
-    train = readable(
-        collect_examples(samples, train_ids, fields, prompt_field, options["classes"], skips), skips, draft_wh
-    )
-    val = readable(collect_examples(samples, val_ids, fields, prompt_field, options["classes"], skips), skips, draft_wh)
+    classes, val_source = options["classes"], validation_source(samples, options["val_view"])
+    train = readable(collect_examples(samples, train_ids, fields, prompt_field, classes, skips), skips, draft_wh)
+    val = readable(collect_examples(val_source, val_ids, fields, prompt_field, classes, skips), skips, draft_wh)
     if not train:
         reasons = sorted(set(skips.values()))[:3]
         raise ValueError(f"None of the {len(train_ids)} training samples can be learnt: {'; '.join(reasons)}.")
@@ -286,21 +233,38 @@ def make_split(samples: Any, options: dict[str, Any], draft_wh: tuple[int, int] 
     return Split(train, val, skips)
 
 
-def drop_unaskable(split: Split, check_question: Callable[[str], None]) -> None:
-    """Skips the samples with a question the model cannot read (``check_question`` raises ``ValueError``
-    with the reason: a caption too long to fit beside the image, say)."""
-    reasons: dict[str, str] = {}
+def validation_source(samples: Any, val_view: Any) -> Any:
+    """The view whose labels validation reads: ``val_view`` when given, else the view trained on."""
+    return samples if val_view is None else val_view
+
+
+def drop_unlearnable(split: Split, check_question: Callable[[str], None], check_answer: Callable[[str], None]) -> None:
+    """Skips the samples with a question the model cannot read or an answer it cannot write (the checks raise
+    ``ValueError`` with the reason: a caption too long to fit beside the image, an answer longer than the
+    decoder's positions)."""
+    examples = [*split.train, *split.val]
     validating = bool(split.val)
-    for question in dict.fromkeys(example.question for example in [*split.train, *split.val]):
-        try:
-            check_question(question)
-        except ValueError as error:
-            reasons[question] = f"not learnt: {error}"
-    for example in [*split.train, *split.val]:
-        if example.question in reasons:
-            split.skips[example.sample_id] = reasons[example.question]
+    questions = _problems({example.question for example in examples}, check_question)
+    answers = _problems({example.answer for example in examples}, check_answer)
+    reasons: dict[str, str] = {}
+    for example in examples:
+        problem = questions.get(example.question) or answers.get(example.answer)
+        if problem:
+            reasons[example.sample_id] = f"not learnt: {problem}"
+    split.skips.update(reasons)
     split.train = [example for example in split.train if example.sample_id not in split.skips]
     split.val = [example for example in split.val if example.sample_id not in split.skips]
     if not split.train or (validating and not split.val):
         which = "training" if not split.train else "validation"
         raise ValueError(f"No {which} sample is left: " + "; ".join(sorted(set(reasons.values()))[:3]))
+
+
+def _problems(texts: Iterable[str], check: Callable[[str], None]) -> dict[str, str]:
+    """``{text: why check refuses it}`` for each text ``check`` refuses."""
+    found = {}
+    for text in texts:
+        try:
+            check(text)
+        except ValueError as error:
+            found[text] = str(error)
+    return found

@@ -35,10 +35,11 @@ def text_similarity(predicted: str, expected: str) -> float:
     return 1.0 - previous[-1] / max(len(predicted), len(expected))
 
 
-def validation_copy(samples: Any, val_ids: Sequence[str], fields: dict[str, str], prompt_field: str | None) -> Any:
-    """A temporary dataset holding the validation samples' files and the fields validation reads."""
+def validation_copy(source: Any, val_ids: Sequence[str], fields: dict[str, str], prompt_field: str | None) -> Any:
+    """A temporary dataset holding the validation samples' files and the fields validation reads, with the
+    labels the view ``source`` shows (labels it filters out are not expected of the model)."""
     keep = list(dict.fromkeys([*fields.values(), *([prompt_field] if prompt_field else [])]))
-    view = samples._dataset.select(list(val_ids), ordered=True).select_fields(keep)
+    view = source.select(list(val_ids), ordered=True).select_fields(keep)
     return view.clone()
 
 

@@ -123,7 +123,8 @@ TRAIN_OPTIONS: tuple[Option, ...] = (
             "CPU", group="training"),
     Option("workers", 0, "data-loading worker processes", "int", lambda name, value: whole_number(name, value, 0),
            group="run"),
-    Option("overwrite", False, "replace an existing output directory", "bool", boolean, group="run"),
+    Option("overwrite", False, "replace the previous training run's checkpoint in the output directory, once the "
+           "new one is complete (other files there stay)", "bool", boolean, group="run"),
     Option("resume", False, "go on from the output directory's last resumable checkpoint", "bool", boolean,
            group="run"),
 )  # fmt: skip

@@ -6,7 +6,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .provenance import new_run_key, now_iso, register_running
+from .provenance import mark_interrupted, now_iso, register_running
+from .train_output import writer_alive
 
 METHOD = "florence2_train"
 # Options that are not settings of the run (where it goes, how it was started).
@@ -22,16 +23,22 @@ def training_settings(options: dict[str, Any]) -> dict[str, Any]:
     return settings
 
 
-def start_training_run(samples: Any, options: dict[str, Any], split: Any) -> str:
-    """Registers a running training run on ``samples`` (its view is kept) and returns its key."""
+def start_training_run(
+    samples: Any, run_key: str, options: dict[str, Any], split: Any, resumed_from: Any = None, changes=None
+) -> str:
+    """Registers a running training run on ``samples`` (its view is kept) and returns its key (``run_key``,
+    or a variant of it when taken). A resume records the checkpoint it went on from and the schedule options
+    it changed, ``{option: [before, now]}``."""
     return register_running(
         samples,
-        new_run_key(method=METHOD),
+        run_key,
         METHOD,
         train_samples=len(split.train_ids),
         val_samples=len(split.val_ids),
         train_examples=len(split.train),
         skipped=len(split.skips),
+        resumed_from=None if resumed_from is None else str(resumed_from),
+        resume_changes=changes or {},
         **training_settings(options),
     )
 
@@ -61,9 +68,14 @@ def list_training_runs(dataset: Any) -> list[str]:
 
 
 def _training_configs(dataset: Any) -> list[tuple[str, Any]]:
-    """``(key, config)`` of each training run on ``dataset``, oldest first: one read of each run's config."""
+    """``(key, config)`` of each training run on ``dataset``, oldest first: one read of each run's config. A
+    run recorded as running whose process no longer holds its output directory is marked interrupted."""
     dataset.reload()
     configs = [(key, dataset.get_run_info(key).config) for key in dataset.list_runs(method=METHOD)]
+    for key, config in configs:
+        if config.status == "running" and not writer_alive(config.output_dir, key):
+            mark_interrupted(dataset, key)  # its process is gone (killed, or its machine lost)
+            config.status = "interrupted"
     return sorted(configs, key=lambda pair: pair[1].started_at)
 
 

@@ -18,8 +18,9 @@ from typing import Any
 import fiftyone.operators.types as types
 
 from fiftyone_florence2.tasks import Task, get_tasks
-from fiftyone_florence2.train_data import check_output_dir, check_split_sizes, check_training_collection, learns_from
+from fiftyone_florence2.train_data import check_split_sizes, check_training_collection, learns_from
 from fiftyone_florence2.train_options import TRAIN, TRAIN_OPTIONS, read_train_options
+from fiftyone_florence2.train_output import APP, check_output_dir, check_unlocked, media_dirs
 
 from .form import checkpoint_input, place_inputs, prompt_field_choices, tasks_input
 from .plan import reads
@@ -82,7 +83,8 @@ def make_train_plan(ctx: Any) -> TrainPlan:
         check_training_collection(plan.samples, read["label_field"], read["prompt_field"])
         plan.count = plan.samples.count()
         check_split_sizes(plan.samples, plan.count, read["val_tag"], read["val_fraction"])
-        check_output_dir(read["output_dir"], read["overwrite"], read["resume"])
+        media = media_dirs(plan.samples)
+        check_unlocked(check_output_dir(read["output_dir"], read["overwrite"], read["resume"], media, APP), APP)
     except (TypeError, ValueError) as e:
         plan.problem = str(e)
     return plan

@@ -134,10 +134,31 @@ def test_bad_inputs_are_refused_in_the_form_and_before_queueing(trainer, labelle
     assert not (tmp_path / "ft").exists()
 
 
-def test_a_foreign_output_directory_is_refused(trainer, labelled, tmp_path):
-    (tmp_path / "notes.txt").write_text("mine")
-    params = {"task": DETECTION.name, "label_field": "gt", "output_dir": str(tmp_path), "overwrite": True}
-    assert_refused(queue, lambda dataset, **p: train_form(trainer, dataset, **p), labelled, params, "no training run")
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ("foreign", "holds config.json, which no training run wrote"),
+        ("images", "holds the images being trained on"),
+        ("finished", "pass 'Overwrite' to replace it, 'Resume' to go on"),
+        ("locked", "is being written by training run 'florence2_train_elsewhere'"),
+    ],
+)
+def test_an_output_directory_that_is_not_free_is_refused_in_the_forms_words(
+    trainer, labelled, image_dir, tmp_path, where, message
+):
+    from contextlib import nullcontext
+
+    from fiftyone_florence2.train_output import MANIFEST, locked_output
+
+    project = image_dir if where == "images" else tmp_path / "project"
+    project.mkdir(exist_ok=True)
+    (project / "notes.txt").write_text("mine")
+    (project / ("config.json" if where == "foreign" else MANIFEST)).write_text('{"files": []}')
+    params = {"task": DETECTION.name, "label_field": "gt", "output_dir": str(project), "overwrite": where != "finished"}
+    held = locked_output(project.resolve(), "florence2_train_elsewhere") if where == "locked" else nullcontext()
+    with held:
+        assert_refused(queue, lambda dataset, **p: train_form(trainer, dataset, **p), labelled, params, message)
+    assert (project / "notes.txt").read_text() == "mine"
 
 
 @pytest.mark.slow

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from fiftyone_florence2 import load_model, train
 from fiftyone_florence2.cli import main
 from fiftyone_florence2.tasks import TASKS, get_task
-from fiftyone_florence2.train_record import METHOD
+from fiftyone_florence2.train_record import METHOD, list_training_runs
 
 DETECTION = get_task("detection").name
 CAPTION = get_task("caption").name
@@ -63,8 +63,8 @@ def _runs(ds) -> list[str]:
         ({"view": "empty"}, "the view is empty"),
         ({"val_tag": "no_such_tag"}, "has no samples"),
         ({"val_tag": "all"}, "takes every sample"),
-        ({"output_dir": "full"}, "is not empty: pass overwrite=True"),
-        ({"output_dir": "foreign", "overwrite": True}, "holds files that no training run wrote"),
+        ({"output_dir": "full"}, "holds a training run's output: pass overwrite=True"),
+        ({"output_dir": "foreign", "overwrite": True}, "holds config.json, which no training run wrote"),
         ({"resume": True}, "Nothing to resume"),
         ({"output_dir": None}, "output_dir is required"),
         ({"epochs": 0}, "epochs must be a whole number"),
@@ -81,9 +81,10 @@ def _runs(ds) -> list[str]:
 def test_bad_arguments_are_refused_before_any_work(boxes, tiny_checkpoint, tmp_path, change, message):
     out = tmp_path / "out"
     (tmp_path / "full").mkdir()
-    (tmp_path / "full" / "training.json").write_text("{}")
+    (tmp_path / "full" / "florence2-manifest.json").write_text('{"files": []}')
     (tmp_path / "foreign").mkdir()
     (tmp_path / "foreign" / "thesis.tex").write_text("mine")
+    (tmp_path / "foreign" / "config.json").write_text("mine")
     boxes.add_sample_field("unset", fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
     if change.get("val_tag") == "all":
         boxes.tag_samples("all")
@@ -176,7 +177,7 @@ def test_cli_trains_then_labels_with_the_checkpoint(boxes, tiny_checkpoint, tmp_
     printed = capsys.readouterr().out
     assert f"Checkpoint: {out}" in printed and "best validation score" in printed
     assert main([*args, "--max-steps", "2"]) == 2  # the directory is now taken
-    assert "is not empty" in capsys.readouterr().err
+    assert "holds a training run's output: pass --overwrite" in capsys.readouterr().err
     assert main(["label", "--dataset", boxes.name, "--model", str(out), "--task", DETECTION,
                  "--label-field", "pred", "--num-beams", "1", "--max-new-tokens", "8"]) == 0  # fmt: skip
     boxes.reload()
@@ -198,15 +199,17 @@ def test_a_run_killed_with_sigkill_resumes_from_its_last_checkpoint_and_finishes
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     first = subprocess.Popen(_cli(*args), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
-    while not (out / "checkpoints" / "checkpoint-20").is_dir():
+    staged = out / ".florence2-staging" / "checkpoints"  # a run's checkpoints until it finishes
+    while not (staged / "checkpoint-20").is_dir():
         assert first.poll() is None, first.stderr.read().decode()[-2000:]
         assert time.monotonic() < deadline, "no checkpoint within 2 minutes"
         time.sleep(0.2)
     first.send_signal(signal.SIGKILL)
     first.wait()
     assert not (out / "model.safetensors").exists()
-    saved = sorted(int(p.name.split("-")[1]) for p in (out / "checkpoints").glob("checkpoint-*"))
-    half_written = out / "checkpoints" / f"checkpoint-{saved[-1] + 5}"  # as a kill in the middle of a save leaves
+    assert [boxes.get_run_info(key).config.status for key in list_training_runs(boxes)] == ["interrupted"]
+    saved = sorted(int(p.name.split("-")[1]) for p in staged.glob("checkpoint-*"))
+    half_written = staged / f"checkpoint-{saved[-1] + 5}"  # as a kill in the middle of a save leaves
     half_written.mkdir()
     (half_written / "model.safetensors").write_bytes(b"\0" * 10)
     done = subprocess.run(_cli(*args, "--resume"), env=env, capture_output=True, text=True, timeout=300)
@@ -216,7 +219,7 @@ def test_a_run_killed_with_sigkill_resumes_from_its_last_checkpoint_and_finishes
     logged = [entry["step"] for entry in state["log_history"] if "loss" in entry]
     assert logged == sorted(set(logged)) and logged[-1] > 390  # one history, no step trained twice
     assert (out / "model.safetensors").exists() and saved[-1] >= 20
-    assert "half-written" in done.stdout and not half_written.exists()
+    assert "half-written" in done.stdout and not half_written.exists() and not staged.exists()
     record = json.loads((out / "training.json").read_text())
     assert record["steps"] == 400
 
