@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .provenance import new_run_key, now_iso, register_running
+from .provenance import TRAIN_METHOD, new_run_key, now_iso, register_running
 
-METHOD = "florence2_train"
+METHOD = TRAIN_METHOD
 # Options that are not settings of the run (where it goes, how it was started).
 _NOT_SETTINGS = ("val_view", "overwrite", "resume")
 
@@ -22,12 +22,17 @@ def training_settings(options: dict[str, Any]) -> dict[str, Any]:
     return settings
 
 
-def start_training_run(samples: Any, options: dict[str, Any], split: Any) -> str:
-    """Registers a running training run on ``samples`` (its view is kept) and returns its key."""
+def start_training_run(samples: Any, options: dict[str, Any], split: Any, weights_sha256: str | None = None) -> str:
+    """Registers a running training run on ``samples`` (its view is kept) and returns its key.
+
+    ``weights_sha256`` is the fingerprint of the starting weights (None for a Hub id, whose revision is
+    recorded).
+    """
     return register_running(
         samples,
         new_run_key(method=METHOD),
         METHOD,
+        weights_sha256=weights_sha256,
         train_samples=len(split.train_ids),
         val_samples=len(split.val_ids),
         train_examples=len(split.train),
@@ -48,6 +53,7 @@ def finish_training_run(samples: Any, run_key: str, status: str, summary: dict[s
     samples.save_run_results(run_key, results, overwrite=True)
     info = samples.get_run_info(run_key)
     info.config.status = status
+    info.config.checkpoint_sha256 = summary.get("checkpoint_sha256")  # listed without reading the results
     samples.update_run_config(run_key, info.config)
 
 

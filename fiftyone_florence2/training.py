@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
+from .checkpoints import weights_fingerprint
 from .config import Florence2ModelConfig
 from .devices import pick_device, pick_dtype
 from .images import ImageLoadError, load_rgb
@@ -304,7 +305,7 @@ def train(samples: Any, progress: bool = True, on_progress: Callable[[dict], Non
     world = int(os.environ.get("WORLD_SIZE", "1"))
     per_step = options["batch_size"] * options["grad_accum"] * world
     args = training_args(options, output, copy is not None, max(1, math.ceil(len(split.train) / per_step)))
-    run_key = start_training_run(samples, options, split) if args.process_index == 0 else None
+    run_key = start_training_run(samples, options, split, runner.weights_sha256) if args.process_index == 0 else None
     bar = ProgressBar(progress and args.process_index == 0, per_step)
 
     def on_log(entry: dict, state: Any) -> None:
@@ -355,6 +356,7 @@ def train(samples: Any, progress: bool = True, on_progress: Callable[[dict], Non
     if trainer.is_world_process_zero():
         save_native(trainer, processor, output)
         summary = {**result.__dict__, "best_checkpoint": state.best_model_checkpoint}
+        summary["checkpoint_sha256"] = weights_fingerprint(output)  # what labelling with it records
         summary.pop("run_key")
         (output / TRAINING_RECORD).write_text(json.dumps(summary, indent=1, default=str))
         if run_key:
