@@ -188,12 +188,12 @@ def run_runs(args: argparse.Namespace) -> int:
     if not fo.dataset_exists(args.dataset):
         raise UsageError(f"No FiftyOne dataset named {args.dataset!r}.")
     dataset = fo.load_dataset(args.dataset)
-    key = args.failures or args.delete
+    key = args.failures if args.failures is not None else args.delete
     try:
-        if args.delete:
+        if args.delete is not None:
             delete_run(dataset, key)
             print(f"Deleted run {key} (its labels and checkpoints stay).")
-        elif args.failures:
+        elif args.failures is not None:
             _print_failures(dataset, key, run_failures(dataset, key))
     except ValueError as e:  # not a Florence-2 run: the message lists those there are
         raise UsageError(str(e)) from None
@@ -209,8 +209,8 @@ def run_runs(args: argparse.Namespace) -> int:
         config = dataset.get_run_info(key).config
         learnt = ", ".join(f"{task} from {field}" for task, field in config.label_field.items())
         written = getattr(config, "checkpoint_sha256", None)
-        output = f"{config.output_dir} (weights {written[:12]})" if written else config.output_dir
-        print(f"{key}  {config.status:<11} trains {learnt} from {short_weights(config)} -> {output}")
+        wrote = f", wrote weights {written[:12]}" if written else ""
+        print(f"{key}  {config.status:<11} trains {learnt} -> {config.output_dir}  from {short_weights(config)}{wrote}")
     return 0
 
 
