@@ -102,6 +102,14 @@ def weights_fingerprint(checkpoint: str | os.PathLike) -> str | None:
     return digest.hexdigest()
 
 
+def snapshot_commit(cached_path: str | os.PathLike | None) -> str | None:
+    """The commit a file in the Hugging Face cache came from (``.../snapshots/<commit>/<file>``), or None."""
+    if not cached_path:
+        return None
+    folder = Path(cached_path).parent
+    return folder.name if folder.parent.name == "snapshots" else None
+
+
 def _file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:

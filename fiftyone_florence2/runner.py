@@ -18,6 +18,7 @@ from safetensors import SafetensorError
 from transformers import Florence2ForConditionalGeneration, Florence2Processor, PretrainedConfig
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutput
+from transformers.utils import cached_file
 
 from .checkpoints import (
     DEFAULT_CHECKPOINT,
@@ -26,6 +27,7 @@ from .checkpoints import (
     corrupt_weights_error,
     hub_reachable,
     resolve_checkpoint,
+    snapshot_commit,
     weights_fingerprint,
     weights_stat,
 )
@@ -122,6 +124,8 @@ class Florence2Runner:
                 "load it again once it is complete."
             )
         self._attach(self.model, self.processor, revision)
+        if not os.path.isdir(self.checkpoint):  # the commit the Hub files came from, not a branch name
+            self.revision = snapshot_commit(cached_file(self.checkpoint, "config.json", **kwargs)) or self.revision
 
     @classmethod
     def from_loaded(cls, model: Any, processor: Any, checkpoint: str) -> Florence2Runner:

@@ -120,3 +120,22 @@ def test_other_keys_are_refused_and_their_runs_kept(dataset, capsys, route, key)
             assert error == f"florence2: error: No Florence-2 run {key!r} on {dataset.name!r}; runs: none.\n"
     dataset.reload()
     assert dataset.list_runs() == ["someone_elses_run"]
+
+
+# (a run record's weights fields, what listings show)
+SHOWN_WEIGHTS = [
+    ({"weights_sha256": "ab" * 32, "revision": "main"}, "weights " + "ab" * 6),
+    ({"weights_sha256": None, "revision": "0123456789abcdef0123456789abcdef01234567"}, "revision 0123456789ab"),
+    ({"weights_sha256": None, "revision": None}, "weights unrecorded"),
+    ({}, "weights unrecorded"),  # a record from before fingerprints
+    ({"weights_sha256": "", "revision": ""}, "weights unrecorded"),
+]
+
+
+@pytest.mark.parametrize(("fields", "shown"), SHOWN_WEIGHTS)
+def test_listings_show_the_weights_short(fields, shown):
+    from types import SimpleNamespace
+
+    from fiftyone_florence2.provenance import short_weights
+
+    assert short_weights(SimpleNamespace(**fields)) == shown

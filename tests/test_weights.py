@@ -154,3 +154,24 @@ def test_the_app_labels_with_the_weights_now_in_the_directory(
     expected = weights_fingerprint(other) if reloads else recorded[0]
     assert recorded[1] == expected and (recorded[0] != recorded[1]) == reloads
     assert dataset.count("a") == dataset.count("b") == len(dataset)
+
+
+def test_a_hub_checkpoint_records_the_commit_its_files_came_from(tiny_checkpoint, tmp_path, monkeypatch, dataset):
+    import huggingface_hub.constants
+
+    from fiftyone_florence2.labeling import label_samples
+    from fiftyone_florence2.model import Florence2Model, Florence2ModelConfig
+    from fiftyone_florence2.provenance import short_weights
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--someone--tiny-florence2"
+    shutil.copytree(tiny_checkpoint, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    config = Florence2ModelConfig({"task": "caption", "model": "someone/tiny-florence2", "max_new_tokens": 2})
+    model = Florence2Model(config)
+    assert (model.runner.revision, model.runner.weights_sha256) == (commit, None)
+    summary = label_samples(dataset, model, "cap")
+    record = dataset.get_run_info(summary.run_key).config
+    assert (record.revision, record.weights_sha256, short_weights(record)) == (commit, None, "revision 0123456789ab")
