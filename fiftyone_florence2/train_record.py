@@ -22,22 +22,24 @@ def training_settings(options: dict[str, Any]) -> dict[str, Any]:
     return settings
 
 
-def start_training_run(samples: Any, options: dict[str, Any], split: Any, weights_sha256: str | None = None) -> str:
+def start_training_run(samples: Any, options: dict[str, Any], split: Any, runner: Any = None) -> str:
     """Registers a running training run on ``samples`` (its view is kept) and returns its key.
 
-    ``weights_sha256`` is the fingerprint of the starting weights (None for a Hub id, whose revision is
-    recorded).
+    ``runner`` holds the starting weights: their fingerprint is recorded (``weights_sha256``, None for a
+    Hub id), and the Hub commit they came from as the ``revision``.
     """
+    settings = training_settings(options)
+    settings["revision"] = getattr(runner, "revision", None) or settings.get("revision")
     return register_running(
         samples,
         new_run_key(method=METHOD),
         METHOD,
-        weights_sha256=weights_sha256,
+        weights_sha256=getattr(runner, "weights_sha256", None),
         train_samples=len(split.train_ids),
         val_samples=len(split.val_ids),
         train_examples=len(split.train),
         skipped=len(split.skips),
-        **training_settings(options),
+        **settings,
     )
 
 

@@ -305,7 +305,7 @@ def train(samples: Any, progress: bool = True, on_progress: Callable[[dict], Non
     world = int(os.environ.get("WORLD_SIZE", "1"))
     per_step = options["batch_size"] * options["grad_accum"] * world
     args = training_args(options, output, copy is not None, max(1, math.ceil(len(split.train) / per_step)))
-    run_key = start_training_run(samples, options, split, runner.weights_sha256) if args.process_index == 0 else None
+    run_key = start_training_run(samples, options, split, runner) if args.process_index == 0 else None
     bar = ProgressBar(progress and args.process_index == 0, per_step)
 
     def on_log(entry: dict, state: Any) -> None:
