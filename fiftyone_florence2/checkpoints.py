@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import urllib.error
 import urllib.parse
@@ -46,6 +47,75 @@ def resolve_checkpoint(name: str | os.PathLike | None) -> str:
             "only checkpoints in transformers' native Florence-2 format, with safetensors weights, load."
         )
     return str(path)
+
+
+# The files of a local checkpoint that decide its answers: the weights, and the model, generation,
+# processor and tokenizer files transformers reads beside them (JSON, merges.txt, sentencepiece models,
+# templates). Training's own record, written after the weights, and its checkpoints/ folder do not.
+_WEIGHTS_SUFFIXES = (".safetensors", ".json", ".txt", ".model", ".jinja")
+_NOT_WEIGHTS = ("training.json",)
+
+# One entry per file: (name, size, mtime_ns, ctime_ns, inode).
+WeightsStat = tuple[tuple[str, int, int, int, int], ...]
+
+
+def weights_files(directory: str | os.PathLike) -> list[Path]:
+    """The files that decide a local checkpoint's answers, by name (see ``_WEIGHTS_SUFFIXES``)."""
+    files = Path(directory).iterdir() if os.path.isdir(directory) else ()
+    return sorted(
+        path for path in files if path.suffix in _WEIGHTS_SUFFIXES and path.name not in _NOT_WEIGHTS and path.is_file()
+    )
+
+
+def weights_stat(checkpoint: str | os.PathLike) -> WeightsStat | None:
+    """A cheap key that changes whenever a local checkpoint's files change; None for a Hub id.
+
+    It reads no file: names, sizes, ``mtime_ns``, ``ctime_ns`` and inodes.
+    ``ctime`` is what makes it sound: every write, rename into place or
+    ``os.utime`` sets it, and no copying tool can preserve it, so a file
+    rewritten with its size and ``mtime`` kept still changes the key. (A
+    ``chmod`` changes it too: one needless reload, never a stale model.)
+    """
+    if not os.path.isdir(checkpoint):
+        return None
+    entries = []
+    for path in weights_files(checkpoint):
+        stat = path.stat()
+        entries.append((path.name, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino))
+    return tuple(entries)
+
+
+def weights_fingerprint(checkpoint: str | os.PathLike) -> str | None:
+    """The sha256 of a local checkpoint's deciding files (:func:`weights_files`); None for a Hub id.
+
+    Each file adds its name and its content's sha256, so two versions of
+    one directory differ whenever any byte differs, whatever their sizes and
+    times. It reads every byte (about a second per GB), so it is taken
+    once per load, never per lookup: :func:`weights_stat` tells whether the
+    files changed since.
+    """
+    if not os.path.isdir(checkpoint):
+        return None
+    digest = hashlib.sha256()
+    for path in weights_files(checkpoint):
+        digest.update(f"{path.name}\0{_file_sha256(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def snapshot_commit(cached_path: str | os.PathLike | None) -> str | None:
+    """The commit a file in the Hugging Face cache came from (``.../snapshots/<commit>/<file>``), or None."""
+    if not cached_path:
+        return None
+    folder = Path(cached_path).parent
+    return folder.name if folder.parent.name == "snapshots" else None
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _has(path: Path, names: str) -> bool:

@@ -194,38 +194,49 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_runs(args: argparse.Namespace) -> int:
+    """Lists, explains or deletes run records; it only reads records (no run's view is rebuilt)."""
     import fiftyone as fo
 
-    from .provenance import delete_run, list_runs, run_failures
-    from .train_record import list_training_runs
+    from .provenance import TRAIN_METHOD, delete_run, list_runs, load_results, run_failures, short_weights
 
     if not fo.dataset_exists(args.dataset):
         raise UsageError(f"No FiftyOne dataset named {args.dataset!r}.")
     dataset = fo.load_dataset(args.dataset)
-    keys = list_runs(dataset)
-    key = args.failures or args.delete
-    if key is not None and key not in keys:
-        raise UsageError(f"No Florence-2 run {key!r} on {args.dataset!r}; runs: {', '.join(keys) or 'none'}.")
-    if args.delete:
-        delete_run(dataset, key)
-        print(f"Deleted run {key} (its labels stay).")
-    elif args.failures:
-        failures = run_failures(dataset, key)
-        paths = dict(zip(*dataset.select(list(failures)).values(["id", "filepath"]))) if failures else {}
-        for sample_id, reason in failures.items():
-            print(f"{sample_id}  {paths.get(sample_id, '(deleted sample)')}  {reason}")
-        print(f"{len(failures)} failure(s) in run {key}.")
-    else:
-        for key in keys:
-            config = dataset.get_run_info(key).config
-            results = dataset.load_run_results(key, cache=False) if config.status != "running" else None
-            counts = f"labelled {results.labelled}, failed {results.failed}" if results is not None else ""
-            print(f"{key}  {config.status:<11} {','.join(config.tasks)} -> {config.label_field}  {counts}")
-        for key in list_training_runs(dataset):
-            config = dataset.get_run_info(key).config
-            learnt = ", ".join(f"{task} from {field}" for task, field in config.label_field.items())
-            print(f"{key}  {config.status:<11} trains {learnt} -> {config.output_dir}")
+    key = args.failures if args.failures is not None else args.delete
+    try:
+        if args.delete is not None:
+            delete_run(dataset, key)
+            print(f"Deleted run {key} (its labels and checkpoints stay).")
+        elif args.failures is not None:
+            _print_failures(dataset, key, run_failures(dataset, key))
+    except ValueError as e:  # not a Florence-2 run: the message lists those there are
+        raise UsageError(str(e)) from None
+    if key is not None:
+        return 0
+    for key in list_runs(dataset):
+        config = dataset.get_run_info(key).config
+        results = load_results(dataset, key) if config.status != "running" else None
+        counts = f"  labelled {results.labelled}, failed {results.failed}" if results is not None else ""
+        tasks = ",".join(config.tasks)
+        print(f"{key}  {config.status:<11} {tasks} -> {config.label_field}  {short_weights(config)}{counts}")
+    for key in list_runs(dataset, TRAIN_METHOD):
+        config = dataset.get_run_info(key).config
+        learnt = ", ".join(f"{task} from {field}" for task, field in config.label_field.items())
+        written = getattr(config, "checkpoint_sha256", None)
+        wrote = f", wrote weights {written[:12]}" if written else ""
+        print(f"{key}  {config.status:<11} trains {learnt} -> {config.output_dir}  from {short_weights(config)}{wrote}")
     return 0
+
+
+def _print_failures(dataset, key: str, reasons: dict[str, str]) -> None:
+    """One line per sample a run failed (or, for a training run, left out), with its path and reason."""
+    from bson import ObjectId
+
+    ids = [sample_id for sample_id in reasons if ObjectId.is_valid(sample_id)]  # not "(no id)"
+    paths = dict(zip(*dataset.select(ids).values(["id", "filepath"]))) if ids else {}
+    for sample_id, reason in reasons.items():
+        print(f"{sample_id}  {paths.get(sample_id, '(deleted sample)')}  {reason}")
+    print(f"{len(reasons)} failure(s) in run {key}.")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,6 +11,7 @@ from . import __version__
 from .config import Florence2ModelConfig
 
 METHOD = "florence2"
+TRAIN_METHOD = "florence2_train"  # training runs (train_record.py)
 _UTC = datetime.timezone.utc
 _last_start = datetime.datetime.min.replace(tzinfo=_UTC)
 _start_lock = threading.Lock()
@@ -49,10 +50,22 @@ def run_settings(config: Florence2ModelConfig, runner: Any) -> dict[str, Any]:
     """The settings that decide a run's labels, as JSON: every model option, and what the runner chose."""
     settings = config.settings()
     settings["revision"] = getattr(runner, "revision", None) or config.revision
+    # Tells two versions of one checkpoint directory apart (None for a Hub id: its revision does).
+    settings["weights_sha256"] = getattr(runner, "weights_sha256", None)
     generation = settings["generation"]
     generation["device"] = str(getattr(runner, "device", config.device))
     generation["dtype"] = str(getattr(runner, "dtype", config.dtype)).replace("torch.", "")
     return settings
+
+
+def short_weights(config: Any) -> str:
+    """The weights a run started from, as listings show them: the first 12 hex digits of the local
+    checkpoint's fingerprint, or of its Hub revision."""
+    sha256 = getattr(config, "weights_sha256", None)
+    if sha256:
+        return f"weights {sha256[:12]}"
+    revision = getattr(config, "revision", None)
+    return f"revision {revision[:12]}" if revision else "weights unrecorded"
 
 
 def start_run(samples: Any, run_key: str, config: Florence2ModelConfig, runner: Any, **details: Any) -> str:
@@ -127,7 +140,7 @@ def mark_interrupted(dataset: Any, run_key: str) -> None:
         return
     info.config.status = "interrupted"
     dataset.update_run_config(run_key, info.config)
-    results = dataset.load_run_results(run_key, cache=False, load_view=False)
+    results = load_results(dataset, run_key)
     if results is not None and getattr(results, "status", None) == "running":
         results.status = "interrupted"
         dataset.save_run_results(run_key, results, overwrite=True)
@@ -148,24 +161,50 @@ def _started(info: Any) -> datetime.datetime:
     return started.replace(tzinfo=started.tzinfo or _UTC)
 
 
-def list_runs(dataset: Any) -> list[str]:
-    """The keys of this project's runs on ``dataset``, oldest first (by start, so ``[-1]`` is the latest).
+def list_runs(dataset: Any, method: str = METHOD) -> list[str]:
+    """The keys of this project's labelling runs (or runs of ``method``) on ``dataset``, oldest first (by
+    start, so ``[-1]`` is the latest).
 
     Ties (records that kept their start only to the second) go by when
     FiftyOne registered them, then by key.
     """
     dataset.reload()
-    infos = [dataset.get_run_info(key) for key in dataset.list_runs(method=METHOD)]
+    infos = [dataset.get_run_info(key) for key in dataset.list_runs(method=method)]
     infos.sort(key=lambda info: (_started(info), _registered(info), info.key))
     return [info.key for info in infos]
 
 
+def check_run_key(dataset: Any, run_key: str) -> str:
+    """Returns the method of this project's run ``run_key`` (labelling or training); raises ``ValueError``
+    naming the runs there are for any other key."""
+    dataset.reload()
+    for method in (METHOD, TRAIN_METHOD):
+        if run_key in dataset.list_runs(method=method):
+            return method
+    keys = [*list_runs(dataset), *list_runs(dataset, TRAIN_METHOD)]
+    raise ValueError(f"No Florence-2 run {run_key!r} on {dataset.name!r}; runs: {', '.join(keys) or 'none'}.")
+
+
+def load_results(dataset: Any, run_key: str) -> Any:
+    """A run's stored results, or None; its view is never rebuilt (it may use a field since deleted, or
+    sample a video's frames again with ffmpeg)."""
+    return dataset.load_run_results(run_key, cache=False, load_view=False)
+
+
 def run_failures(dataset: Any, run_key: str) -> dict[str, str]:
-    """Why each sample of a run could not be labelled: ``{sample_id: reason}``."""
-    results = dataset.load_run_results(run_key, cache=False)
-    return dict(getattr(results, "failures", None) or {}) if results is not None else {}
+    """Why each sample of a run was not used: ``{sample_id: reason}``.
+
+    For a labelling run, the samples that failed; for a training run, the
+    samples it left out. Any other key raises ``ValueError``.
+    """
+    method = check_run_key(dataset, run_key)
+    results = load_results(dataset, run_key)
+    reasons = getattr(results, "failures" if method == METHOD else "skips", None)
+    return dict(reasons or {})
 
 
 def delete_run(dataset: Any, run_key: str) -> None:
-    """Deletes a run's record (its labels stay)."""
+    """Deletes the record of a labelling or training run (its labels or checkpoint stay); refuses any
+    other run's key with ``ValueError``."""
+    check_run_key(dataset, run_key)
     dataset.delete_run(run_key)

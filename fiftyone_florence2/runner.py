@@ -18,6 +18,7 @@ from safetensors import SafetensorError
 from transformers import Florence2ForConditionalGeneration, Florence2Processor, PretrainedConfig
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutput
+from transformers.utils import cached_file
 
 from .checkpoints import (
     DEFAULT_CHECKPOINT,
@@ -26,6 +27,9 @@ from .checkpoints import (
     corrupt_weights_error,
     hub_reachable,
     resolve_checkpoint,
+    snapshot_commit,
+    weights_fingerprint,
+    weights_stat,
 )
 from .decoding import decode_with_spans
 from .devices import pick_device, pick_dtype
@@ -96,6 +100,10 @@ class Florence2Runner:
         self.dtype = pick_dtype(dtype, self.device)
         self.timings = Timings()
         kwargs = self._hub_kwargs(revision)
+        # Which weights are in memory, for the run records and the App's cache: the files' content hash,
+        # taken with their stat before loading and checked unchanged after (None for a Hub id).
+        self.weights_stat = weights_stat(self.checkpoint)
+        self.weights_sha256 = weights_fingerprint(self.checkpoint)
         config, _ = PretrainedConfig.get_config_dict(self.checkpoint, **kwargs)
         check_native_config(config, self.checkpoint)
         self.processor = Florence2Processor.from_pretrained(self.checkpoint, **kwargs)
@@ -110,13 +118,21 @@ class Florence2Runner:
             )
         except SafetensorError as e:  # a truncated, empty or garbled weights file
             raise corrupt_weights_error(self.checkpoint, e) from None
+        if weights_stat(self.checkpoint) != self.weights_stat:
+            raise CheckpointError(
+                f"Checkpoint {self.checkpoint!r} changed while it loaded (is a training run writing it?); "
+                "load it again once it is complete."
+            )
         self._attach(self.model, self.processor, revision)
+        if not os.path.isdir(self.checkpoint):  # the commit the Hub files came from, not a branch name
+            self.revision = snapshot_commit(cached_file(self.checkpoint, "config.json", **kwargs)) or self.revision
 
     @classmethod
     def from_loaded(cls, model: Any, processor: Any, checkpoint: str) -> Florence2Runner:
         """A runner on weights already in memory (a model in training), on their device and dtype."""
         runner = cls.__new__(cls)
         runner.checkpoint, runner.timings = checkpoint, Timings()
+        runner.weights_stat = runner.weights_sha256 = None  # weights in memory, not read from files
         weight = next(model.parameters())
         runner.device, runner.dtype = weight.device, weight.dtype
         runner._attach(model, processor, None)

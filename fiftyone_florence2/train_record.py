@@ -6,10 +6,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .provenance import mark_interrupted, now_iso, register_running
+from .provenance import TRAIN_METHOD, mark_interrupted, now_iso, register_running
 from .train_output import writer_alive
 
-METHOD = "florence2_train"
+METHOD = TRAIN_METHOD
 # Options that are not settings of the run (where it goes, how it was started).
 _NOT_SETTINGS = ("val_view", "overwrite", "resume")
 
@@ -24,22 +24,32 @@ def training_settings(options: dict[str, Any]) -> dict[str, Any]:
 
 
 def start_training_run(
-    samples: Any, run_key: str, options: dict[str, Any], split: Any, resumed_from: Any = None, changes=None
+    samples: Any,
+    run_key: str,
+    options: dict[str, Any],
+    split: Any,
+    resumed_from: Any = None,
+    changes=None,
+    runner: Any = None,
 ) -> str:
     """Registers a running training run on ``samples`` (its view is kept) and returns its key (``run_key``,
     or a variant of it when taken). A resume records the checkpoint it went on from and the schedule options
-    it changed, ``{option: [before, now]}``."""
+    it changed, ``{option: [before, now]}``. ``runner`` holds the starting weights: their fingerprint is
+    recorded (``weights_sha256``, None for a Hub id), and the Hub commit they came from as the ``revision``."""
+    settings = training_settings(options)
+    settings["revision"] = getattr(runner, "revision", None) or settings.get("revision")
     return register_running(
         samples,
         run_key,
         METHOD,
+        weights_sha256=getattr(runner, "weights_sha256", None),
         train_samples=len(split.train_ids),
         val_samples=len(split.val_ids),
         train_examples=len(split.train),
         skipped=len(split.skips),
         resumed_from=None if resumed_from is None else str(resumed_from),
         resume_changes=changes or {},
-        **training_settings(options),
+        **settings,
     )
 
 
@@ -55,6 +65,7 @@ def finish_training_run(samples: Any, run_key: str, status: str, summary: dict[s
     samples.save_run_results(run_key, results, overwrite=True)
     info = samples.get_run_info(run_key)
     info.config.status = status
+    info.config.checkpoint_sha256 = summary.get("checkpoint_sha256")  # listed without reading the results
     samples.update_run_config(run_key, info.config)
 
 

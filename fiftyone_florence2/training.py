@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from transformers import PrinterCallback, Trainer
 
+from .checkpoints import weights_fingerprint
 from .config import Florence2ModelConfig
 from .model import Florence2Model
 from .provenance import mark_interrupted, new_run_key
@@ -214,7 +215,9 @@ def _train(
     args = training_args(options, staging, copy is not None, max(1, math.ceil(len(split.train) / per_step)))
     run_key = None
     if lock:
-        run_key = start_training_run(samples, lock.run_key, options, split, resumed_from=point, changes=changes)
+        run_key = start_training_run(
+            samples, lock.run_key, options, split, resumed_from=point, changes=changes, runner=runner
+        )
         lock.note_record(run_key)
     bar = ProgressBar(progress and lock is not None, per_step)
 
@@ -295,4 +298,5 @@ def _save(trainer: Trainer, processor: Any, output: Path, staging: Path, result:
     save_native(trainer, processor, staging / STAGED_MODEL)
     (staging / STAGED_MODEL / TRAINING_RECORD).write_text(json.dumps(summary, indent=1, default=str))
     commit(output, settings)
+    summary["checkpoint_sha256"] = weights_fingerprint(output)  # what labelling with it records
     return summary

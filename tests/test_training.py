@@ -17,6 +17,7 @@ from conftest import write_image
 from safetensors.torch import load_file
 
 from fiftyone_florence2 import load_model, train
+from fiftyone_florence2.checkpoints import weights_fingerprint
 from fiftyone_florence2.cli import main
 from fiftyone_florence2.tasks import TASKS, get_task
 from fiftyone_florence2.train_record import METHOD, list_training_runs
@@ -184,7 +185,13 @@ def test_cli_trains_then_labels_with_the_checkpoint(boxes, tiny_checkpoint, tmp_
     assert len(boxes.exists("pred")) == len(boxes)
     capsys.readouterr()
     assert main(["runs", "--dataset", boxes.name]) == 0
-    assert f"completed   trains {DETECTION} from ground_truth -> {out}" in capsys.readouterr().out
+    listed = capsys.readouterr().out
+    start, written = weights_fingerprint(tiny_checkpoint)[:12], weights_fingerprint(out)[:12]
+    assert (
+        f"completed   trains {DETECTION} from ground_truth -> {out}  from weights {start}, wrote weights {written}"
+        in listed
+    )
+    assert f"{DETECTION} -> pred  weights {written}" in listed  # the labels came from the weights it wrote
 
 
 def _cli(*args: str) -> list[str]:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -13,7 +16,7 @@ from conftest import force
 
 from fiftyone_florence2 import load_model
 from fiftyone_florence2.labeling import label_samples
-from fiftyone_florence2.provenance import list_runs
+from fiftyone_florence2.provenance import list_runs, run_failures
 
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="FiftyOne reads video with ffmpeg")
 
@@ -229,3 +232,50 @@ def test_a_preview_of_something_that_is_not_a_sample_id_is_refused(videos, model
 
     with pytest.raises(ValueError, match=r"is not a sample id \(24 hexadecimal digits\)"):
         preview_samples(videos, model, [videos.first().id, bad])
+
+
+def _as_in_a_new_shell(make_frames):
+    """Runs ``make_frames``, then drops the frames datasets it generated, as FiftyOne does once the last
+    process using them exits: a later process rebuilding the view would sample the frames again."""
+    import fiftyone.core.odm as foo
+
+    def temporary():
+        return set(foo.get_db_conn().datasets.find({"persistent": False}).distinct("name"))
+
+    before = temporary()
+    result = make_frames()
+    for name in temporary() - before:
+        fo.Dataset(name, _create=False, _virtual=True)._delete()
+    return result
+
+
+@pytest.fixture
+def ffmpeg_calls(tmp_path, monkeypatch) -> Path:
+    """A log of every ffmpeg call from now on, by this process and those it starts."""
+    bin_dir = tmp_path / "bin"
+    log = bin_dir / "calls.log"
+    bin_dir.mkdir()
+    (bin_dir / "ffmpeg").write_text(f'#!/bin/sh\necho "$@" >> {log}\nexec {shutil.which("ffmpeg")} "$@"\n')
+    (bin_dir / "ffmpeg").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return log
+
+
+def _media(folder: Path) -> list[str]:
+    return sorted(str(path.relative_to(folder)) for path in folder.rglob("*") if "bin" not in path.parts)
+
+
+def test_listing_a_video_datasets_runs_is_read_only(videos, model, tmp_path, ffmpeg_calls):
+    videos.persistent = True  # for the commands in other processes
+    summary = _as_in_a_new_shell(lambda: label_samples(videos, model, "det"))
+    for folder in tmp_path.glob("clip*/"):  # the sampled frames: rebuilding the view would write them again
+        shutil.rmtree(folder)
+    ffmpeg_calls.unlink()  # labelling sampled them
+    media = _media(tmp_path)
+    assert list_runs(videos) == [summary.run_key] and run_failures(videos, summary.run_key) == {}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    command = [sys.executable, "-m", "fiftyone_florence2.cli", "runs", "--dataset", videos.name]
+    for extra, printed in (([], f"{summary.run_key}  completed"), (["--failures", summary.run_key], "0 failure(s)")):
+        listed = subprocess.run([*command, *extra], env=env, capture_output=True, text=True, timeout=120)
+        assert listed.returncode == 0 and printed in listed.stdout, listed.stderr
+    assert _media(tmp_path) == media and not ffmpeg_calls.exists()
