@@ -207,6 +207,23 @@ def _check_embeddings_field(schema: dict, config: Florence2ModelConfig, name: st
         )
 
 
+def check_vector_length(samples: Any, embeddings_field: str | None, length: int) -> None:
+    """Refuses an embeddings field that already holds vectors of another length than ``length``: a similarity
+    index (``compute_similarity``) needs one length, and a run would mix two (reads the stored vectors)."""
+    if embeddings_field is None or is_patches(samples):
+        return
+    dataset = label_dataset(samples)
+    if embeddings_field not in dataset.get_field_schema():
+        return
+    stored = dataset.match(F(embeddings_field).exists()).values(embeddings_field)
+    other = sorted({len(vector) for vector in stored if vector is not None and len(vector) != length})
+    if other:
+        raise ValueError(
+            f"Field {embeddings_field!r} holds vectors of length {', '.join(map(str, other))}, but this model's "
+            f"embeddings have length {length}; one field cannot index both. Choose another embeddings field."
+        )
+
+
 def labelled_ids(dataset: Any, names: Iterable[str]) -> set[str]:
     """Ids of the samples of ``dataset`` with a label in any of the fields ``names``."""
     schema = dataset.get_field_schema()

@@ -24,6 +24,7 @@ from .checks import (
     Targets,
     check_label_field,
     check_run,
+    check_vector_length,
     frames_to_label,
     is_frames,
     shard_ids,
@@ -164,6 +165,8 @@ def label_samples(
     shard_ids([], shard)  # validates the shard before anything is checked or locked
     samples = frames_to_label(samples, fps, frame_step)
     fields = check_run(samples, config, label_field, skip_existing, overwrite, shard, embeddings_field)
+    if embeddings_field is not None:
+        check_vector_length(samples, embeddings_field, model.embedding_dim)
     run_key = run_key or new_run_key(label_field)
     dataset = samples._root_dataset
     written = written_fields(fields, embeddings_field)
