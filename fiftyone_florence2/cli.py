@@ -43,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--images", metavar="DIR", help="a folder of images (searched recursively)")
     source.add_argument("--dataset", metavar="NAME", help="an existing FiftyOne dataset")
     label.add_argument("--dataset-name", metavar="NAME", help="dataset to create for --images (default: folder name)")
+    label.add_argument(
+        "--add-to-dataset", action="store_true",
+        help="with --images: add the folder's images to an existing dataset that was made from another folder",
+    )  # fmt: skip
     for option in (*MODEL_OPTIONS, *RUN_OPTIONS):
         if option.cli:
             add_option(label, option)
@@ -97,7 +101,7 @@ def run_label(args: argparse.Namespace) -> int:
     import fiftyone as fo
 
     from .checks import check_embeddings_name, check_label_field, check_run, frames_to_label, labelled_ids
-    from .folders import add_images, find_images, folder_dataset_name
+    from .folders import add_images, find_images, folder_conflict, folder_dataset_name
     from .labeling import describe_run, label_samples
     from .model import Florence2Model, Florence2ModelConfig
 
@@ -111,9 +115,17 @@ def run_label(args: argparse.Namespace) -> int:
             if not fo.dataset_exists(args.dataset):
                 raise UsageError(f"No FiftyOne dataset named {args.dataset!r}.")
             name = args.dataset
+            if args.add_to_dataset:
+                raise UsageError("--add-to-dataset goes with --images; --dataset labels the dataset as it is.")
         else:
             paths = find_images(args.images)
             name = args.dataset_name or folder_dataset_name(args.images)
+            conflict = None if args.add_to_dataset else folder_conflict(name, args.images)
+            if conflict:
+                raise UsageError(
+                    f"{conflict}: name a new dataset with --dataset-name NAME, or pass --add-to-dataset to add "
+                    "these images to it."
+                )
         if fo.dataset_exists(name):
             checked = {key: value for key, value in run.items() if key not in ("fps", "frame_step")}
             check_run(frames_to_label(fo.load_dataset(name), run["fps"], run["frame_step"]), config, **checked)
@@ -133,7 +145,7 @@ def run_label(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
     print(f"Model {config.model} on {model.runner.device} ({str(model.runner.dtype).replace('torch.', '')})")
     created = paths is not None and not fo.dataset_exists(name)
-    dataset = add_images(name, paths) if paths is not None else fo.load_dataset(name)
+    dataset = add_images(name, paths, args.images) if paths is not None else fo.load_dataset(name)
     try:
         summary = label_samples(dataset, model, progress=True, **run)
         print(describe_run(dataset, summary, config.label_types))
