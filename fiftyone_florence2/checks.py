@@ -15,7 +15,7 @@ import fiftyone.core.labels as fol
 from fiftyone import ViewField as F
 
 from .config import Florence2ModelConfig
-from .options import OPTIONS, check_existing_policy, field_name
+from .options import OPTIONS, OptionError, check_existing_policy, field_name, literal
 from .patches import check_patches, is_patches, labelled_patch_ids, source_paths
 
 _RESERVED = frozenset({"id", "filepath", "tags", "metadata", "created_at", "last_modified_at", "media_type", "frames"})
@@ -137,9 +137,11 @@ def written_fields(fields: dict[str, str], embeddings_field: str | None = None) 
 
 def refuse_existing(count: int, names: Sequence[str]) -> None:
     """Raises the ``ValueError`` for ``count`` target samples that already hold labels in ``names``."""
-    raise ValueError(
-        f"{count} sample(s) already have labels in {', '.join(names)}. Pass skip_existing "
-        "to fill only the fields they lack, or overwrite to replace them."
+    raise OptionError(
+        f"{count} sample(s) already have labels in {literal(', '.join(names))}. Label with {{skip_existing}} "
+        "to fill only the fields they lack, or with {overwrite} to replace them.",
+        OPTIONS["skip_existing"],
+        OPTIONS["overwrite"],
     )
 
 

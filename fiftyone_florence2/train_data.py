@@ -23,8 +23,9 @@ import fiftyone.core.labels as fol
 from .checks import label_class
 from .images import ImageLoadError, load_rgb
 from .labels import texts_from_value, to_training_pairs
+from .options import OptionError, literal
 from .tasks import Task, get_tasks
-from .train_options import CHECKPOINTS_DIR
+from .train_options import CHECKPOINTS_DIR, TRAIN
 
 # The label classes each kind of task learns from (labels.answer_data reads them).
 _POLYGON_SOURCES = (fol.Polylines, fol.Detections)
@@ -108,21 +109,26 @@ def check_output_dir(output_dir: str, overwrite: bool, resume: bool) -> Path:
     """The output directory, if a run may write there: new or empty, ours with ``overwrite`` or ``resume``."""
     path = Path(output_dir).expanduser().resolve()
     if path.exists() and not path.is_dir():
-        raise ValueError(f"output_dir {str(path)!r} is a file, not a directory.")
+        raise OptionError(f"{{output_dir:name}} {literal(repr(str(path)))} is a file, not a directory.",
+                          TRAIN["output_dir"])  # fmt: skip
     entries = sorted(os.listdir(path)) if path.is_dir() else []
     ours = any((path / name).exists() for name in _OURS)
     if resume:
         if last_complete_checkpoint(path / CHECKPOINTS_DIR) is None:
             raise ValueError(f"Nothing to resume in {str(path)!r}: it holds no complete resumable checkpoint.")
     elif entries and not overwrite:
-        raise ValueError(
-            f"output_dir {str(path)!r} is not empty: pass overwrite=True to replace it (--overwrite), "
-            "resume=True to go on from its last checkpoint (--resume), or choose a new directory."
+        raise OptionError(
+            f"{{output_dir:name}} {literal(repr(str(path)))} is not empty: use {{overwrite}} to replace it, "
+            "{resume} to go on from its last checkpoint, or choose a new directory.",
+            *(TRAIN[name] for name in ("output_dir", "overwrite", "resume")),
         )
     elif entries and not ours:
-        raise ValueError(
-            f"output_dir {str(path)!r} holds files that no training run wrote ({', '.join(entries[:3])}); "
-            "overwrite replaces only a training run's output. Choose a new directory."
+        raise OptionError(
+            f"{{output_dir:name}} {literal(repr(str(path)))} holds files that no training run wrote "
+            f"({literal(', '.join(entries[:3]))}); {{overwrite:name}} replaces only a training run's output. "
+            "Choose a new directory.",
+            TRAIN["output_dir"],
+            TRAIN["overwrite"],
         )
     return path
 

@@ -77,7 +77,10 @@ def test_labels_a_folder(tmp_path, image_dir, tiny_checkpoint):
         (["label", "--images", "{images}", "--task", "caption", "--label-field", "a.b"], "Invalid label field"),
         (["label", "--images", "{images}", "--task", "caption", "--shard", "4/4"], "0 <= INDEX < COUNT"),
         (["label", "--dataset", "no-such-dataset", "--task", "caption"], "No FiftyOne dataset"),
-        (["label", "--images", "{images}", "--task", "caption", "--skip-existing", "--overwrite"], "not both"),
+        (
+            ["label", "--images", "{images}", "--task", "caption", "--skip-existing", "--overwrite"],
+            "--skip-existing and --overwrite exclude each other",
+        ),
         (["frobnicate"], "invalid choice"),
     ],
 )

@@ -243,7 +243,7 @@ BAD_INPUTS = [
     ({"model": "/no/such/florence2-checkpoint"}, "is not a directory that exists"),
     ({"model": "./missing-florence2"}, "is not a directory that exists"),
     ({"task": "region_to_category", "regions_field": "cls"}, "'cls' must be a Detections field, not Classification"),
-    ({"task": "region_to_description"}, "need regions_field"),
+    ({"task": "region_to_description"}, 'need "Regions field"'),
     ({"task": "region_to_category", "regions_field": "gt", "label_field": "gt"}, "already have labels in gt"),
     ({"shards": 0}, "shards must be a whole number of at least 1"),
 ]

@@ -479,7 +479,7 @@ def _state(dataset: fo.Dataset):
         ({"batch_size": True}, "batch_size"),
         ({"shard": (2, 2)}, "Invalid shard"),
         ({"shard": (0, 0)}, "Invalid shard"),
-        ({"skip_existing": True, "overwrite": True}, "not both"),
+        ({"skip_existing": True, "overwrite": True}, "skip_existing and overwrite exclude each other"),
         ({"label_field": "gt"}, "already holds Classification"),
         ({"label_field": "note"}, "already holds StringField"),
     ],

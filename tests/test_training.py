@@ -63,7 +63,7 @@ def _runs(ds) -> list[str]:
         ({"view": "empty"}, "the view is empty"),
         ({"val_tag": "no_such_tag"}, "has no samples"),
         ({"val_tag": "all"}, "takes every sample"),
-        ({"output_dir": "full"}, "is not empty: pass overwrite=True"),
+        ({"output_dir": "full"}, "is not empty: use overwrite=True"),
         ({"output_dir": "foreign", "overwrite": True}, "holds files that no training run wrote"),
         ({"resume": True}, "Nothing to resume"),
         ({"output_dir": None}, "output_dir is required"),
