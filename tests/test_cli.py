@@ -142,7 +142,7 @@ def test_runs_lists_failures_and_deletes(dataset, tiny_checkpoint, tmp_path, cap
     summary = label_samples(dataset, load_model("caption", model=str(tiny_checkpoint), max_new_tokens=4), "cap")
     assert main(["runs", "--dataset", dataset.name]) == 0
     listing = capsys.readouterr().out
-    assert summary.run_key in listing and "completed" in listing and "labelled 5, failed 1" in listing
+    assert summary.run_key in listing and "completed" in listing and "labelled 5, skipped 0, failed 1" in listing
     assert main(["runs", "--dataset", dataset.name, "--failures", summary.run_key]) == 0
     out = capsys.readouterr().out
     assert f"{missing}  {tmp_path / 'gone.jpg'}  file not found" in out and "1 failure(s)" in out
