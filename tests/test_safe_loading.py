@@ -351,7 +351,7 @@ def test_hub_offline_fails_at_once_with_one_line():
         Florence2Runner(HUB_ID)
     assert time.perf_counter() - start < 10
     message = str(refused.value)
-    assert "Hugging Face Hub is not reachable" in message and "--model /path/to/checkpoint" in message
+    assert "Hugging Face Hub is not reachable" in message and "as model='/path/to/checkpoint'" in message
     assert "\n" not in message
 
 
