@@ -195,11 +195,12 @@ class _Control:
 
     def __format__(self, spec: str) -> str:
         option, bool_ = self.option, self.option.kind == "bool"
-        if self.route == "app":
+        route = self.route if (option.cli, option.form)[self.route == "app"] else "python"  # a control it lacks
+        if route == "app":
             ticked = "" if spec == "name" or not bool_ else " unticked" if option.default else " ticked"
             return f'"{option.form_label}"{ticked}'
         python, _, cli = spec.partition("|")
-        if self.route == "cli":
+        if route == "cli":
             example = "" if spec == "name" or bool_ or not spec else " " + (cli or python.strip("'\""))
             return option.cli_flag + example
         if spec == "name":

@@ -171,18 +171,33 @@ def test_each_route_names_its_own_controls(scene, defect, route):
     [
         ("", "", "", ""),
         ("{masks}", "masks=True", "--masks", '"Masks" ticked'),
-        ("{skip_failures}", "skip_failures=False", "--fail-fast", '"Skip failures" unticked'),
+        ("{skip_failures}", "skip_failures=False", "--fail-fast", "skip_failures=False"),  # not in the form
         ("{prompt_field:name}", "prompt_field", "--prompt-field", '"Prompt field"'),
         ("{prompt_field:'<f>'}", "prompt_field='<f>'", "--prompt-field <f>", '"Prompt field"'),
         ("{classes:[...]|A,B}", "classes=[...]", "--classes A,B", '"Classes"'),
         ("{model}", "model", "--model", '"Checkpoint"'),
         ("{{braces}} {masks:name}", "{braces} masks", "{braces} --masks", '{braces} "Masks"'),
+        ("{shuffle}", "shuffle=False", "--in-order", '"Shuffle" unticked'),
+        ("{scores}", "scores=False", "scores=False", "scores=False"),  # no flag, no form input: Python's name
+        ("{shard:name}", "shard", "--shard", "shard"),  # a flag, but no form input
     ],
-    ids=["empty", "bool", "default-on", "name", "example", "python-and-cli", "label", "braces"],
+    ids=[
+        "empty",
+        "bool",
+        "default-on",
+        "name",
+        "example",
+        "python-and-cli",
+        "label",
+        "braces",
+        "default-on-form",
+        "no-control",
+        "cli-only",
+    ],
 )
 def test_a_template_renders_each_routes_controls(template, python, cli, app):
-    error = OptionError(template, OPTIONS["masks"], OPTIONS["skip_failures"], OPTIONS["prompt_field"],
-                        OPTIONS["classes"], OPTIONS["model"])  # fmt: skip
+    names = ("masks", "skip_failures", "prompt_field", "classes", "model", "scores", "shard")
+    error = OptionError(template, *(OPTIONS[name] for name in names), TRAIN["shuffle"])
     assert (str(error), error.render("cli"), error.render("app")) == (python, cli, app)
     assert isinstance(error, ValueError)
 
