@@ -227,7 +227,7 @@ def test_the_cli_flag_stores_vectors(pngs, tiny_checkpoint, capsys):
     assert np.allclose(np.stack(pngs.values("emb")), embeddings_of(pngs, model), **TIGHT)
     assert main(["label", "--dataset", pngs.name, "--task", "caption", "--model", str(tiny_checkpoint),
                  "--embeddings-field", "a.b"]) == 2  # fmt: skip
-    assert "embeddings_field must be a field name" in capsys.readouterr().err
+    assert "--embeddings-field must be a field name" in capsys.readouterr().err
 
 
 def test_the_app_form_offers_the_option_and_the_notification_names_the_index_call(operator, pngs, tiny_checkpoint):  # noqa: F811
