@@ -17,7 +17,7 @@ Coordinates are quantized as the processor does (``floor(rel * 1000)``, clamped 
 so ``parse(task, answer_text(task, answer))`` gives ``answer`` back within one location bin
 (a box thinner than a bin comes back one bin wide). What could not be read back as given (a
 coordinate off the image or not finite, an empty label, text holding Florence-2 tokens, a ring
-with no area at 1000 bins) is refused with ``ValueError``, never dropped or bent.
+whose points all lie on one line at 1000 bins) is refused with ``ValueError``, never dropped or bent.
 """
 
 from __future__ import annotations
@@ -160,7 +160,8 @@ def ring_bins(ring: object, where: str) -> list[int]:
     bins = [b for point in points for b in point]
     if not ring_has_area(bins):
         raise ValueError(
-            f"{where}: the ring has fewer than three distinct points, or no area, at {BINS} location bins."
+            f"{where}: the ring has fewer than three distinct points, or they all lie on one line, at {BINS} location "
+            "bins."
         )
     return bins
 

@@ -16,7 +16,7 @@ from bson import ObjectId
 from fiftyone import ViewField as F
 
 from .config import Florence2ModelConfig
-from .options import OPTIONS, RUN_OPTIONS, check_existing_policy, field_name, refuse_unmet
+from .options import OPTIONS, RUN_OPTIONS, OptionError, check_existing_policy, field_name, literal, refuse_unmet
 from .patches import check_patches, is_patches, labelled_patch_ids, source_paths
 
 _RESERVED = frozenset({"id", "filepath", "tags", "metadata", "created_at", "last_modified_at", "media_type", "frames"})
@@ -158,9 +158,11 @@ def written_fields(fields: dict[str, str], embeddings_field: str | None = None) 
 
 def refuse_existing(count: int, names: Sequence[str]) -> None:
     """Raises the ``ValueError`` for ``count`` target samples that already hold labels in ``names``."""
-    raise ValueError(
-        f"{count} sample(s) already have labels in {', '.join(names)}. Pass skip_existing "
-        "to fill only the fields they lack, or overwrite to replace them."
+    raise OptionError(
+        f"{count} sample(s) already have labels in {literal(', '.join(names))}. Label with {{skip_existing}} "
+        "to fill only the fields they lack, or with {overwrite} to replace them.",
+        OPTIONS["skip_existing"],
+        OPTIONS["overwrite"],
     )
 
 
@@ -225,6 +227,23 @@ def _check_embeddings_field(schema: dict, config: Florence2ModelConfig, name: st
         raise ValueError(
             f"Field {name!r} already holds {type(schema[name]).__name__}, but embeddings are vectors "
             "(VectorField). Choose another embeddings field."
+        )
+
+
+def check_vector_length(samples: Any, embeddings_field: str | None, length: int) -> None:
+    """Refuses an embeddings field that already holds vectors of another length than ``length``: a similarity
+    index (``compute_similarity``) needs one length, and a run would mix two (reads the stored vectors)."""
+    if embeddings_field is None or is_patches(samples):
+        return
+    dataset = label_dataset(samples)
+    if embeddings_field not in dataset.get_field_schema():
+        return
+    stored = dataset.match(F(embeddings_field).exists()).values(embeddings_field)
+    other = sorted({len(vector) for vector in stored if vector is not None and len(vector) != length})
+    if other:
+        raise ValueError(
+            f"Field {embeddings_field!r} holds vectors of length {', '.join(map(str, other))}, but this model's "
+            f"embeddings have length {length}; one field cannot index both. Choose another embeddings field."
         )
 
 

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 
 from .app import DEFAULT_PORT, AppError, app_command, run_app
 from .checkpoints import DEFAULT_CHECKPOINT, CheckpointError
-from .options import MODEL_OPTIONS, RUN_OPTIONS, Option, check_existing_policy, default_label_field
-from .tasks import TASKS
-from .train_options import TRAIN_OPTIONS
+from .options import MODEL_OPTIONS, OPTIONS, RUN_OPTIONS, Option, check_existing_policy, default_label_field, for_route
+from .tasks import TASKS, get_tasks
+from .train_options import TRAIN, TRAIN_OPTIONS
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -44,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--images", metavar="DIR", help="a folder of images (searched recursively)")
     source.add_argument("--dataset", metavar="NAME", help="an existing FiftyOne dataset")
     label.add_argument("--dataset-name", metavar="NAME", help="dataset to create for --images (default: folder name)")
+    label.add_argument(
+        "--add-to-dataset", action="store_true",
+        help="with --images: add the folder's images to an existing dataset that was made from another folder",
+    )  # fmt: skip
     for option in (*MODEL_OPTIONS, *RUN_OPTIONS):
         if option.cli:
             add_option(label, option)
@@ -77,7 +82,7 @@ def add_option(parser: argparse.ArgumentParser, option: Option, task_required: b
     """The flag of a declared option; a value not given stays None, so the declaration's default applies."""
     if option.kind == "bool":
         action = "store_false" if option.default else "store_true"
-        parser.add_argument(option.cli_flag, dest=option.name, action=action, default=None, help=option.help)
+        parser.add_argument(option.cli_flag, dest=option.name, action=action, default=None, help=option.flag_help)
         return
     # Choices are checked by the declaration's own check, which also takes forms such as cuda:1.
     extra = {"metavar": "|".join(option.choices)} if option.kind == "choice" else {}
@@ -85,7 +90,7 @@ def add_option(parser: argparse.ArgumentParser, option: Option, task_required: b
         extra = {"action": "append", "required": task_required, "metavar": "TASK"}
     default = "" if option.default is None else f" (default: {option.default})"
     parser.add_argument(
-        option.cli_flag, dest=option.name, type=_TYPES.get(option.kind, str), help=option.help + default, **extra
+        option.cli_flag, dest=option.name, type=_TYPES.get(option.kind, str), help=option.flag_help + default, **extra
     )
 
 
@@ -109,7 +114,7 @@ def run_label(args: argparse.Namespace) -> int:
         frames_to_label,
         labelled_ids,
     )
-    from .folders import add_images, find_images, folder_dataset_name
+    from .folders import add_images, find_images, folder_conflict, folder_dataset_name
     from .labeling import describe_run, label_samples
     from .model import Florence2Model, Florence2ModelConfig
 
@@ -123,9 +128,17 @@ def run_label(args: argparse.Namespace) -> int:
             if not fo.dataset_exists(args.dataset):
                 raise UsageError(f"No FiftyOne dataset named {args.dataset!r}.")
             name = args.dataset
+            if args.add_to_dataset:
+                raise UsageError("--add-to-dataset goes with --images; --dataset labels the dataset as it is.")
         else:
             paths = find_images(args.images)
             name = args.dataset_name or folder_dataset_name(args.images)
+            conflict = None if args.add_to_dataset else folder_conflict(name, args.images)
+            if conflict:
+                raise UsageError(
+                    f"{conflict}: name a new dataset with --dataset-name NAME, or pass --add-to-dataset to add "
+                    "these images to it."
+                )
         if fo.dataset_exists(name):
             checked = {key: value for key, value in run.items() if key not in ("fps", "frame_step")}
             check_run(frames_to_label(fo.load_dataset(name), run["fps"], run["frame_step"]), config, **checked)
@@ -143,15 +156,15 @@ def run_label(args: argparse.Namespace) -> int:
                 )
         model = Florence2Model(config)
     except ValueError as e:  # a CheckpointError, a device that is not there, a prompt too long
-        raise UsageError(str(e)) from None
+        raise UsageError(for_route(e, "cli")) from None
     print(f"Model {config.model} on {model.runner.device} ({str(model.runner.dtype).replace('torch.', '')})")
     created = paths is not None and not fo.dataset_exists(name)
-    dataset = add_images(name, paths) if paths is not None else fo.load_dataset(name)
+    dataset = add_images(name, paths, args.images) if paths is not None else fo.load_dataset(name)
     try:
         summary = label_samples(dataset, model, progress=True, **run)
         print(describe_run(dataset, summary, config.label_types))
     except ValueError as e:
-        raise UsageError(str(e)) from None
+        raise UsageError(for_route(e, "cli")) from None
     finally:
         if created and not labelled_ids(dataset, config.label_fields(run["label_field"]).values()):
             dataset.delete()  # a dataset this run made, and left without a single label, goes again
@@ -165,6 +178,7 @@ def run_train(args: argparse.Namespace) -> int:
     """Fine-tunes on a dataset (or one of its saved views); every check runs before any weights load."""
     import fiftyone as fo
 
+    from .labeling import reason_lines, sample_paths
     from .train_output import CLI as CLI_CONTROLS
     from .training import train
 
@@ -175,22 +189,34 @@ def run_train(args: argparse.Namespace) -> int:
         views = ", ".join(dataset.list_saved_views()) or "none"
         raise UsageError(f"Dataset {args.dataset!r} has no saved view {args.view!r}; saved views: {views}.")
     samples = dataset.load_saved_view(args.view) if args.view else dataset
+    options = _options(args, TRAIN_OPTIONS)
     try:
-        result = train(samples, progress=True, controls=CLI_CONTROLS, **_options(args, TRAIN_OPTIONS))
+        result = train(samples, progress=True, controls=CLI_CONTROLS, **options)
     except ValueError as e:
-        raise UsageError(str(e)) from None
+        raise UsageError(for_route(e, "cli")) from None
     if result.run_key is None:  # another process of a torchrun job reports
         return 0
     best = result.best or {}
     score = f", best validation score {best['eval_score']:.4f} at step {best['step']}" if best else ""
     print(f"Trained {result.steps} steps on {result.train_samples} samples in {result.seconds:.0f} s{score}.")
     if result.skips:
-        print(f"{len(result.skips)} sample(s) were left out; their reasons are in {result.output_dir}/training.json.")
-    print(
-        f"Checkpoint: {result.output_dir}\nLabel with it:  florence2 label --dataset {args.dataset} "
-        f"--model {result.output_dir} --task ..."
-    )
+        print(f"{len(result.skips)} sample(s) were left out (all reasons: {result.output_dir}/training.json):")
+        print("\n".join(reason_lines(result.skips, sample_paths(dataset, result.skips))))
+    print(f"Checkpoint: {result.output_dir}\nLabel with it:  {label_command(args.dataset, result.output_dir, options)}")
     return 0
+
+
+def label_command(dataset: str, checkpoint: str, options: dict) -> str:
+    """The ``florence2 label`` command for a fine-tuned checkpoint: its tasks, and the text inputs it learnt
+    with."""
+    tasks = get_tasks(options.get("task", TRAIN["task"].default))
+    words = ["florence2 label --dataset", shlex.quote(dataset), "--model", shlex.quote(checkpoint)]
+    words += [f"--task {task.name}" for task in tasks]
+    for name in ("prompt_field", "classes"):
+        if options.get(name) is not None:
+            value = options[name] if isinstance(options[name], str) else ",".join(options[name])
+            words += [OPTIONS[name].cli_flag, shlex.quote(value)]
+    return " ".join(words)
 
 
 def run_runs(args: argparse.Namespace) -> int:
@@ -216,16 +242,32 @@ def run_runs(args: argparse.Namespace) -> int:
     for key in list_runs(dataset):
         config = dataset.get_run_info(key).config
         results = load_results(dataset, key) if config.status != "running" else None
-        counts = f"  labelled {results.labelled}, failed {results.failed}" if results is not None else ""
+        counts = (
+            f"  labelled {results.labelled}, skipped {results.skipped}, failed {results.failed}"
+            if results is not None
+            else ""
+        )
         tasks = ",".join(config.tasks)
-        print(f"{key}  {config.status:<11} {tasks} -> {config.label_field}  {short_weights(config)}{counts}")
+        print(
+            f"{key}  {started_at(config)}  {config.status:<11} {tasks} -> {config.label_field}  "
+            f"{short_weights(config)}{counts}"
+        )
     for key in list_runs(dataset, TRAIN_METHOD):
         config = dataset.get_run_info(key).config
         learnt = ", ".join(f"{task} from {field}" for task, field in config.label_field.items())
         written = getattr(config, "checkpoint_sha256", None)
         wrote = f", wrote weights {written[:12]}" if written else ""
-        print(f"{key}  {config.status:<11} trains {learnt} -> {config.output_dir}  from {short_weights(config)}{wrote}")
+        print(
+            f"{key}  {started_at(config)}  {config.status:<11} trains {learnt} -> {config.output_dir}  "
+            f"from {short_weights(config)}{wrote}"
+        )
     return 0
+
+
+def started_at(config: object) -> str:
+    """A run's start, to the second, in UTC (``-`` for a record without one)."""
+    stamp = getattr(config, "started_at", None)
+    return stamp[:19].replace("T", " ") if isinstance(stamp, str) else "-"
 
 
 def _print_failures(dataset, key: str, reasons: dict[str, str]) -> None:
@@ -258,7 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_demo(args)
         return run_label(args)
     except (UsageError, CheckpointError, AppError) as e:
-        print(f"florence2: error: {e}", file=sys.stderr)
+        print(f"florence2: error: {for_route(e, 'cli')}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("florence2: interrupted; rerun with --skip-existing to finish.", file=sys.stderr)

@@ -7,11 +7,12 @@ from typing import Any
 
 import fiftyone.core.config as foc
 
-from .options import MODEL_OPTIONS, OPTIONS, given, refuse_unmet
+from .options import MODEL_OPTIONS, OPTIONS, OptionError, given, named, refuse_unmet
 from .tasks import Task, get_tasks
 from .tiling import Tiling
 
 _TEXT_SOURCES = ("prompt", "prompt_field", "classes")
+_TEXT_OPTIONS = tuple(OPTIONS[name] for name in _TEXT_SOURCES)
 
 
 class Florence2ModelConfig(foc.Config):
@@ -38,23 +39,39 @@ class Florence2ModelConfig(foc.Config):
         values = {option.name: getattr(self, option.name) for option in MODEL_OPTIONS}
         for option in MODEL_OPTIONS:
             if option.applies and given(option, values[option.name]) and not any(map(option.applies, self.tasks)):
-                raise ValueError(f"{option.name} was given, but none of the tasks ({self._names()}) reads it.")
+                raise OptionError(
+                    f"{named(option.name)} was given, but none of the tasks ({self._names()}) reads it.", option
+                )
         refuse_unmet(MODEL_OPTIONS, values)
         text_tasks = [t.name for t in self.tasks if t.input == "text"]
         sources = [name for name in _TEXT_SOURCES if getattr(self, name) is not None]
         if text_tasks and not sources:
-            raise ValueError(
-                f"Task(s) {', '.join(text_tasks)} need text: pass prompt='...', prompt_field='<field>' or, "
-                f"for {', '.join(t.name for t in self.tasks if t.takes_classes) or 'some tasks'}, classes=[...]."
+            raise OptionError(
+                f"Task(s) {', '.join(text_tasks)} need text: pass {{prompt:'...'|TEXT}}, "
+                "{prompt_field:'<field>'|FIELD} or, "
+                f"for {', '.join(t.name for t in self.tasks if t.takes_classes) or 'some tasks'}, "
+                "{classes:[...]|A,B}.",
+                *_TEXT_OPTIONS,
             )
         if len(sources) > 1:
-            raise ValueError(f"Pass only one of prompt, prompt_field and classes (got {', '.join(sources)}).")
+            raise OptionError(
+                f"Pass only one of {{prompt:name}}, {{prompt_field:name}} and {{classes:name}} (got "
+                f"{', '.join(map(named, sources))}).",
+                *_TEXT_OPTIONS,
+            )
         without = [t.name for t in self.tasks if t.input == "text" and not t.takes_classes]
         if self.classes is not None and without:
-            raise ValueError(f"classes is not read by {', '.join(without)}; give it a prompt or prompt_field.")
+            raise OptionError(
+                f"{{classes:name}} is not read by {', '.join(without)}; give it {{prompt:name}} or "
+                "{prompt_field:name}.",
+                *_TEXT_OPTIONS,
+            )
         region_tasks = [t.name for t in self.tasks if t.input == "region"]
         if region_tasks and self.regions_field is None:
-            raise ValueError(f"Task(s) {', '.join(region_tasks)} need regions_field='<Detections field>'.")
+            raise OptionError(
+                f"Task(s) {', '.join(region_tasks)} need {{regions_field:'<Detections field>'|FIELD}}.",
+                OPTIONS["regions_field"],
+            )
 
     def _names(self) -> str:
         return ", ".join(task.name for task in self.tasks)

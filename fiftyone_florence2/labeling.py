@@ -25,6 +25,7 @@ from .checks import (
     check_label_field,
     check_run,
     check_sample_ids,
+    check_vector_length,
     frames_to_label,
     is_frames,
     shard_ids,
@@ -42,6 +43,10 @@ from .videos import first_frame, unreadable_videos
 __all__ = ["Summary", "check_label_field", "check_run", "label_samples", "preview_samples", "similarity_hint"]
 
 Progress = Callable[[int, int], None]
+
+
+# Samples a report lists by reason, per kind (failed, nothing to read, left out); the run record keeps all.
+SHOWN_REASONS = 20
 
 
 @dataclass
@@ -81,7 +86,7 @@ class Summary:
             f"({self.images_per_second:.2f} images/s) into {fields}."
         )
 
-    def report(self, paths: dict[str, str], label_types: dict[str, str], shown: int = 20) -> list[str]:
+    def report(self, paths: dict[str, str], label_types: dict[str, str], shown: int = SHOWN_REASONS) -> list[str]:
         """The lines a person reads after a run; ``paths`` maps sample ids to file paths."""
         lines = [self.headline(label_types)]
         if self.skipped:
@@ -94,10 +99,21 @@ class Summary:
         for title, reasons in (("could not be labelled", self.failures), ("had nothing to read", self.skips)):
             if reasons:
                 lines.append(f"{len(reasons)} sample(s) {title}:")
-                lines += [f"  {paths.get(i, i)}: {reason}" for i, reason in list(reasons.items())[:shown]]
-                if len(reasons) > shown:
-                    lines.append(f"  ... and {len(reasons) - shown} more")
+                lines += reason_lines(reasons, paths, shown)
         return lines
+
+
+def reason_lines(reasons: dict[str, str], paths: dict[str, str], shown: int = SHOWN_REASONS) -> list[str]:
+    """A line per sample (by file path, where ``paths`` has it) and its reason: at most ``shown``, then how
+    many more."""
+    lines = [f"  {paths.get(i, i)}: {reason}" for i, reason in list(reasons.items())[:shown]]
+    return lines + ([f"  ... and {len(reasons) - shown} more"] if len(reasons) > shown else [])
+
+
+def sample_paths(dataset: Any, ids: Any) -> dict[str, str]:
+    """``{sample id: file path}`` for the samples of ``dataset`` among ``ids``."""
+    ids = list(ids)
+    return dict(zip(*dataset.select(ids).values(["id", "filepath"]))) if ids else {}
 
 
 def similarity_hint(embeddings_field: str) -> str:
@@ -110,8 +126,7 @@ def similarity_hint(embeddings_field: str) -> str:
 
 def describe_run(dataset: Any, summary: Summary, label_types: dict[str, str]) -> str:
     """What a run wrote where, and what failed or was skipped and why, by file path."""
-    reasons = [*summary.failures, *summary.skips]
-    paths = dict(zip(*dataset.select(reasons).values(["id", "filepath"]))) if reasons else {}
+    paths = sample_paths(dataset, [*summary.failures, *summary.skips])
     return "\n".join(summary.report(paths, label_types))
 
 
@@ -168,6 +183,8 @@ def label_samples(
     shard_ids([], shard)  # validates the shard before anything is checked or locked
     samples = frames_to_label(samples, fps, frame_step)
     fields = check_run(samples, config, label_field, skip_existing, overwrite, shard, embeddings_field)
+    if embeddings_field is not None:
+        check_vector_length(samples, embeddings_field, model.embedding_dim)
     run_key = run_key or new_run_key(label_field)
     dataset = samples._root_dataset
     written = written_fields(fields, embeddings_field)

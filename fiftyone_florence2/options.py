@@ -165,6 +165,65 @@ def shard(name: str, value: Any) -> tuple[int, int]:
     return index, count
 
 
+Route = Literal["python", "cli", "app"]
+
+
+def named(name: str) -> str:
+    """The :class:`OptionError` placeholder for an option's control alone (``{name:name}``)."""
+    return "{" + name + ":name}"
+
+
+def literal(text: Any) -> str:
+    """``text`` as a part of an :class:`OptionError` template, its braces kept as they are."""
+    return str(text).replace("{", "{{").replace("}", "}}")
+
+
+class OptionError(ValueError):
+    """A refusal that names run options, worded for the route that shows it.
+
+    ``template`` names each option as ``{name}`` (the control set: ``skip_existing=True``,
+    ``--skip-existing``, ``"Skip existing" ticked``), ``{name:name}`` (the control alone) or
+    ``{name:EXAMPLE}`` (with a value: ``prompt_field='<field>'``, ``--prompt-field <field>``;
+    ``EXAMPLE`` may be ``PYTHON|CLI``). ``str()`` is the Python wording; :meth:`render` another route's.
+    Text from elsewhere goes in through :func:`literal`.
+    """
+
+    def __init__(self, template: str, *options: Option):
+        self.template = template
+        self.options = {option.name: option for option in options}
+        super().__init__(self.render("python"))
+
+    def render(self, route: Route) -> str:
+        return self.template.format_map({name: _Control(o, route) for name, o in self.options.items()})
+
+
+@dataclass(frozen=True)
+class _Control:
+    """An option as one route shows it, for :meth:`OptionError.render`."""
+
+    option: Option
+    route: Route
+
+    def __format__(self, spec: str) -> str:
+        option, bool_ = self.option, self.option.kind == "bool"
+        route = self.route if (option.cli, option.form)[self.route == "app"] else "python"  # a control it lacks
+        if route == "app":
+            ticked = "" if spec == "name" or not bool_ else " unticked" if option.default else " ticked"
+            return f'"{option.form_label}"{ticked}'
+        python, _, cli = spec.partition("|")
+        if route == "cli":
+            example = "" if spec == "name" or bool_ or not spec else " " + (cli or python.strip("'\""))
+            return option.cli_flag + example
+        if spec == "name":
+            return option.name
+        return f"{option.name}={not option.default}" if bool_ else f"{option.name}={python}" if python else option.name
+
+
+def for_route(error: BaseException, route: Route) -> str:
+    """An error's message as ``route`` shows it: an :class:`OptionError` names that route's controls."""
+    return error.render(route) if isinstance(error, OptionError) else str(error)
+
+
 @dataclass(frozen=True)
 class Option:
     """One run option.
@@ -187,6 +246,8 @@ class Option:
         flag (None): a CLI flag other than ``--<name>``; a boolean's flag
             stores the opposite of its default
         cli, form: whether the command line and the App's form offer it
+        label (None): the App form's label where the name, capitalised, does not read well
+        off (None): what a boolean that is on by default does when turned off; its CLI flag's help
     """
 
     name: str
@@ -201,10 +262,33 @@ class Option:
     flag: str | None = None
     cli: bool = True
     form: bool = True
+    label: str | None = None
+    off: str | None = None
 
     @property
     def cli_flag(self) -> str:
         return self.flag or "--" + self.name.replace("_", "-")
+
+    @property
+    def form_label(self) -> str:
+        """The App form's label: ``Skip existing`` for ``skip_existing``, unless declared."""
+        return self.label or self.name.replace("_", " ").capitalize()
+
+    @property
+    def full_help(self) -> str:
+        """The help, with what turning the option off does, if declared."""
+        return f"{self.help} (off: {self.off})" if self.off else self.help
+
+    @property
+    def flag_help(self) -> str:
+        """The CLI flag's help: a flag that turns a default-on option off says what it does."""
+        return self.off if self.kind == "bool" and self.default and self.off else self.full_help
+
+    @property
+    def description(self) -> str:
+        """The help as the form's sentence: capitalised, unless it starts with a value (``cuda, ...``)."""
+        first = self.full_help.split(" ", 1)[0].strip(",;:")
+        return self.full_help if first in self.choices else self.full_help[:1].upper() + self.full_help[1:]
 
     def read(self, value: Any) -> Any:
         """The checked value; ``None`` means the default."""
@@ -212,7 +296,15 @@ class Option:
             value = self.default
         if value is None or self.check is None:
             return value
-        return self.check(self.name, value)
+        try:
+            return self.check(self.name, value)
+        except OptionError:
+            raise
+        except ValueError as e:  # "<name> must be ...": each route names the option its own way
+            text = str(e)
+            if type(e) is not ValueError or not text.startswith(self.name + " "):
+                raise
+            raise OptionError(named(self.name) + literal(text[len(self.name) :]), self) from None
 
 
 def given(option: Option, value: Any) -> bool:
@@ -221,11 +313,11 @@ def given(option: Option, value: Any) -> bool:
 
 
 def refuse_unmet(options: Sequence[Option], values: Mapping[str, Any]) -> None:
-    """Raises ``ValueError`` for the first option given in ``values`` whose ``requires`` is not met."""
+    """Raises :class:`OptionError` for the first option given in ``values`` whose ``requires`` is not met."""
     for option in options:
         reason = option.requires(values) if option.requires and given(option, values.get(option.name)) else None
         if reason:
-            raise ValueError(f"{option.name} was given, but {reason}.")
+            raise OptionError(f"{named(option.name)} was given, but {literal(reason)}.", option)
 
 
 def _with_tiles(values: Mapping[str, Any]) -> str | None:
@@ -256,7 +348,7 @@ MODEL_OPTIONS: tuple[Option, ...] = (
     Option("task", DEFAULT_TASK, "a task name or token, or a list of them (one field each)", "task", task_names,
            choices=TASK_NAMES, group="model"),
     Option("model", DEFAULT_CHECKPOINT, "a Hub id, or a local checkpoint directory in transformers' native format",
-           "text", lambda name, value: resolve_checkpoint(value), group="model"),
+           "text", lambda name, value: resolve_checkpoint(value), group="model", label="Checkpoint"),
     Option("revision", None, "a Hub branch, tag or commit", "text", group="model"),
     Option("prompt", None, "the text every sample's generation reads; with the task's question it must fit in "
            f"{PROMPT_ROOM} tokens on the released checkpoints", "text",
@@ -271,10 +363,10 @@ MODEL_OPTIONS: tuple[Option, ...] = (
            boolean, lambda task: task.can_mask, group="input"),
     Option("batch_size", 8, "images per batch, and the most images (or tiles) a vision pass, and generations a "
            "generate call, read", "int", whole_number),
-    Option("num_beams", 3, "beam search width; 1 (greedy) is fastest", "int", whole_number),
+    Option("num_beams", 3, "beam search width; 1 (greedy) is fastest", "int", whole_number, label="Beams"),
     Option("max_new_tokens", None, "a token budget for every task instead of each task's own", "int", whole_number),
     Option("confidence_thresh", None, "drop boxes and polygons whose confidence is lower (0 to 1)", "float",
-           fraction),
+           fraction, label="Confidence threshold"),
     Option("tiles", 1, "split each image into an N x N grid of overlapping tiles, each seen at the model's full "
            "resolution, and merge their boxes: finds small objects in large images, for N x N the work (1: off)",
            "int", tile_grid, _finds_instances),
@@ -283,23 +375,23 @@ MODEL_OPTIONS: tuple[Option, ...] = (
            "float", overlap_fraction, _finds_instances, requires=_with_tiles),
     Option("nms_iou", None, "drop a box or polygon that overlaps a more confident one of the same label by more "
            "than this intersection over union (0 to 1), e.g. a repeated box", "float", iou_fraction,
-           _finds_instances),
+           _finds_instances, label="Suppress overlaps above IoU"),
     Option("device", None, "cuda, cuda:N, mps or cpu; auto picks the best available", "choice", device_name,
            choices=DEVICES),
     Option("dtype", None, "float32, bfloat16 or float16; auto is bf16/fp16 on GPUs and fp32 on CPU", "choice",
-           dtype_name, choices=DTYPES),
+           dtype_name, choices=DTYPES, label="Precision"),
     Option("attn_implementation", "sdpa", "the attention kernel", "text", cli=False, form=False),
     Option("scores", True, "compute confidences from token probabilities", "bool",
            boolean, cli=False, form=False),
-    Option("skip_failures", True, "record a failing sample and go on (off: stop at the first failure)", "bool",
-           boolean, flag="--fail-fast", form=False),
+    Option("skip_failures", True, "record a failing sample and go on", "bool", boolean, flag="--fail-fast",
+           form=False, off="stop at the first failing sample"),
     Option("generate_kwargs", None, "extra generate() arguments, or a function (task, questions) -> dict",
            cli=False, form=False),
 )  # fmt: skip
 
 RUN_OPTIONS: tuple[Option, ...] = (
     Option("label_field", None, "the field to write, or the prefix of one field per task (default florence2_<task>)",
-           "text", group="run"),
+           "text", group="run", label="Output field"),
     Option("skip_existing", False, "fill only the fields a sample lacks; touch nothing else", "bool",
            boolean, group="run"),
     Option("overwrite", False, "replace existing labels", "bool", boolean, group="run"),
@@ -323,7 +415,11 @@ DEFAULT_LABEL_PREFIX = "florence2"
 def check_existing_policy(skip_existing: bool, overwrite: bool) -> None:
     """What to do with existing labels: skip them, replace them, or (neither) refuse them; not both."""
     if skip_existing and overwrite:
-        raise ValueError("Pass skip_existing or overwrite, not both.")
+        raise OptionError(
+            "{skip_existing:name} and {overwrite:name} exclude each other: choose one.",
+            OPTIONS["skip_existing"],
+            OPTIONS["overwrite"],
+        )
 
 
 def default_label_field(tasks: Sequence[Task]) -> str:
@@ -338,6 +434,6 @@ def options_table(options: Sequence[Option] | None = None) -> str:
     for option in OPTIONS.values() if options is None else options:
         cli = f"`{option.cli_flag}`" if option.cli else ""
         rows.append(
-            f"| `{option.name}` | `{option.default!r}` | {cli} | {'yes' if option.form else ''} | {option.help} |"
+            f"| `{option.name}` | `{option.default!r}` | {cli} | {'yes' if option.form else ''} | {option.full_help} |"
         )
     return "\n".join(rows)

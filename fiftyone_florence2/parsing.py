@@ -145,11 +145,13 @@ def is_degenerate(rel_xywh: XYWH) -> bool:
     return not (rel_xywh[2] > 0 and rel_xywh[3] > 0)
 
 
-def ring_area(ring: Sequence[Point]) -> float:
-    """The unsigned area of a closed ring (shoelace formula)."""
-    n = len(ring)
-    twice = sum(ring[i][0] * ring[(i + 1) % n][1] - ring[(i + 1) % n][0] * ring[i][1] for i in range(n))
-    return abs(twice) / 2
+def on_one_line(points: Sequence[tuple[int, int]]) -> bool:
+    """Whether every point lies on the line through the first two distinct ones (exact on integers)."""
+    distinct = list(dict.fromkeys(points))
+    if len(distinct) < 3:
+        return True
+    (x0, y0), (x1, y1) = distinct[0], distinct[1]
+    return all((x1 - x0) * (y - y0) == (y1 - y0) * (x - x0) for x, y in distinct[2:])
 
 
 def bin_to_grid(b: int) -> int:
@@ -158,13 +160,14 @@ def bin_to_grid(b: int) -> int:
 
 
 def ring_has_area(bins: Sequence[int]) -> bool:
-    """Whether a ring of location bins (``x, y`` pairs) has three distinct points and a non-zero area.
+    """Whether a ring of location bins (``x, y`` pairs) has three distinct points, not all on one line.
 
-    Decided on integers, where the shoelace formula is exact: on relative
-    floats, rounding gives collinear points a tiny area or none by chance.
+    A self-crossing ring (a bow-tie) has real lobes even where its signed area
+    nets to zero, so the shoelace sum does not decide. Decided on integers,
+    where the test is exact: on relative floats, rounding bends a line by chance.
     """
     grid = [(bin_to_grid(bins[i]), bin_to_grid(bins[i + 1])) for i in range(0, len(bins) - 1, 2)]
-    return len(set(grid)) >= 3 and ring_area(grid) > 0
+    return len(set(grid)) >= 3 and not on_one_line(grid)
 
 
 def _label(piece: Piece) -> str | None:
@@ -254,7 +257,7 @@ def parse_polygons(pieces: list[Piece], labelled: bool = True) -> list[Polygon]:
     """Polygons from runs of locations; ``<sep>`` splits rings, ``<poly>..</poly>`` instances.
 
     Odd trailing bins (a polygon cut at the token limit) and rings with fewer
-    than three points or no area are dropped; an instance needs one ring.
+    than three distinct points, or all on one line, are dropped; an instance needs one ring.
     """
     polygons: list[Polygon] = []
     label: str | None = None

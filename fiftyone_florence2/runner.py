@@ -34,11 +34,16 @@ from .checkpoints import (
 from .decoding import decode_with_spans
 from .devices import pick_device, pick_dtype
 from .items import ImagePreprocessor
-from .options import OPTIONS
+from .options import OPTIONS, OptionError, literal
 from .parsing import Generation
 from .tasks import Task
 
 logger = logging.getLogger(__name__)
+
+
+class HubUnreachable(CheckpointError, OptionError):
+    """A Hub checkpoint that cannot be downloaded; it names the route's control for a local one."""
+
 
 # Log-probabilities are floored so that a confidence is never exactly 0.
 _MIN_LOGPROB = -100.0
@@ -171,11 +176,11 @@ class Florence2Runner:
             pass
         if not hub_reachable(self.checkpoint, revision):
             local = os.path.abspath(os.path.expanduser(self.checkpoint))
-            raise CheckpointError(
-                f"The Hugging Face Hub is not reachable, so {self.checkpoint!r} cannot be downloaded "
-                f"(and there is no local directory {local!r}). "
-                "Pass a local checkpoint directory instead (the model option; on the command line, "
-                "--model /path/to/checkpoint)."
+            raise HubUnreachable(
+                f"The Hugging Face Hub is not reachable, so {literal(repr(self.checkpoint))} cannot be downloaded "
+                f"(and there is no local directory {literal(repr(local))}). Pass a local checkpoint directory "
+                "instead, as {model:'/path/to/checkpoint'|/path/to/checkpoint}.",
+                OPTIONS["model"],
             )
         return kwargs
 

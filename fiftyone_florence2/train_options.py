@@ -9,7 +9,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .options import OPTIONS, Option, boolean, field_name, finite_number, options_table, positive_number, whole_number
+from .options import (
+    OPTIONS,
+    Option,
+    OptionError,
+    boolean,
+    field_name,
+    finite_number,
+    named,
+    options_table,
+    positive_number,
+    whole_number,
+)
 from .tasks import DEFAULT_TRAIN_TASK, Task, get_tasks
 
 SCHEDULES = ("linear", "cosine", "constant", "constant_with_warmup")
@@ -74,18 +85,19 @@ def _shared(name: str, help: str | None = None, **changes: Any) -> Option:
 TRAIN_OPTIONS: tuple[Option, ...] = (
     _shared("task", "the task(s) to train, each from its own labels", default=DEFAULT_TRAIN_TASK),
     Option("label_field", DEFAULT_GT_FIELD, "the field of corrected labels to learn, or task=field pairs, "
-           "comma-separated, one field per task", "text", label_fields, group="input"),
+           "comma-separated, one field per task", "text", label_fields, group="input", label="Label field"),
     Option("output_dir", None, "where the fine-tuned checkpoint is written (its resumable checkpoints go in "
-           f"{CHECKPOINTS_DIR}/ inside it)", "text", directory, group="run"),
+           f"{CHECKPOINTS_DIR}/ inside it)", "text", directory, group="run", label="Output directory"),
     _shared("model", "the checkpoint to start from: a Hub id or a local checkpoint directory"),
     _shared("revision"),
     _shared("prompt_field", "phrase grounding: the field with each sample's caption, whose phrases the labels "
-            "ground", applies=grounds_a_caption),
+            "ground", applies=grounds_a_caption, label="Caption field"),
     _shared("classes", "the classes to ask for, one question each (default: the classes in the labels); a class "
             "a sample lacks is learnt as an empty answer"),
-    Option("val_tag", None, "samples with this tag are the validation split", "text", group="input"),
+    Option("val_tag", None, "samples with this tag are the validation split", "text", group="input",
+           label="Validation tag"),
     Option("val_fraction", None, "hold out this share of the samples (drawn with the seed) for validation",
-           "float", split_fraction, group="input"),
+           "float", split_fraction, group="input", label="Validation fraction"),
     Option("val_view", None, "a view of the same dataset to validate on (the rest trains)", group="input",
            cli=False, form=False),
     Option("epochs", 3, "passes over the training samples", "int", whole_number, group="training"),
@@ -93,11 +105,11 @@ TRAIN_OPTIONS: tuple[Option, ...] = (
            whole_number, group="training"),
     _shared("batch_size", "images per step, on each device", group="training"),
     Option("grad_accum", 1, "steps whose gradients add up before each optimizer update", "int", whole_number,
-           group="training"),
+           group="training", label="Gradient accumulation steps"),
     Option("learning_rate", 5e-6, "the peak learning rate (AdamW); 1e-4 suits LoRA", "float", positive_number,
            group="training"),
     Option("lr_schedule", "linear", "how the learning rate falls after warmup", "choice", choices=SCHEDULES,
-           group="training"),
+           group="training", label="Learning-rate schedule"),
     Option("warmup", 0.0, "the share of the steps that warm the learning rate up from 0", "float", warmup,
            group="training"),
     Option("weight_decay", 0.0, "AdamW's weight decay", "float", non_negative, group="training"),
@@ -106,11 +118,11 @@ TRAIN_OPTIONS: tuple[Option, ...] = (
     Option("freeze_vision", False, "train only the text model: the vision tower stays as it is", "bool", boolean,
            group="training"),
     Option("lora", False, "train LoRA adapters (peft) instead of all weights; they are merged into the saved "
-           "checkpoint, so it runs at full speed", "bool", boolean, group="training"),
-    Option("lora_rank", 8, "the LoRA rank", "int", whole_number, group="training"),
-    Option("lora_alpha", 16, "the LoRA scale", "int", whole_number, group="training"),
-    Option("shuffle", True, "shuffle each epoch (off: train in the view's order, e.g. a curriculum sorted "
-           "easy first)", "bool", boolean, flag="--in-order", group="training"),
+           "checkpoint, so it runs at full speed", "bool", boolean, group="training", label="LoRA"),
+    Option("lora_rank", 8, "the LoRA rank", "int", whole_number, group="training", label="LoRA rank"),
+    Option("lora_alpha", 16, "the LoRA scale", "int", whole_number, group="training", label="LoRA alpha"),
+    Option("shuffle", True, "shuffle each epoch", "bool", boolean, flag="--in-order", group="training",
+           off="train in the view's order, e.g. a curriculum sorted easy first"),
     Option("save_steps", None, "save a resumable checkpoint every N steps (default: at each epoch's end)", "int",
            whole_number, group="run"),
     Option("keep_checkpoints", 2, "resumable checkpoints kept (the best one is always kept)", "int",
@@ -140,18 +152,30 @@ def read_train_options(values: Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError(f"Unknown training option(s) {', '.join(unknown)}. Options are: {', '.join(TRAIN)}.")
     read = {name: option.read(values.get(name)) for name, option in TRAIN.items()}
     if read["output_dir"] is None:
-        raise ValueError("output_dir is required: the directory the fine-tuned checkpoint is written to.")
+        raise OptionError("{output_dir:name} is required: the directory the fine-tuned checkpoint is written to.",
+                          TRAIN["output_dir"])  # fmt: skip
     if read["lr_schedule"] not in SCHEDULES:
         raise ValueError(f"lr_schedule must be one of {', '.join(SCHEDULES)}, got {read['lr_schedule']!r}.")
     splits = [name for name in ("val_view", "val_tag", "val_fraction") if read[name] is not None]
     if len(splits) > 1:
-        raise ValueError(f"Give the validation split one way, not {' and '.join(splits)}.")
+        raise OptionError(
+            f"Give the validation split one way, not {' and '.join(map(named, splits))}.",
+            *(TRAIN[name] for name in splits),
+        )
     if not read["lora"]:
         given = [name for name in _LORA_ONLY if values.get(name) is not None and read[name] != TRAIN[name].default]
         if given:
-            raise ValueError(f"{', '.join(given)} is read only with lora=True.")
+            raise OptionError(
+                f"{', '.join(map(named, given))} is read only with {{lora}}.",
+                TRAIN["lora"],
+                *(TRAIN[name] for name in given),
+            )
     if read["overwrite"] and read["resume"]:
-        raise ValueError("Pass resume (go on) or overwrite (start again), not both.")
+        raise OptionError(
+            "{resume:name} (go on) and {overwrite:name} (start again) exclude each other: choose one.",
+            TRAIN["resume"],
+            TRAIN["overwrite"],
+        )
     tasks = get_tasks(read["task"])
     read["label_field"] = task_fields(tasks, read["label_field"])
     _check_text_inputs(tasks, read)
@@ -182,11 +206,14 @@ def task_fields(tasks: tuple[Task, ...], label_field: str | Mapping[str, str]) -
 def _check_text_inputs(tasks: tuple[Task, ...], read: dict[str, Any]) -> None:
     grounding = [task.name for task in tasks if grounds_a_caption(task)]
     if grounding and read["prompt_field"] is None:
-        raise ValueError(f"Task(s) {', '.join(grounding)} learn to ground a caption: pass prompt_field='<field>'.")
+        raise OptionError(
+            f"Task(s) {', '.join(grounding)} learn to ground a caption: pass {{prompt_field:'<field>'|FIELD}}.",
+            TRAIN["prompt_field"],
+        )
     if read["prompt_field"] is not None and not grounding:
-        raise ValueError("prompt_field is read only by tasks that ground a caption.")
+        raise OptionError("{prompt_field:name} is read only by tasks that ground a caption.", TRAIN["prompt_field"])
     if read["classes"] is not None and not any(task.takes_classes for task in tasks):
-        raise ValueError("classes is read only by tasks that take classes.")
+        raise OptionError("{classes:name} is read only by tasks that take classes.", TRAIN["classes"])
 
 
 def options_doc() -> str:

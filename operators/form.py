@@ -23,22 +23,8 @@ from .plan import DELEGATE_ABOVE, FORM_OPTIONS, Plan, form_default, reads, text_
 
 # Field values the model reads as prompts (see fiftyone_florence2.labels.texts_from_value).
 PROMPT_LABELS = (fol.Classification, fol.Classifications, fol.Detections, fol.Polylines)
-# Titles where the option's name does not read well; the rest are the name, capitalised.
-_TITLES = {
-    "model": "Checkpoint",
-    "num_beams": "Beams",
-    "dtype": "Precision",
-    "confidence_thresh": "Confidence threshold",
-    "nms_iou": "Suppress overlaps above IoU",
-    "output_dir": "Output directory",
-    "val_tag": "Validation tag",
-    "val_fraction": "Validation fraction",
-    "grad_accum": "Gradient accumulation steps",
-    "lr_schedule": "Learning-rate schedule",
-    "lora": "LoRA",
-    "lora_rank": "LoRA rank",
-    "lora_alpha": "LoRA alpha",
-}
+# What a task reads besides the image, as its choice in a task list says it.
+_READS = {"text": ", reads text", "region": ", reads regions"}
 
 
 def _dropdown(label: str, description: str, choices: list[tuple[str, str]]) -> types.Dropdown:
@@ -115,9 +101,14 @@ def _video_input(inputs: types.Object, option: Option, plan: Plan) -> None:
         option_input(inputs, option)
 
 
+def task_choice(task: Any) -> str:
+    """A task as a list of tasks offers it: ``caption: short caption → Classification``."""
+    return f"{task.name}: {task.description}{_READS.get(task.input, '')} → {task.label_type}"
+
+
 def task_input(inputs: types.Object) -> None:
     """A dropdown of one task of the table, for forms that take a single task (the zoo operator's)."""
-    tasks = [(t.name, f"{t.name}: {t.description} ({t.input} input, {t.label_type})") for t in TASKS]
+    tasks = [(t.name, task_choice(t)) for t in TASKS]
     view = _dropdown("Task", "What Florence-2 does for each image", tasks)
     inputs.enum("task", [name for name, _ in tasks], default=tasks[0][0], view=view)
 
@@ -139,7 +130,7 @@ def tasks_input(inputs: types.Object, chosen: Any, description: str) -> None:
     """A multi-select ``tasks`` of the task table, ``chosen`` selected."""
     view = types.DropdownView(label="Tasks", description=description)
     for task in TASKS:
-        view.add_choice(task.name, label=f"{task.name}: {task.description} ({task.input} input, {task.label_type})")
+        view.add_choice(task.name, label=task_choice(task))
     inputs.list("tasks", types.String(), default=[task.name for task in chosen], view=view)
 
 
@@ -152,18 +143,16 @@ def _label_field_input(inputs: types.Object, option: Option, plan: Plan) -> None
         writes = ", ".join(f"{task} writes {label_type}" for task, label_type in types_.items())
         what = f"The prefix of the output fields, one per task: <prefix>_<task>; {writes}"
     placeholder = f"{default_label_field(plan.tasks)} (when left empty)"
-    inputs.str(option.name, label="Output field", description=what, view=types.TextFieldView(placeholder=placeholder))
-
-
-def _title(name: str) -> str:
-    return _TITLES.get(name, name.replace("_", " ").capitalize())
+    inputs.str(
+        option.name, label=option.form_label, description=what, view=types.TextFieldView(placeholder=placeholder)
+    )
 
 
 def option_input(inputs: types.Object, option: Option) -> None:
     """The form input of a declared option: its kind, default, help and choices as declared."""
-    title = _title(option.name)
+    title = option.form_label
     default = form_default(option)
-    help_text = option.help[0].upper() + option.help[1:]
+    help_text = option.description
     if option.kind == "bool":
         inputs.bool(option.name, default=default, label=title, description=help_text, view=types.CheckboxView())
     elif option.kind == "int":
@@ -205,16 +194,17 @@ def _text_inputs(inputs: types.Object, option: Option, plan: Plan) -> None:
     sources = text_sources(plan.tasks)
     radio = types.RadioGroup(label="Text input", orientation="horizontal")
     for source in sources:
-        radio.add_choice(source, label=_title(source), description=OPTIONS[source].help)
+        radio.add_choice(source, label=OPTIONS[source].form_label, description=OPTIONS[source].description)
     source = plan.values["text_input"] if plan.values["text_input"] in sources else sources[0]
     inputs.enum("text_input", sources, default=source, view=radio)
     if source == "prompt":
         option_input(inputs, OPTIONS["prompt"])
     elif source == "prompt_field":
         choices = [(name, name) for name in prompt_field_choices(plan.samples)]
-        inputs.str("prompt_field", view=_dropdown(_title("prompt_field"), OPTIONS["prompt_field"].help, choices))
+        option = OPTIONS["prompt_field"]
+        inputs.str("prompt_field", view=_dropdown(option.form_label, option.description, choices))
     elif isinstance(plan.values["classes"], list):
-        inputs.list("classes", types.String(), label=_title("classes"))
+        inputs.list("classes", types.String(), label=OPTIONS["classes"].form_label)
     else:
         option_input(inputs, OPTIONS["classes"])
 
@@ -225,7 +215,7 @@ def _with_the_prompt(inputs: types.Object, option: Option, plan: Plan) -> None:
 
 def _regions_input(inputs: types.Object, option: Option, plan: Plan) -> None:
     choices = regions_field_choices(plan.samples)
-    view = _dropdown(_title("regions_field"), OPTIONS["regions_field"].help, [(n, n) for n in choices])
+    view = _dropdown(option.form_label, option.description, [(n, n) for n in choices])
     inputs.str("regions_field", view=view)
     if not choices:
         inputs.view("no_regions", types.Warning(label="This dataset has no Detections field for region tasks to read"))
@@ -246,7 +236,7 @@ def checkpoint_input(inputs: types.Object, option: Option, plan: Any) -> None:
     default = form_default(option)
     dataset = plan.samples._root_dataset if plan.samples is not None else None
     offered = {default: "the released checkpoint", **(finished_checkpoints(dataset) if dataset is not None else {})}
-    view = types.AutocompleteView(label=_title(option.name), description=option.help[0].upper() + option.help[1:])
+    view = types.AutocompleteView(label=option.form_label, description=option.description)
     for value, what in offered.items():
         view.add_choice(value, label=value, description=what)
     inputs.str(option.name, default=default, view=view)

@@ -40,6 +40,7 @@ from fiftyone_florence2.options import (
     RUN_OPTIONS,
     Option,
     default_label_field,
+    for_route,
     whole_number,
 )
 from fiftyone_florence2.tasks import DEFAULT_TASK, Task, get_tasks
@@ -201,7 +202,7 @@ def make_plan(ctx: Any, full: bool = True, preview: bool = False) -> Plan:
     except (TypeError, ValueError) as e:
         tasks = get_tasks(DEFAULT_TASK)
         values["task"] = DEFAULT_TASK
-        return Plan(values, tasks, default_label_field(tasks), None, 0, preview=preview, problem=str(e))
+        return Plan(values, tasks, default_label_field(tasks), None, 0, preview=preview, problem=for_route(e, "app"))
     label_field = values["label_field"] or default_label_field(tasks)
     plan = Plan(values, tasks, label_field, None, 0, preview=preview, problem=_conflict(ctx.params))
     if ctx.dataset is None:
@@ -224,7 +225,7 @@ def make_plan(ctx: Any, full: bool = True, preview: bool = False) -> Plan:
         if plan.count == 0:
             raise ValueError("The target holds no samples: choose another target view.")
     except (TypeError, ValueError) as e:
-        plan.problem = str(e)
+        plan.problem = for_route(e, "app")
     return plan
 
 

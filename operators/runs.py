@@ -11,18 +11,16 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from fiftyone_florence2.labeling import label_samples, preview_samples, similarity_hint
+from fiftyone_florence2.labeling import SHOWN_REASONS, label_samples, preview_samples, similarity_hint
 from fiftyone_florence2.labels import summarize
 from fiftyone_florence2.model import Florence2Model
+from fiftyone_florence2.options import for_route
 from fiftyone_florence2.provenance import new_run_key
 
 from .plan import RELOAD_UP_TO, Plan
 from .runners import use_runner
 
 Progress = Callable[[float, str], None]
-
-# Reasons shown per failed sample in a result; all of them are kept in the run record.
-SHOWN_FAILURES = 20
 
 
 def label(plan: Plan, progress: Progress) -> dict[str, Any]:
@@ -50,7 +48,7 @@ def label(plan: Plan, progress: Progress) -> dict[str, Any]:
         "labelled": summary.labelled,
         "skipped": summary.skipped,
         "failed": len(summary.failures),
-        "failures": dict(list(summary.failures.items())[:SHOWN_FAILURES]),
+        "failures": dict(list(summary.failures.items())[:SHOWN_REASONS]),
         "nothing_to_read": len(summary.skips),
         "deleted": summary.deleted,
         "embeddings_field": summary.embeddings_field,
@@ -98,7 +96,7 @@ def stream(ctx: Any, plan: Plan, job: Callable[[Progress], dict[str, Any]]) -> I
         yield ctx.ops.set_progress(progress=fraction, label=text)
     if "error" in outcome:
         yield ctx.ops.set_progress(label="Failed")
-        yield ctx.ops.notify(f"Florence-2 failed: {outcome['error']}", variant="error")
+        yield ctx.ops.notify(f"Florence-2 failed: {for_route(outcome['error'], 'app')}", variant="error")
         raise outcome["error"]
     result = outcome["result"]
     if "queued" in result:

@@ -27,12 +27,11 @@ from typing import Any
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
+from fiftyone_florence2.labeling import SHOWN_REASONS
 from fiftyone_florence2.train_output import APP
 
 from .train_form import build_train_form, make_train_plan
 
-# Skip reasons shown in a result; all of them are kept in the run record.
-SHOWN_SKIPS = 20
 # Logged values that describe the run's speed rather than what it learnt.
 _NOT_METRICS = ("eval_runtime", "eval_samples_per_second", "eval_steps_per_second")
 
@@ -104,7 +103,7 @@ def fine_tune(plan: Any, set_progress: Callable[..., Any]) -> dict[str, Any]:
         "epochs": epochs,
         "metrics": metrics_table(epochs),
         "skipped": len(result.skips),
-        "skips": dict(list(result.skips.items())[:SHOWN_SKIPS]),
+        "skips": dict(list(result.skips.items())[:SHOWN_REASONS]),
         "worker": {"host": socket.gethostname(), "pid": os.getpid()},
     }
 

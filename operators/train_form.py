@@ -17,6 +17,7 @@ from typing import Any
 
 import fiftyone.operators.types as types
 
+from fiftyone_florence2.options import for_route
 from fiftyone_florence2.tasks import Task, get_tasks
 from fiftyone_florence2.train_data import check_split_sizes, check_training_collection, learns_from
 from fiftyone_florence2.train_options import TRAIN, TRAIN_OPTIONS, read_train_options
@@ -72,7 +73,7 @@ def make_train_plan(ctx: Any) -> TrainPlan:
     try:
         tasks = get_tasks(options.get("task", TRAIN["task"].default))
     except (TypeError, ValueError) as e:
-        return TrainPlan(options, get_tasks(TRAIN["task"].default), problem=str(e))
+        return TrainPlan(options, get_tasks(TRAIN["task"].default), problem=for_route(e, "app"))
     plan = TrainPlan(train_options(ctx.params, tasks), tasks)
     if ctx.dataset is None:
         plan.problem = "Open a dataset of images first."
@@ -86,7 +87,7 @@ def make_train_plan(ctx: Any) -> TrainPlan:
         media = media_dirs(plan.samples)
         check_unlocked(check_output_dir(read["output_dir"], read["overwrite"], read["resume"], media, APP), APP)
     except (TypeError, ValueError) as e:
-        plan.problem = str(e)
+        plan.problem = for_route(e, "app")
     return plan
 
 
@@ -124,7 +125,7 @@ def _field_input(inputs: types.Object, name: str, task: Task, plan: TrainPlan, t
         inputs.view(f"no_{name}", types.Warning(label=f"This dataset has no {kinds} field for {task.name} to learn"))
         return
     declared = TRAIN["label_field"].default
-    view = types.Dropdown(label=title, description=f"The {kinds} field of corrected labels {task.name} learns")
+    view = types.Dropdown(label=title, description=f"A {kinds} field of corrected labels for {task.name} to learn from")
     for choice in choices:
         view.add_choice(choice, label=choice)
     inputs.str(name, default=declared if declared in choices else choices[0], view=view)
@@ -133,7 +134,7 @@ def _field_input(inputs: types.Object, name: str, task: Task, plan: TrainPlan, t
 def _label_field_input(inputs: types.Object, option: Any, plan: TrainPlan) -> None:
     """One dropdown of the fields of the right label type, or (several tasks) one per task."""
     if len(plan.tasks) == 1:
-        _field_input(inputs, option.name, plan.tasks[0], plan, "Label field")
+        _field_input(inputs, option.name, plan.tasks[0], plan, option.form_label)
         return
     fields = types.Object()
     for task in plan.tasks:
@@ -146,7 +147,7 @@ def _tasks(inputs: types.Object, option: Any, plan: TrainPlan) -> None:
 
 
 def _caption_field_input(inputs: types.Object, option: Any, plan: TrainPlan) -> None:
-    view = types.Dropdown(label="Caption field", description=option.help[0].upper() + option.help[1:])
+    view = types.Dropdown(label=option.form_label, description=option.description)
     for name in prompt_field_choices(plan.samples):
         view.add_choice(name, label=name)
     inputs.str(option.name, view=view)

@@ -15,7 +15,7 @@ from typing import Any
 import fiftyone.operators.types as types
 
 from fiftyone_florence2.config import Florence2ModelConfig
-from fiftyone_florence2.options import OPTIONS, default_label_field
+from fiftyone_florence2.options import OPTIONS, default_label_field, for_route
 from fiftyone_florence2.tasks import DEFAULT_TASK, get_task
 from fiftyone_florence2.zoo import ZOO_FIXED_OPTIONS
 
@@ -62,7 +62,7 @@ def _problem(model_name: str, values: dict[str, Any]) -> str | None:
     try:
         Florence2ModelConfig({**zoo_options(values), "model": model_name})
     except (TypeError, ValueError) as e:
-        return str(e)
+        return for_route(e, "app")
     return None
 
 

@@ -81,6 +81,8 @@ FORMAT_CASES = [
     ("segmentation", [Polygon(None, (TRI + TRI[:1],))], TRI_LOCS),  # a repeated closing point is dropped
     ("segmentation", [Polygon(None, (((0.1, 0.1), (0.1004, 0.1), (0.5, 0.1), (0.3, 0.4)),))], TRI_LOCS),
     ("segmentation", [], ""),
+    ("segmentation", [Polygon(None, (((0.1, 0.1), (0.5, 0.5), (0.5, 0.1), (0.1, 0.5)),))],
+     locs(100, 100, 500, 500, 500, 100, 100, 500)),  # a bow-tie: its signed area nets to 0, and it is kept
     ("region_to_segmentation", [Polygon(None, (TRI,))], TRI_LOCS),
     ("caption", TextAnswer("  A dog on a beach. "), "A dog on a beach."),
     ("detailed_caption", TextAnswer("A brown dog runs on a beach."), "A brown dog runs on a beach."),
@@ -146,7 +148,8 @@ HOSTILE_CASES = [
     ("ocr_with_region", [Box("a", WHOLE, points=(((0.1, 1.5), (0.2, 0.1), (0.2, 0.5), (0.1, 0.5)),))], "off the"),
     ("segmentation", [Polygon(None, ())], "at least one ring"),
     ("segmentation", [Polygon(None, ((TRI[0], TRI[1]),))], "three distinct"),
-    ("segmentation", [Polygon(None, (((0.1, 0.1), (0.2, 0.2), (0.3, 0.3)),))], "no area"),  # collinear
+    ("segmentation", [Polygon(None, (((0.1, 0.1), (0.2, 0.2), (0.3, 0.3)),))], "on one line"),  # collinear
+    ("segmentation", [Polygon(None, (((0.1, 0.1), (0.3, 0.3), (0.2, 0.2), (0.4, 0.4)),))], "on one line"),
     ("segmentation", [Polygon(None, (((0.1, 0.1), (0.1002, 0.1), (0.1, 0.1004)),))], "three distinct"),  # one bin
     ("segmentation", [Polygon(None, (((0.1, 0.1), (INF, 0.1), (0.3, 0.4)),))], "finite"),
     ("segmentation", [Polygon(None, (((0.1, 0.1), (0.5,), (0.3, 0.4)),))], r"\[x, y\]"),

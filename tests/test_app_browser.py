@@ -168,8 +168,8 @@ def test_user_runs_florence2_from_the_operator_browser(app, tiny_checkpoint, tmp
             # The fine-tuning form: the Detections field just written is the one detection can learn from,
             # and the required output directory blocks it until given; then it is scheduled, not run.
             _open_operator(page, "Florence-2: fine-tune", ready="What Florence-2 learns")
-            page.get_by_text("output_dir is required").first.wait_for()
-            page.get_by_text("The Detections field of corrected labels detection learns").wait_for()
+            page.get_by_text('"Output directory" is required').first.wait_for()
+            page.get_by_text("A Detections field of corrected labels for detection to learn from").wait_for()
             _input_after(page, "Output directory").fill(str(tmp_path / "fine-tuned"))
             _input_after(page, "Checkpoint").fill(str(tiny_checkpoint))
             _input_after(page, "Max steps").fill("2")

@@ -78,7 +78,10 @@ def test_labels_a_folder(tmp_path, image_dir, tiny_checkpoint):
         (["label", "--images", "{images}", "--task", "caption", "--label-field", "a.b"], "Invalid label field"),
         (["label", "--images", "{images}", "--task", "caption", "--shard", "4/4"], "0 <= INDEX < COUNT"),
         (["label", "--dataset", "no-such-dataset", "--task", "caption"], "No FiftyOne dataset"),
-        (["label", "--images", "{images}", "--task", "caption", "--skip-existing", "--overwrite"], "not both"),
+        (
+            ["label", "--images", "{images}", "--task", "caption", "--skip-existing", "--overwrite"],
+            "--skip-existing and --overwrite exclude each other",
+        ),
         (["frobnicate"], "invalid choice"),
     ],
 )
@@ -140,7 +143,7 @@ def test_runs_lists_failures_and_deletes(dataset, tiny_checkpoint, tmp_path, cap
     summary = label_samples(dataset, load_model("caption", model=str(tiny_checkpoint), max_new_tokens=4), "cap")
     assert main(["runs", "--dataset", dataset.name]) == 0
     listing = capsys.readouterr().out
-    assert summary.run_key in listing and "completed" in listing and "labelled 5, failed 1" in listing
+    assert summary.run_key in listing and "completed" in listing and "labelled 5, skipped 0, failed 1" in listing
     assert main(["runs", "--dataset", dataset.name, "--failures", summary.run_key]) == 0
     out = capsys.readouterr().out
     assert f"{missing}  {tmp_path / 'gone.jpg'}  file not found" in out and "1 failure(s)" in out
@@ -148,3 +151,80 @@ def test_runs_lists_failures_and_deletes(dataset, tiny_checkpoint, tmp_path, cap
     assert "No Florence-2 run 'nope'" in capsys.readouterr().err
     assert main(["runs", "--dataset", dataset.name, "--delete", summary.run_key]) == 0
     assert dataset.list_runs() == [] and dataset.count("cap") == 5
+
+
+def two_photo_folders(tmp_path):
+    """``first/photos-X`` and ``second/photos-X``: two unrelated folders whose default dataset names agree."""
+    from conftest import write_image
+
+    name = f"photos-{uuid.uuid4().hex[:8]}"
+    folders = [tmp_path / "first" / name, tmp_path / "second" / name]
+    for seed, folder in enumerate(folders):
+        folder.mkdir(parents=True)
+        write_image(folder / f"img_{seed}.png", size=(64, 48), seed=seed)
+    return name, folders
+
+
+@pytest.mark.parametrize(
+    ("made_by", "second", "extra", "code", "count", "message"),
+    [
+        ("cli", "same", [], 0, 1, None),
+        ("cli", "other", [], 2, 1, "was made from {first}, not {second}: name a new dataset with --dataset-name"),
+        ("cli", "other", ["--dataset-name", "{name}"], 2, 1, "was made from {first}"),
+        ("cli", "other", ["--add-to-dataset"], 0, 2, None),
+        ("unrecorded", "same", [], 0, 1, None),
+        ("unrecorded", "other", [], 2, 1, "holds images from outside {second} (such as {first}"),
+        ("unrecorded", "other", ["--add-to-dataset"], 0, 2, None),
+        ("cli", "other", ["--dataset", "{name}", "--add-to-dataset"], 2, 1, "--add-to-dataset goes with --images"),
+    ],
+    ids=["same-folder", "other-folder", "named-alike", "asked-to-add", "old-same", "old-other", "old-asked",
+         "add-without-images"],
+)  # fmt: skip
+def test_a_folder_never_silently_joins_a_dataset_made_from_another(
+    tmp_path, tiny_checkpoint, capsys, made_by, second, extra, code, count, message
+):
+    import fiftyone as fo
+
+    from fiftyone_florence2.folders import SOURCE_KEY
+
+    name, (first, other) = two_photo_folders(tmp_path)
+    flags = ["--task", "caption", "--model", str(tiny_checkpoint), "--max-new-tokens", "2", "--num-beams", "1"]
+    assert main(["label", "--images", str(first), *flags]) == 0
+    dataset = fo.load_dataset(name)
+    try:
+        assert dataset.info[SOURCE_KEY] == str(first.resolve())
+        if made_by == "unrecorded":  # a dataset made before folders were recorded
+            dataset.info.pop(SOURCE_KEY)
+            dataset.save()
+        capsys.readouterr()
+        folder = first if second == "same" else other
+        fill = {"name": name, "first": str(first.resolve()), "second": str(folder.resolve())}
+        extra = [arg.format(**fill) for arg in extra]
+        source = extra[:2] if extra[:1] == ["--dataset"] else ["--images", str(folder)]
+        rest = extra[2:] if extra[:1] == ["--dataset"] else extra
+        assert main(["label", *source, *rest, *flags, "--skip-existing", "--label-field", "florence2_caption"]) == code
+        err = capsys.readouterr().err
+        assert fo.load_dataset(name).count() == count
+        if message:
+            assert message.format(**fill) in err and err.count("\n") == 1, err
+    finally:
+        dataset.delete()
+
+
+@pytest.mark.parametrize("add", [False, True])
+def test_dataset_for_images_refuses_another_folder_unless_asked(tmp_path, add):
+    import fiftyone as fo
+
+    from fiftyone_florence2.folders import dataset_for_images
+
+    name, (first, other) = two_photo_folders(tmp_path)
+    dataset = dataset_for_images(str(first))
+    try:
+        if add:
+            assert dataset_for_images(str(other), add=True).count() == 2
+        else:
+            with pytest.raises(ValueError, match=f"was made from {first.resolve()}, not .*pass another name="):
+                dataset_for_images(str(other))
+            assert fo.load_dataset(name).count() == 1
+    finally:
+        dataset.delete()

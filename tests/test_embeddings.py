@@ -171,6 +171,31 @@ def test_existing_vectors_are_refused_kept_or_replaced(pngs, model):
 
 
 @pytest.mark.parametrize(
+    ("stored", "policy", "refused"),
+    [
+        (np.full(16, 0.25, np.float32), {"skip_existing": True}, True),
+        (np.full(16, 0.25, np.float32), {"overwrite": True}, True),
+        (np.zeros(0, np.float32), {"skip_existing": True}, True),
+        (np.full(33, 0.25, np.float32), {"skip_existing": True}, True),
+        (np.full(32, 0.25, np.float32), {"skip_existing": True}, False),
+    ],
+    ids=["shorter-skip", "shorter-overwrite", "empty", "one-longer", "same-length"],
+)
+def test_vectors_of_another_length_are_refused_before_any_model_work(pngs, model, stored, policy, refused):
+    ids = pngs.values("id")
+    pngs.set_values("emb", {ids[0]: stored}, key_field="id")
+    images = model.runner.timings.images
+    if refused:
+        with pytest.raises(ValueError, match=f"holds vectors of length {len(stored)}, but .* length 32"):
+            label_samples(pngs, model, "cap", embeddings_field="emb", **policy)
+        assert model.runner.timings.images == images and "cap" not in pngs.get_field_schema()
+        assert np.array_equal(pngs.values("emb")[0], stored) and pngs.values("emb")[1:] == [None] * 4
+    else:
+        label_samples(pngs, model, "cap", embeddings_field="emb", **policy)
+        assert {len(vector) for vector in pngs.values("emb")} == {32}
+
+
+@pytest.mark.parametrize(
     ("embeddings_field", "error"),
     [
         ("", "Invalid embeddings field ''"),
@@ -202,7 +227,7 @@ def test_the_cli_flag_stores_vectors(pngs, tiny_checkpoint, capsys):
     assert np.allclose(np.stack(pngs.values("emb")), embeddings_of(pngs, model), **TIGHT)
     assert main(["label", "--dataset", pngs.name, "--task", "caption", "--model", str(tiny_checkpoint),
                  "--embeddings-field", "a.b"]) == 2  # fmt: skip
-    assert "embeddings_field must be a field name" in capsys.readouterr().err
+    assert "--embeddings-field must be a field name" in capsys.readouterr().err
 
 
 def test_the_app_form_offers_the_option_and_the_notification_names_the_index_call(operator, pngs, tiny_checkpoint):  # noqa: F811

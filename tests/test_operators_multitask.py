@@ -107,8 +107,8 @@ BAD_TASKS = [
     ({"task": 7}, "Unknown Florence-2 task 7"),
     ({"task": "caption", "tasks": ["detection"]}, "Pass task or tasks, not both"),
     ({"tasks": ["caption", "phrase_grounding"]}, "need text"),
-    ({"tasks": ["segmentation", "phrase_grounding"], "classes": ["car"]}, "classes is not read by phrase_grounding"),
-    ({"tasks": ["caption", "region_to_ocr"]}, "need regions_field"),
+    ({"tasks": ["segmentation", "phrase_grounding"], "classes": ["car"]}, '"Classes" is not read by phrase_grounding'),
+    ({"tasks": ["caption", "region_to_ocr"]}, 'need "Regions field"'),
     ({"tasks": ["caption", "detection"], "label_field": "x y"}, "Invalid label field 'x y'"),
     ({"tasks": ["caption", "detection"]}, "'out_detection' already holds Classification, but task 'detection'"),
 ]

@@ -112,15 +112,15 @@ def plugin_module_train(trainer):
 
 
 BAD = [
-    ({"output_dir": None}, "output_dir is required"),
+    ({"output_dir": None}, '"Output directory" is required'),
     ({"label_field": "cls"}, "learns from Detections labels, but 'cls' holds Classification"),
     ({"label_field": "missing"}, "The dataset has no field 'missing'"),
-    ({"batch_size": 0}, "batch_size must be a whole number of at least 1, got 0"),
-    ({"learning_rate": -1.0}, "learning_rate must be a number above 0"),
-    ({"val_fraction": 1.5}, "val_fraction must be between 0 and 1"),
+    ({"batch_size": 0}, '"Batch size" must be a whole number of at least 1, got 0'),
+    ({"learning_rate": -1.0}, '"Learning rate" must be a number above 0'),
+    ({"val_fraction": 1.5}, '"Validation fraction" must be between 0 and 1'),
     ({"val_fraction": 0.01}, "The validation split (val_fraction 0.01) has no samples"),
     ({"val_tag": "nope"}, "The validation split (val_tag 'nope') has no samples"),
-    ({"overwrite": True, "resume": True}, "not both"),
+    ({"overwrite": True, "resume": True}, '"Resume" (go on) and "Overwrite" (start again) exclude each other'),
     ({"resume": True}, "Nothing to resume"),
     ({"model": "/no/such/florence2-checkpoint"}, "is not a directory that exists"),
     ({"tasks": [DETECTION.name, CAPTION.name]}, "give label_field as task=field pairs"),

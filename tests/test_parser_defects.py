@@ -40,6 +40,10 @@ RING_CASES = [
     ((0, 0, 1, 0, 0, 1), True),
     ((999, 999, 1000, 999, 999, 1000), True),  # bin 1000 clamps to 1.0, still a triangle
     ((100, 100, 200, 100, 200, 200, 100, 200), True),
+    ((100, 100, 200, 200, 200, 100, 100, 200), True),  # a bow-tie: signed area nets to 0, two real lobes
+    ((0, 0, 4, 4, 4, 0, 0, 4, 0, 0), True),  # the same, closed by its first point again
+    ((100, 100, 200, 200, 300, 100, 300, 300, 200, 200, 100, 300), True),  # a figure eight through one point
+    ((1, 1, 3, 3, 5, 5, 3, 3, 1, 1), False),  # forth and back on one line: crosses itself, no lobe
 ]
 
 

@@ -132,6 +132,7 @@ def test_text_tasks(task, text, expected):
 
 
 SQUARE = [(0.1005, 0.1005), (0.2005, 0.1005), (0.2005, 0.2005), (0.1005, 0.2005)]
+BOWTIE = [(0.1005, 0.1005), (0.2005, 0.2005), (0.2005, 0.1005), (0.1005, 0.2005)]
 
 
 @pytest.mark.parametrize(
@@ -146,6 +147,8 @@ SQUARE = [(0.1005, 0.1005), (0.2005, 0.1005), (0.2005, 0.2005), (0.1005, 0.2005)
         ),
         ("segmentation", locs(100, 100, 200, 200), []),  # two points are not a polygon
         ("segmentation", locs(100, 100, 200, 200, 300, 300), []),  # collinear: no area
+        ("segmentation", locs(100, 100, 200, 200, 200, 100, 100, 200), [(None, [BOWTIE])]),  # self-crossing: kept
+        ("segmentation", locs(100, 100, 200, 200, 300, 300, 200, 200), []),  # forth and back on a line
         ("segmentation", "", []),
         (
             "region_to_segmentation",

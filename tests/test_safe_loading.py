@@ -351,7 +351,7 @@ def test_hub_offline_fails_at_once_with_one_line():
         Florence2Runner(HUB_ID)
     assert time.perf_counter() - start < 10
     message = str(refused.value)
-    assert "Hugging Face Hub is not reachable" in message and "--model /path/to/checkpoint" in message
+    assert "Hugging Face Hub is not reachable" in message and "as model='/path/to/checkpoint'" in message
     assert "\n" not in message
 
 
@@ -479,7 +479,7 @@ def _state(dataset: fo.Dataset):
         ({"batch_size": True}, "batch_size"),
         ({"shard": (2, 2)}, "Invalid shard"),
         ({"shard": (0, 0)}, "Invalid shard"),
-        ({"skip_existing": True, "overwrite": True}, "not both"),
+        ({"skip_existing": True, "overwrite": True}, "skip_existing and overwrite exclude each other"),
         ({"label_field": "gt"}, "already holds Classification"),
         ({"label_field": "note"}, "already holds StringField"),
     ],

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -172,17 +174,24 @@ def test_validation_is_scored_in_fiftyones_terms_each_epoch_and_leaves_the_datas
 
 def test_cli_trains_then_labels_with_the_checkpoint(boxes, tiny_checkpoint, tmp_path, capsys):
     boxes.persistent = True
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    boxes.add_sample(fo.Sample(filepath=str(broken), ground_truth=_box(0.2)))
     out = tmp_path / "ck"
     args = ["train", "--dataset", boxes.name, "--output-dir", str(out), "--model", str(tiny_checkpoint)]
     assert main([*args, "--max-steps", "2", "--batch-size", "2", "--val-fraction", "0.4"]) == 0
     printed = capsys.readouterr().out
     assert f"Checkpoint: {out}" in printed and "best validation score" in printed
+    # The reason itself, by file path, not only where the reasons are kept.
+    assert f"1 sample(s) were left out (all reasons: {out}/training.json):\n  {broken}: not an image file" in printed
+    command = printed.split("Label with it:  ", 1)[1].strip()
+    assert command == f"florence2 label --dataset {boxes.name} --model {out} --task {DETECTION}"
     assert main([*args, "--max-steps", "2"]) == 2  # the directory is now taken
     assert "holds a training run's output: pass --overwrite" in capsys.readouterr().err
-    assert main(["label", "--dataset", boxes.name, "--model", str(out), "--task", DETECTION,
-                 "--label-field", "pred", "--num-beams", "1", "--max-new-tokens", "8"]) == 0  # fmt: skip
+    # The printed command runs as it is.
+    assert main([*shlex.split(command)[1:], "--label-field", "pred", "--num-beams", "1", "--max-new-tokens", "8"]) == 0
     boxes.reload()
-    assert len(boxes.exists("pred")) == len(boxes)
+    assert len(boxes.exists("pred")) == len(boxes) - 1
     capsys.readouterr()
     assert main(["runs", "--dataset", boxes.name]) == 0
     listed = capsys.readouterr().out
@@ -191,7 +200,12 @@ def test_cli_trains_then_labels_with_the_checkpoint(boxes, tiny_checkpoint, tmp_
         f"completed   trains {DETECTION} from ground_truth -> {out}  from weights {start}, wrote weights {written}"
         in listed
     )
-    assert f"{DETECTION} -> pred  weights {written}" in listed  # the labels came from the weights it wrote
+    # the labels came from the weights it wrote; each run shows its start and its counts
+    assert re.search(
+        rf" \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d  completed   {DETECTION} -> pred  weights {written}  "
+        r"labelled 5, skipped 0, failed 1",
+        listed,
+    )
 
 
 def _cli(*args: str) -> list[str]:

@@ -116,7 +116,7 @@ def test_the_cli_labels_every_nth_frame_of_a_video_dataset(videos, tiny_checkpoi
     assert main([*args, "--label-field", "cap", "--frame-step", "2", "--max-new-tokens", "2"]) == 0
     assert f"Labelled {FRAMES} of {FRAMES} sample(s)" in capsys.readouterr().out
     assert sum(label is not None for label in frame_labels(videos, "cap")) == FRAMES
-    assert main([*args, "--frame-step", "0"]) == 2 and "frame_step must be" in capsys.readouterr().err
+    assert main([*args, "--frame-step", "0"]) == 2 and "--frame-step must be" in capsys.readouterr().err
 
 
 SAMPLING_REFUSALS = [

@@ -261,7 +261,7 @@ def test_a_remote_code_checkpoint_is_refused_before_its_weights_download(hub, tm
         ({"task": "segmentation", "prompt": "the car"},
          {"task", "text_input", "prompt", "masks"}, None),
         ({"task": "nonsense"}, {"task"}, "Unknown Florence-2 task 'nonsense'"),
-        ({"task": "detection", "num_beams": -1}, {"task"}, "num_beams must be a whole number"),
+        ({"task": "detection", "num_beams": -1}, {"task"}, '"Beams" must be a whole number'),
     ],
 )  # fmt: skip
 def test_the_zoo_form_asks_only_what_the_task_reads(source, dataset, remote_params, inputs, problem):
