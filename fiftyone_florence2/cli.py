@@ -179,7 +179,6 @@ def run_train(args: argparse.Namespace) -> int:
     import fiftyone as fo
 
     from .labeling import reason_lines, sample_paths
-    from .train_output import CLI as CLI_CONTROLS
     from .training import train
 
     if not fo.dataset_exists(args.dataset):
@@ -191,7 +190,7 @@ def run_train(args: argparse.Namespace) -> int:
     samples = dataset.load_saved_view(args.view) if args.view else dataset
     options = _options(args, TRAIN_OPTIONS)
     try:
-        result = train(samples, progress=True, controls=CLI_CONTROLS, **options)
+        result = train(samples, progress=True, **options)
     except ValueError as e:
         raise UsageError(for_route(e, "cli")) from None
     if result.run_key is None:  # another process of a torchrun job reports

@@ -19,12 +19,12 @@ import json
 import os
 import shutil
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .locks import FieldLockedError, FieldLocks, holder_text, live_holders
-from .train_options import CHECKPOINTS_DIR
+from .options import OptionError, literal
+from .train_options import CHECKPOINTS_DIR, TRAIN
 
 MANIFEST = "florence2-manifest.json"
 STAGING = ".florence2-staging"
@@ -49,18 +49,10 @@ SCHEDULE = ("epochs", "max_steps", "batch_size", "grad_accum", "learning_rate", 
 _LOCK_SPACE = "florence2-output-dir"
 
 
-@dataclass(frozen=True)
-class Controls:
-    """How a route (Python, the CLI, the App's form) names the controls a refusal points to."""
-
-    output_dir: str = "output_dir"
-    overwrite: str = "overwrite=True"
-    resume: str = "resume=True"
-
-
-PYTHON = Controls()
-CLI = Controls("--output-dir", "--overwrite", "--resume")
-APP = Controls("'Output directory'", "'Overwrite'", "'Resume'")
+def _refusal(template: str) -> OptionError:
+    """A refusal naming the output directory's controls in each route's words (``{output_dir:name}``,
+    ``{overwrite}``, ``{resume}``); user text goes in through :func:`literal`."""
+    return OptionError(template, *(TRAIN[name] for name in ("output_dir", "overwrite", "resume")))
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -108,34 +100,34 @@ def media_dirs(samples: Any) -> set[Path]:
     return {Path(folder).resolve() for folder in {os.path.dirname(p) for p in samples._dataset.values("filepath")}}
 
 
-def check_output_dir(output_dir: str, overwrite: bool, resume: bool, media: Iterable[Path] = (),
-                     controls: Controls = PYTHON) -> Path:  # fmt: skip
-    """The resolved output directory, if a run may write there; else ``ValueError`` naming the control to
-    change. ``media``: the folders of the collection's media, which a run never writes into."""
+def check_output_dir(output_dir: str, overwrite: bool, resume: bool, media: Iterable[Path] = ()) -> Path:
+    """The resolved output directory, if a run may write there; else an :class:`OptionError` naming the
+    control to change. ``media``: the folders of the collection's media, which a run never writes into."""
     path = Path(output_dir).expanduser().resolve()
+    named = "{output_dir:name} " + literal(repr(str(path)))
     blocker = _file_above(path)
     if blocker is not None:
         what = "is a file" if blocker == path else f"lies under the file {str(blocker)!r}"
-        raise ValueError(f"{controls.output_dir} {str(path)!r} {what}: choose a directory.")
+        raise _refusal(f"{named} {literal(what)}: choose a directory.")
     holding = [folder for folder in media if folder == path or path in folder.parents]
     if holding:
-        raise ValueError(
-            f"{controls.output_dir} {str(path)!r} holds the images being trained on (in {str(holding[0])!r}): "
+        raise _refusal(
+            f"{named} holds the images being trained on (in {literal(repr(str(holding[0])))}): "
             "choose a directory of its own."
         )
     foreign = in_the_way(path)
     if foreign:
-        raise ValueError(
-            f"{controls.output_dir} {str(path)!r} holds {', '.join(foreign[:5])}, which no training run wrote "
+        raise _refusal(
+            f"{named} holds {literal(', '.join(foreign[:5]))}, which no training run wrote "
             "there and a run would replace: move them, or choose another directory."
         )
     if resume:
         if resume_point(path) is None:
             raise ValueError(f"Nothing to resume in {str(path)!r}: it holds no complete resumable checkpoint.")
     elif (manifest_files(path) or (path / STAGING).exists()) and not overwrite:
-        raise ValueError(
-            f"{controls.output_dir} {str(path)!r} holds a training run's output: pass {controls.overwrite} to "
-            f"replace it, {controls.resume} to go on from its last checkpoint, or choose another directory."
+        raise _refusal(
+            f"{named} holds a training run's output: pass {{overwrite}} to "
+            "replace it, {resume} to go on from its last checkpoint, or choose another directory."
         )
     return path
 
@@ -183,16 +175,17 @@ def _settings_of(point: Path, path: Path) -> dict[str, Any]:
     return (_read_json(path / MANIFEST) or {}).get("settings", {})
 
 
-def resume_changes(path: Path, settings: dict[str, Any], controls: Controls = PYTHON) -> dict[str, list[Any]]:
+def resume_changes(path: Path, settings: dict[str, Any]) -> dict[str, list[Any]]:
     """``{option: [before, now]}`` for the schedule options a resume changes; ``ValueError`` naming the first
     option that no resume may change (the checkpoint's weights or optimizer would not fit)."""
     point = resume_point(path)
     before = _settings_of(point, path) if point is not None else {}
     for name in MUST_MATCH:
         if name in before and before[name] != settings.get(name):
-            raise ValueError(
-                f"Cannot resume: {name} was {before[name]!r} and is now {settings.get(name)!r}; resume with the "
-                f"same {name}, or pass {controls.overwrite} to start again."
+            raise _refusal(
+                f"Cannot resume: {literal(name)} was {literal(repr(before[name]))} and is now "
+                f"{literal(repr(settings.get(name)))}; resume with the same {literal(name)}, or pass {{overwrite}} "
+                "to start again."
             )
     return {name: [before[name], settings.get(name)] for name in SCHEDULE if name in before
             and before[name] != settings.get(name)}  # fmt: skip
@@ -271,37 +264,38 @@ def finish_commit(path: Path) -> None:
 class OutputDirLock(FieldLocks):
     """The lock of one output directory, held by one training run (``run_key``)."""
 
-    def __init__(self, path: Path, run_key: str, controls: Controls = PYTHON):
+    def __init__(self, path: Path, run_key: str):
         super().__init__(_LOCK_SPACE, [str(path)], run_key)
-        self.controls = controls
 
     def refusal(self, name: str, current: dict, holder: dict) -> str:
+        """The refusal's :class:`OptionError` template (the callers below raise it)."""
         return (
-            f"{self.controls.output_dir} {name!r} is being written by training run {current['run_key']!r} "
-            f"({holder_text(current, holder)}). Wait for it to finish, or choose another directory."
+            f"{{output_dir:name}} {literal(repr(name))} is being written by training run "
+            f"{literal(repr(current['run_key']))} ({literal(holder_text(current, holder))}). Wait for it to "
+            "finish, or choose another directory."
         )
 
 
 @contextlib.contextmanager
-def locked_output(path: Path, run_key: str, controls: Controls = PYTHON):
-    """Holds ``path``'s lock while the block runs; ``ValueError`` naming the run that holds it."""
-    lock = OutputDirLock(path, run_key, controls)
+def locked_output(path: Path, run_key: str):
+    """Holds ``path``'s lock while the block runs; an :class:`OptionError` naming the run that holds it."""
+    lock = OutputDirLock(path, run_key)
     try:
         lock.acquire()
     except FieldLockedError as error:
-        raise ValueError(str(error)) from None
+        raise _refusal(str(error)) from None
     try:
         yield lock
     finally:
         lock.release()
 
 
-def check_unlocked(path: Path, controls: Controls = PYTHON) -> None:
-    """``ValueError`` naming the live training run that holds ``path``, if one does (a form's early check;
-    the run itself takes the lock)."""
+def check_unlocked(path: Path) -> None:
+    """An :class:`OptionError` naming the live training run that holds ``path``, if one does (a form's early
+    check; the run itself takes the lock)."""
     current, alive = live_holders(f"{_LOCK_SPACE}:{path}")
     if alive:
-        raise ValueError(OutputDirLock(path, current["run_key"], controls).refusal(str(path), current, alive[0]))
+        raise _refusal(OutputDirLock(path, current["run_key"]).refusal(str(path), current, alive[0]))
 
 
 def writer_alive(output_dir: str, run_key: str) -> bool:

@@ -47,12 +47,10 @@ from .train_loop import (
 from .train_options import CHECKPOINTS_DIR, read_train_options
 from .train_output import (
     MUST_MATCH,
-    PYTHON,
     SCHEDULE,
     STAGED_MODEL,
     STAGING,
     TRAINING_RECORD,
-    Controls,
     OutputDirLock,
     check_output_dir,
     commit,
@@ -150,7 +148,7 @@ def output_settings(options: dict[str, Any]) -> dict[str, Any]:
 
 
 def train(samples: Any, progress: bool = True, on_progress: Callable[[dict], None] | None = None,
-          controls: Controls = PYTHON, **options: Any) -> TrainResult:  # fmt: skip
+          **options: Any) -> TrainResult:  # fmt: skip
     """Fine-tunes Florence-2 on the labels of ``samples`` (as the view shows them) and writes a checkpoint
     ``load_model`` loads.
 
@@ -158,8 +156,8 @@ def train(samples: Any, progress: bool = True, on_progress: Callable[[dict], Non
     ``label_field``, ``output_dir``, ``model``, ``epochs``, ``max_steps``,
     ``batch_size``, ``learning_rate``, ``freeze_vision``, ``lora``,
     ``val_fraction``, ``resume``, ...). Bad options and data are refused
-    before any weights load; ``controls`` names the options in refusals (the
-    CLI and the App pass their own). ``on_progress(entry)`` gets each logged
+    before any weights load, each naming the options as the route that shows
+    it spells them (:class:`OptionError`). ``on_progress(entry)`` gets each logged
     step. The previous checkpoint in ``output_dir`` is replaced only once the
     new one is complete; a run whose loss stops being finite raises
     :class:`TrainingDiverged` and replaces nothing.
@@ -176,15 +174,15 @@ def train(samples: Any, progress: bool = True, on_progress: Callable[[dict], Non
         split = make_split(samples, options, DRAFT_WH)
         return _train(samples, options, split, None, output_settings(options), {})
     media = media_dirs(samples)
-    output = check_output_dir(options["output_dir"], options["overwrite"], options["resume"], media, controls)
+    output = check_output_dir(options["output_dir"], options["overwrite"], options["resume"], media)
     options["output_dir"] = str(output)  # the record's checkpoint path, whatever directory another process runs in
     settings = output_settings(options)
-    changes = resume_changes(output, settings, controls) if options["resume"] else {}
+    changes = resume_changes(output, settings) if options["resume"] else {}
     split = make_split(samples, options, DRAFT_WH)
-    with locked_output(output, new_run_key(method=METHOD), controls) as lock:
+    with locked_output(output, new_run_key(method=METHOD)) as lock:
         for abandoned in lock.abandoned_records():
             mark_interrupted(samples._root_dataset, abandoned)
-        check_output_dir(str(output), options["overwrite"], options["resume"], media, controls)  # now ours alone
+        check_output_dir(str(output), options["overwrite"], options["resume"], media)  # now ours alone
         return _train(samples, options, split, lock, settings, changes, progress, on_progress)
 
 

@@ -28,7 +28,6 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from fiftyone_florence2.labeling import SHOWN_REASONS
-from fiftyone_florence2.train_output import APP
 
 from .train_form import build_train_form, make_train_plan
 
@@ -87,7 +86,7 @@ def fine_tune(plan: Any, set_progress: Callable[..., Any]) -> dict[str, Any]:
     from fiftyone_florence2.training import train  # torch and transformers: only where a run executes
 
     set_progress(progress=0.0, label="Reading the labels and loading the weights")
-    result = train(plan.samples, progress=False, on_progress=TrainingProgress(set_progress), controls=APP,
+    result = train(plan.samples, progress=False, on_progress=TrainingProgress(set_progress),
                    **plan.options)  # fmt: skip
     epochs = per_epoch(result.history)
     return {

@@ -21,7 +21,7 @@ from fiftyone_florence2.options import for_route
 from fiftyone_florence2.tasks import Task, get_tasks
 from fiftyone_florence2.train_data import check_split_sizes, check_training_collection, learns_from
 from fiftyone_florence2.train_options import TRAIN, TRAIN_OPTIONS, read_train_options
-from fiftyone_florence2.train_output import APP, check_output_dir, check_unlocked, media_dirs
+from fiftyone_florence2.train_output import check_output_dir, check_unlocked, media_dirs
 
 from .form import checkpoint_input, place_inputs, prompt_field_choices, tasks_input
 from .plan import reads
@@ -85,7 +85,7 @@ def make_train_plan(ctx: Any) -> TrainPlan:
         plan.count = plan.samples.count()
         check_split_sizes(plan.samples, plan.count, read["val_tag"], read["val_fraction"])
         media = media_dirs(plan.samples)
-        check_unlocked(check_output_dir(read["output_dir"], read["overwrite"], read["resume"], media, APP), APP)
+        check_unlocked(check_output_dir(read["output_dir"], read["overwrite"], read["resume"], media))
     except (TypeError, ValueError) as e:
         plan.problem = for_route(e, "app")
     return plan

@@ -139,7 +139,7 @@ def test_bad_inputs_are_refused_in_the_form_and_before_queueing(trainer, labelle
     [
         ("foreign", "holds config.json, which no training run wrote"),
         ("images", "holds the images being trained on"),
-        ("finished", "pass 'Overwrite' to replace it, 'Resume' to go on"),
+        ("finished", 'pass "Overwrite" ticked to replace it, "Resume" ticked to go on'),
         ("locked", "is being written by training run 'florence2_train_elsewhere'"),
     ],
 )

@@ -21,6 +21,7 @@ from fiftyone_florence2.cli import build_parser, main
 from fiftyone_florence2.labeling import label_samples
 from fiftyone_florence2.options import OPTIONS, OptionError
 from fiftyone_florence2.train_options import TRAIN
+from fiftyone_florence2.train_output import MANIFEST
 
 # defect -> the words each route shows, exactly as the user must find the control.
 WORDS = {
@@ -50,9 +51,9 @@ WORDS = {
         "app": '"Output directory" is required: the directory the fine-tuned checkpoint is written to.',
     },
     "output dir taken": {
-        "python": "is not empty: use overwrite=True to replace it, resume=True to go on from its last checkpoint",
-        "cli": "is not empty: use --overwrite to replace it, --resume to go on from its last checkpoint",
-        "app": 'is not empty: use "Overwrite" ticked to replace it, "Resume" ticked to go on from its last',
+        "python": "holds a training run's output: pass overwrite=True to replace it, resume=True to go on from its",
+        "cli": "holds a training run's output: pass --overwrite to replace it, --resume to go on from its last",
+        "app": 'holds a training run\'s output: pass "Overwrite" ticked to replace it, "Resume" ticked to go on',
     },
 }
 ROUTES = ("python", "cli", "app")
@@ -72,13 +73,14 @@ def trainer(operator):  # noqa: F811
 @pytest.fixture
 def scene(dataset, tiny_checkpoint, tmp_path, capsys, operator, trainer):  # noqa: F811
     """A persistent dataset (the CLI loads it by name) with captions in ``cap`` and boxes in ``gt``, and a
-    ``taken`` directory holding a file."""
+    ``taken`` directory holding an earlier training run's output (its manifest) and a file of the user's."""
     dataset.persistent = True
     dataset.set_values("cap", [fol.Classification(label="old")] * len(dataset))
     box = fol.Detection(label="thing", bounding_box=[0.1, 0.2, 0.5, 0.4])
     dataset.set_values("gt", [fol.Detections(detections=[box.copy()]) for _ in range(len(dataset))])
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "notes.txt").write_text("mine")
+    (tmp_path / "taken" / MANIFEST).write_text('{"files": []}')
     return {"dataset": dataset, "ckpt": str(tiny_checkpoint), "tmp": tmp_path, "capsys": capsys,
             "operator": operator, "trainer": trainer}  # fmt: skip
 

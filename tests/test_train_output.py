@@ -18,11 +18,9 @@ from conftest import write_image
 import fiftyone_florence2.training as training
 from fiftyone_florence2 import load_model, train
 from fiftyone_florence2.cli import main
+from fiftyone_florence2.options import OptionError, for_route
 from fiftyone_florence2.train_output import (
-    APP,
-    CLI,
     MANIFEST,
-    PYTHON,
     STAGING,
     OutputDirLock,
     check_output_dir,
@@ -105,10 +103,13 @@ def test_a_folder_holding_the_media_is_never_trained_into(boxes, tiny_checkpoint
     assert sorted(os.listdir(images)) == before
 
 
-@pytest.mark.parametrize(("controls", "flag"), [(PYTHON, "overwrite=True"), (CLI, "--overwrite"), (APP, "'Overwrite'")])
-def test_refusals_name_the_routes_own_controls(finished, controls, flag):
-    with pytest.raises(ValueError, match=f"pass {flag} to replace it"):
-        check_output_dir(str(finished), overwrite=False, resume=False, controls=controls)
+@pytest.mark.parametrize(
+    ("route", "flag"), [("python", "overwrite=True"), ("cli", "--overwrite"), ("app", '"Overwrite" ticked')]
+)
+def test_refusals_name_the_routes_own_controls(finished, route, flag):
+    with pytest.raises(OptionError) as refused:
+        check_output_dir(str(finished), overwrite=False, resume=False)
+    assert f"pass {flag} to replace it" in for_route(refused.value, route)
 
 
 @pytest.mark.parametrize("under", ["a-file", "a-file/deeper/still"])
