@@ -17,7 +17,7 @@ import sys
 if importlib.util.find_spec("fiftyone_florence2") is None:
     sys.path.append(os.path.dirname(os.path.abspath(__file__)))
 
-from fiftyone_florence2.zoo import download_model, load_model
+from fiftyone_florence2.runs.zoo import download_model, load_model
 
 from .operators import register
 from .operators.zoo_form import parse_parameters, resolve_input

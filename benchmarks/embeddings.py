@@ -87,7 +87,7 @@ class Seams:
     def installed(self, model: Any) -> Iterator[Seams]:
         import numpy as np
 
-        from fiftyone_florence2 import labeling
+        from fiftyone_florence2.runs import labelling as labeling
 
         def vectors(samples, target, name, values) -> bool:  # the embeddings column, not a label field
             return isinstance(next(iter(values.values())), np.ndarray)
@@ -104,7 +104,7 @@ class Seams:
 
 def timed_run(dataset, model, seams: Seams, label_field: str, batch_size: int, embeddings_field: str | None) -> dict:
     """One labelling run: wall and CPU seconds of the whole call, and the seconds in the embedding seams."""
-    from fiftyone_florence2.labeling import label_samples
+    from fiftyone_florence2.runs.labelling import label_samples
 
     for calls in seams.calls.values():
         calls.clear()

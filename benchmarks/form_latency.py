@@ -157,7 +157,7 @@ class Probe:
         import fiftyone.core.collections as focol
         import fiftyone.core.dataset as fod
 
-        import fiftyone_florence2.checks as checks
+        import fiftyone_florence2.runs.checks as checks
 
         apply = sys.modules[type(operator).__module__]
         plan = sys.modules[apply.__name__.rsplit(".", 1)[0] + ".plan"]

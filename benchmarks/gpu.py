@@ -33,10 +33,10 @@ from typing import Any
 import torch
 import transformers
 
-from fiftyone_florence2.prompts import build_question
-from fiftyone_florence2.random_checkpoint import random_model
-from fiftyone_florence2.runner import Florence2Runner
-from fiftyone_florence2.tasks import get_task
+from fiftyone_florence2.core.prompts import build_question
+from fiftyone_florence2.core.tasks import get_task
+from fiftyone_florence2.engine.random_checkpoint import random_model
+from fiftyone_florence2.engine.runner import Florence2Runner
 
 from .workload import synthetic_image
 

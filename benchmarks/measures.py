@@ -20,11 +20,11 @@ import psutil
 import torch
 from PIL import Image, ImageOps
 
-from fiftyone_florence2.batching import Outcome
-from fiftyone_florence2.labeling import label_samples
-from fiftyone_florence2.model import Florence2Model, Florence2ModelConfig
-from fiftyone_florence2.runner import Florence2Runner
-from fiftyone_florence2.tasks import get_task
+from fiftyone_florence2.core.tasks import get_task
+from fiftyone_florence2.engine.runner import Florence2Runner
+from fiftyone_florence2.runs.batching import Outcome
+from fiftyone_florence2.runs.labelling import label_samples
+from fiftyone_florence2.runs.model import Florence2Model, Florence2ModelConfig
 
 from .reference import per_sample_approach, plain_generate, sync
 from .workload import Settings, fixed_length, make_dataset, write_images

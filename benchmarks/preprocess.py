@@ -1,6 +1,6 @@
 """Preprocessing time per image: transformers' fast (torchvision) vs slow (PIL) image processor backend.
 
-Each call is the library's own (``fiftyone_florence2.runner.ImagePreprocessor``:
+Each call is the library's own (``fiftyone_florence2.engine.runner.ImagePreprocessor``:
 ``image_processor(images=image, return_tensors="pt")["pixel_values"][0]``), one
 image per call as its loader threads make them, on an image decoded the way the
 library decodes it (``images.load_rgb`` with the processor's size as the JPEG
@@ -36,7 +36,7 @@ def checkpoints(workdir: Path) -> dict[int, Path]:
     ``build_random_checkpoint(..., "base")`` writes the same image processor at
     768 px, with 231M random weights this does not need.
     """
-    from fiftyone_florence2.random_checkpoint import SHAPES, build_random_checkpoint
+    from fiftyone_florence2.engine.random_checkpoint import SHAPES, build_random_checkpoint
 
     tiny = workdir / "tiny"
     if not (tiny / "config.json").is_file():
@@ -94,8 +94,8 @@ def timed_ms(fn, calls: int, warmup: int) -> tuple[float, float, object]:
 def run(workdir: Path, calls: int, warmup: int, log=print) -> tuple[list[dict], dict[str, str]]:
     from transformers.utils import logging as hf_logging
 
-    from fiftyone_florence2.images import load_rgb
-    from fiftyone_florence2.runner import ImagePreprocessor
+    from fiftyone_florence2.engine.images import load_rgb
+    from fiftyone_florence2.engine.runner import ImagePreprocessor
 
     workdir.mkdir(parents=True, exist_ok=True)
     paths = write_images(workdir)

@@ -57,7 +57,7 @@ class MergeClock:
         self.calls = 0
 
     def install(self):
-        from fiftyone_florence2 import labels
+        from fiftyone_florence2.labels import convert as labels
 
         real = labels.merge_instances
 
@@ -75,7 +75,7 @@ class MergeClock:
 
 def run_grid(model, paths: list[str], grid: int) -> dict:
     """Loads and labels ``paths`` with ``grid`` x ``grid`` tiles; seconds per stage, boxes written."""
-    from fiftyone_florence2.items import Item, load_item
+    from fiftyone_florence2.engine.items import Item, load_item
 
     model.config.tiles = grid
     runner, clock = model.runner, MergeClock()

@@ -59,7 +59,7 @@ def child(args) -> dict:
     import torch
 
     import fiftyone_florence2 as ff2
-    from fiftyone_florence2.random_checkpoint import build_random_checkpoint
+    from fiftyone_florence2.engine.random_checkpoint import build_random_checkpoint
 
     from . import synthetic
 

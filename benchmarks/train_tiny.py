@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     import torch
 
-    from fiftyone_florence2.random_checkpoint import build_random_checkpoint
+    from fiftyone_florence2.engine.random_checkpoint import build_random_checkpoint
 
     torch.set_num_threads(args.threads)
     load = os.getloadavg()[0]

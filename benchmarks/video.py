@@ -58,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from fiftyone_florence2 import load_model
-    from fiftyone_florence2.labeling import label_samples
-    from fiftyone_florence2.random_checkpoint import build_random_checkpoint
+    from fiftyone_florence2.engine.random_checkpoint import build_random_checkpoint
+    from fiftyone_florence2.runs.labelling import label_samples
 
     torch.set_num_threads(1)
     work.mkdir(parents=True, exist_ok=True)

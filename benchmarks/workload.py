@@ -60,7 +60,7 @@ def fixed_length(new_tokens: int) -> dict[str, int]:
 
 def checkpoint_path(workdir: str | Path, shape: str) -> Path:
     """A random-weight checkpoint of ``shape``, built once and kept under ``workdir``."""
-    from fiftyone_florence2.random_checkpoint import build_random_checkpoint
+    from fiftyone_florence2.engine.random_checkpoint import build_random_checkpoint
 
     path = Path(workdir) / "checkpoints" / shape
     if not (path / "config.json").exists() or not any(path.glob("*.safetensors")):

@@ -8,25 +8,26 @@ from __future__ import annotations
 
 import importlib
 
-from .quiet import hide_mongodb_version_notice
-from .tasks import TASK_NAMES, TASKS, Task, get_task
+from fiftyone_florence2.core.tasks import TASK_NAMES, TASKS, Task, get_task
+from fiftyone_florence2.quiet import hide_mongodb_version_notice
 
 hide_mongodb_version_notice()
 
 __version__ = "0.1.0"
 
 _LAZY = {
-    "to_label": "labels",
-    "to_answer": "labels",
-    "to_training_pairs": "labels",
-    "load_model": "model",
-    "label_samples": "labeling",
-    "train": "training",
-    "TrainResult": "training",
-    "Florence2Model": "model",
-    "Florence2ModelConfig": "config",
-    "DEFAULT_CHECKPOINT": "checkpoints",
-    "NATIVE_CHECKPOINTS": "checkpoints",
+    "to_label": "labels.convert",
+    "to_answer": "training.targets",
+    "to_training_pairs": "training.targets",
+    "load_model": "runs.model",
+    "label_samples": "runs.labelling",
+    "train": "training.trainer",
+    "TrainResult": "training.trainer",
+    "Florence2Model": "runs.model",
+    "Florence2ModelConfig": "runs.config",
+    "DEFAULT_CHECKPOINT": "core.checkpoints",
+    "NATIVE_CHECKPOINTS": "core.checkpoints",
+    "Florence2Error": "core.errors",
 }
 
 __all__ = ["TASKS", "TASK_NAMES", "Task", "get_task", "__version__", *_LAZY]

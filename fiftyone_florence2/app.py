@@ -21,11 +21,13 @@ import urllib.request
 import webbrowser
 from pathlib import Path
 
+from fiftyone_florence2.core.errors import Florence2Error
+
 DEFAULT_PORT = 5151
 SERVER_START_S = 120.0
 
 
-class AppError(ValueError):
+class AppError(Florence2Error, ValueError):
     """The App cannot be started as asked; one line a user can act on."""
 
 

@@ -12,18 +12,27 @@ import shlex
 import sys
 from collections.abc import Sequence
 
-from .app import DEFAULT_PORT, AppError, app_command, run_app
-from .checkpoints import DEFAULT_CHECKPOINT, CheckpointError
-from .options import MODEL_OPTIONS, OPTIONS, RUN_OPTIONS, Option, check_existing_policy, default_label_field, for_route
-from .tasks import TASKS, get_tasks
-from .train_options import TRAIN, TRAIN_OPTIONS
+from fiftyone_florence2.app import DEFAULT_PORT, AppError, app_command, run_app
+from fiftyone_florence2.core.checkpoints import DEFAULT_CHECKPOINT
+from fiftyone_florence2.core.errors import CheckpointError, Florence2Error
+from fiftyone_florence2.core.options import (
+    MODEL_OPTIONS,
+    OPTIONS,
+    RUN_OPTIONS,
+    Option,
+    check_existing_policy,
+    default_label_field,
+    for_route,
+)
+from fiftyone_florence2.core.tasks import TASKS, get_tasks
+from fiftyone_florence2.training.options import TRAIN, TRAIN_OPTIONS
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
 _TYPES = {"int": int, "float": float}
 
 
-class UsageError(Exception):
+class UsageError(Florence2Error):
     """Arguments that cannot work; printed as one line, exit status 2."""
 
 
@@ -106,7 +115,7 @@ def run_label(args: argparse.Namespace) -> int:
     """Checks everything it can, loads the model, and only then creates or changes a dataset."""
     import fiftyone as fo
 
-    from .checks import (
+    from fiftyone_florence2.runs.checks import (
         check_embeddings_name,
         check_label_field,
         check_run,
@@ -114,9 +123,9 @@ def run_label(args: argparse.Namespace) -> int:
         frames_to_label,
         labelled_ids,
     )
-    from .folders import add_images, find_images, folder_conflict, folder_dataset_name
-    from .labeling import describe_run, label_samples
-    from .model import Florence2Model, Florence2ModelConfig
+    from fiftyone_florence2.runs.folders import add_images, find_images, folder_conflict, folder_dataset_name
+    from fiftyone_florence2.runs.labelling import describe_run, label_samples
+    from fiftyone_florence2.runs.model import Florence2Model, Florence2ModelConfig
 
     try:
         config = Florence2ModelConfig(_options(args, MODEL_OPTIONS))
@@ -178,8 +187,8 @@ def run_train(args: argparse.Namespace) -> int:
     """Fine-tunes on a dataset (or one of its saved views); every check runs before any weights load."""
     import fiftyone as fo
 
-    from .labeling import reason_lines, sample_paths
-    from .training import train
+    from fiftyone_florence2.runs.labelling import reason_lines, sample_paths
+    from fiftyone_florence2.training.trainer import train
 
     if not fo.dataset_exists(args.dataset):
         raise UsageError(f"No FiftyOne dataset named {args.dataset!r}.")
@@ -222,7 +231,14 @@ def run_runs(args: argparse.Namespace) -> int:
     """Lists, explains or deletes run records; it only reads records (no run's view is rebuilt)."""
     import fiftyone as fo
 
-    from .provenance import TRAIN_METHOD, delete_run, list_runs, load_results, run_failures, short_weights
+    from fiftyone_florence2.runs.records import (
+        TRAIN_METHOD,
+        delete_run,
+        list_runs,
+        load_results,
+        run_failures,
+        short_weights,
+    )
 
     if not fo.dataset_exists(args.dataset):
         raise UsageError(f"No FiftyOne dataset named {args.dataset!r}.")
@@ -294,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "app":
             return run_app(args.dataset, args.port)
         if args.command == "demo":
-            from .demo import run_demo
+            from fiftyone_florence2.demo import run_demo
 
             return run_demo(args)
         return run_label(args)
@@ -304,6 +320,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("florence2: interrupted; rerun with --skip-existing to finish.", file=sys.stderr)
         return 130
+    except Florence2Error as e:  # a run that failed for a reason of ours: the reason is the message
+        print(f"florence2: error: {for_route(e, 'cli')}", file=sys.stderr)
+        return EXIT_FAILED
     except Exception as e:
         if os.environ.get("FLORENCE2_DEBUG"):
             raise

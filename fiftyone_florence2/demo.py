@@ -14,8 +14,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from .checkpoints import hub_reachable, looks_like_path
-from .options import DEFAULT_LABEL_PREFIX
+from fiftyone_florence2.core.checkpoints import hub_reachable, looks_like_path
+from fiftyone_florence2.core.options import DEFAULT_LABEL_PREFIX
 
 DEMO_TASKS = ["caption", "detection", "ocr_with_region"]
 _SCENES = [
@@ -46,9 +46,9 @@ def draw_images(folder: str | Path) -> list[str]:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from .folders import dataset_for_images
-    from .labeling import describe_run, label_samples
-    from .model import load_model
+    from fiftyone_florence2.runs.folders import dataset_for_images
+    from fiftyone_florence2.runs.labelling import describe_run, label_samples
+    from fiftyone_florence2.runs.model import load_model
 
     draw_images(args.images_dir)
     dataset = dataset_for_images(args.images_dir, args.dataset_name)
@@ -58,7 +58,7 @@ def run_demo(args: argparse.Namespace) -> int:
             f"The Hugging Face Hub is not reachable, so {checkpoint} cannot be downloaded; "
             "pass a local checkpoint with --model /path/to/checkpoint."
         )
-        from .random_checkpoint import build_random_checkpoint
+        from fiftyone_florence2.engine.random_checkpoint import build_random_checkpoint
 
         checkpoint = str(build_random_checkpoint(Path(tempfile.mkdtemp(prefix="florence2-random-")), "tiny"))
         field = "random_weights"

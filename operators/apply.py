@@ -15,7 +15,7 @@ The parameters are ``load_model``'s (``task``: a name or a list, ``model``, ``re
 ``tiles``, ``tile_overlap``, ``nms_iou``, ``batch_size``, ``num_beams``, ``max_new_tokens``, ``confidence_thresh``,
 ``device``, ``dtype``) plus ``label_field``, ``skip_existing``,
 ``overwrite``, ``embeddings_field``, ``delegate`` and ``shards``; defaults and help are declared in
-``fiftyone_florence2.options`` (see ``docs/OPTIONS.md``). ``tasks`` (a list,
+``fiftyone_florence2.core.options`` (see ``docs/OPTIONS.md``). ``tasks`` (a list,
 what the App's multi-select sends) may stand for ``task``. Several tasks share
 each image's vision features and write ``<label_field>_<task>`` each
 (``florence2_<task>`` by default); a list of one task writes ``label_field``.

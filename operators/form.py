@@ -1,9 +1,9 @@
 """The operators' form: one form for every choice of tasks, showing only the inputs the chosen tasks need.
 
 The task choices, which inputs appear and the label type shown come from the
-task table (:data:`fiftyone_florence2.tasks.TASKS`); each input's default,
+task table (:data:`fiftyone_florence2.core.tasks.TASKS`); each input's default,
 help and choices come from the option declarations
-(:mod:`fiftyone_florence2.options`). Nothing here lists tasks or restates a default.
+(:mod:`fiftyone_florence2.core.options`). Nothing here lists tasks or restates a default.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ import fiftyone.core.labels as fol
 import fiftyone.core.sample as fos
 import fiftyone.operators.types as types
 
-from fiftyone_florence2.options import AUTO, OPTIONS, Option, default_label_field
-from fiftyone_florence2.tasks import TASKS
-from fiftyone_florence2.train_record import finished_checkpoints
+from fiftyone_florence2.core.options import AUTO, OPTIONS, Option, default_label_field
+from fiftyone_florence2.core.tasks import TASKS
+from fiftyone_florence2.training.record import finished_checkpoints
 
 from .plan import DELEGATE_ABOVE, FORM_OPTIONS, Plan, form_default, reads, text_sources
 
-# Field values the model reads as prompts (see fiftyone_florence2.labels.texts_from_value).
+# Field values the model reads as prompts (see fiftyone_florence2.labels.convert.texts_from_value).
 PROMPT_LABELS = (fol.Classification, fol.Classifications, fol.Detections, fol.Polylines)
 # What a task reads besides the image, as its choice in a task list says it.
 _READS = {"text": ", reads text", "region": ", reads regions"}
@@ -170,7 +170,7 @@ def _available(option: Option) -> list[str]:
     """A choice list, less the devices this machine does not have."""
     if option.name != "device":
         return list(option.choices)
-    from fiftyone_florence2.devices import available_devices
+    from fiftyone_florence2.engine.devices import available_devices
 
     have = set(available_devices())
     return [choice for choice in option.choices if choice == AUTO or choice in have]

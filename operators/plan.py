@@ -4,7 +4,7 @@ Both the form (``resolve_input``) and the run (``execute``) build a
 :class:`Plan`, so the App shows the problem that would stop the run. The
 form's plan reads only the schema and two aggregations, so that it stays fast
 on large datasets; the run's plan also snapshots the target ids and checks
-every one of them (:func:`~fiftyone_florence2.checks.check_run`). A preview
+every one of them (:func:`~fiftyone_florence2.runs.checks.check_run`). A preview
 (the dry run) plans the current sample or a few selected ones, and checks what
 the model reads, not the fields a run would write.
 
@@ -20,7 +20,18 @@ from typing import Any
 
 from fiftyone import ViewField as F
 
-from fiftyone_florence2.checks import (
+from fiftyone_florence2.core.options import (
+    AUTO,
+    MODEL_OPTIONS,
+    OPTIONS,
+    RUN_OPTIONS,
+    Option,
+    default_label_field,
+    for_route,
+    whole_number,
+)
+from fiftyone_florence2.core.tasks import DEFAULT_TASK, Task, get_tasks
+from fiftyone_florence2.runs.checks import (
     check_collection,
     check_fields,
     check_inputs,
@@ -32,18 +43,7 @@ from fiftyone_florence2.checks import (
     refuse_existing,
     written_fields,
 )
-from fiftyone_florence2.config import Florence2ModelConfig, field_names
-from fiftyone_florence2.options import (
-    AUTO,
-    MODEL_OPTIONS,
-    OPTIONS,
-    RUN_OPTIONS,
-    Option,
-    default_label_field,
-    for_route,
-    whole_number,
-)
-from fiftyone_florence2.tasks import DEFAULT_TASK, Task, get_tasks
+from fiftyone_florence2.runs.config import Florence2ModelConfig, field_names
 
 # Above this many target samples a run defaults to delegated execution: on a
 # CPU, Florence-2-base takes seconds per image, and immediate runs time out

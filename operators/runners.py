@@ -5,7 +5,7 @@ again; a delegated worker runs one queued operation after another. Runners
 are keyed by what decides the weights in memory, and the least recently
 used one is dropped when more than :data:`MAX_RUNNERS` are loaded, so that a
 GPU does not fill up with checkpoints. A local checkpoint's key includes its
-files' stat (:func:`~fiftyone_florence2.checkpoints.weights_stat`): once a
+files' stat (:func:`~fiftyone_florence2.core.checkpoints.weights_stat`): once a
 fine-tune rewrites the directory, the next run loads the new weights and the
 stale runner is dropped.
 """
@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from fiftyone_florence2.checkpoints import WeightsStat, weights_stat
-from fiftyone_florence2.model import Florence2ModelConfig, load_runner
+from fiftyone_florence2.core.checkpoints import WeightsStat, weights_stat
+from fiftyone_florence2.runs.model import Florence2ModelConfig, load_runner
 
 MAX_RUNNERS = 2
 

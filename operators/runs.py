@@ -11,11 +11,11 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from fiftyone_florence2.labeling import SHOWN_REASONS, label_samples, preview_samples, similarity_hint
-from fiftyone_florence2.labels import summarize
-from fiftyone_florence2.model import Florence2Model
-from fiftyone_florence2.options import for_route
-from fiftyone_florence2.provenance import new_run_key
+from fiftyone_florence2.core.options import for_route
+from fiftyone_florence2.labels.convert import summarize
+from fiftyone_florence2.runs.labelling import SHOWN_REASONS, label_samples, preview_samples, similarity_hint
+from fiftyone_florence2.runs.model import Florence2Model
+from fiftyone_florence2.runs.records import new_run_key
 
 from .plan import RELOAD_UP_TO, Plan
 from .runners import use_runner

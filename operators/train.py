@@ -27,7 +27,7 @@ from typing import Any
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from fiftyone_florence2.labeling import SHOWN_REASONS
+from fiftyone_florence2.runs.labelling import SHOWN_REASONS
 
 from .train_form import build_train_form, make_train_plan
 
@@ -83,7 +83,7 @@ def metrics_table(epochs: list[dict[str, Any]]) -> str:
 
 def fine_tune(plan: Any, set_progress: Callable[..., Any]) -> dict[str, Any]:
     """Trains on the plan's samples and returns what the run made, as JSON."""
-    from fiftyone_florence2.training import train  # torch and transformers: only where a run executes
+    from fiftyone_florence2.training.trainer import train  # torch and transformers: only where a run executes
 
     set_progress(progress=0.0, label="Reading the labels and loading the weights")
     result = train(plan.samples, progress=False, on_progress=TrainingProgress(set_progress),

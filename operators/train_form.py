@@ -4,7 +4,7 @@ Both the form (``resolve_input``) and the run (``execute``) build a
 :class:`TrainPlan`, so the form shows the problem that would stop the run. The
 plan checks what the options, the schema, two counts and the output directory
 tell; ``train()`` then checks every sample's labels and image before any
-weights load. Inputs are :data:`~fiftyone_florence2.train_options.TRAIN_OPTIONS`
+weights load. Inputs are :data:`~fiftyone_florence2.training.options.TRAIN_OPTIONS`
 with ``form=True``, walked by the labelling form's
 :func:`~.form.place_inputs`; only the task, label-field, checkpoint, caption
 field and LoRA inputs are placed their own way.
@@ -17,11 +17,11 @@ from typing import Any
 
 import fiftyone.operators.types as types
 
-from fiftyone_florence2.options import for_route
-from fiftyone_florence2.tasks import Task, get_tasks
-from fiftyone_florence2.train_data import check_split_sizes, check_training_collection, learns_from
-from fiftyone_florence2.train_options import TRAIN, TRAIN_OPTIONS, read_train_options
-from fiftyone_florence2.train_output import check_output_dir, check_unlocked, media_dirs
+from fiftyone_florence2.core.options import for_route
+from fiftyone_florence2.core.tasks import Task, get_tasks
+from fiftyone_florence2.training.data import check_split_sizes, check_training_collection, learns_from
+from fiftyone_florence2.training.options import TRAIN, TRAIN_OPTIONS, read_train_options
+from fiftyone_florence2.training.output import check_output_dir, check_unlocked, media_dirs
 
 from .form import checkpoint_input, place_inputs, prompt_field_choices, tasks_input
 from .plan import reads

@@ -14,10 +14,10 @@ from typing import Any
 
 import fiftyone.operators.types as types
 
-from fiftyone_florence2.config import Florence2ModelConfig
-from fiftyone_florence2.options import OPTIONS, default_label_field, for_route
-from fiftyone_florence2.tasks import DEFAULT_TASK, get_task
-from fiftyone_florence2.zoo import ZOO_FIXED_OPTIONS
+from fiftyone_florence2.core.options import OPTIONS, default_label_field, for_route
+from fiftyone_florence2.core.tasks import DEFAULT_TASK, get_task
+from fiftyone_florence2.runs.config import Florence2ModelConfig
+from fiftyone_florence2.runs.zoo import ZOO_FIXED_OPTIONS
 
 from .form import option_input, task_input, task_inputs
 from .plan import Plan, model_options, read_params

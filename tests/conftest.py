@@ -56,7 +56,7 @@ def one_torch_thread_per_test_process():
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """A random-weight Florence-2 saved as a native safetensors checkpoint."""
-    from fiftyone_florence2.random_checkpoint import build_random_checkpoint
+    from fiftyone_florence2.engine.random_checkpoint import build_random_checkpoint
 
     return build_random_checkpoint(tmp_path_factory.mktemp("tiny-florence2"), "tiny")
 

@@ -15,9 +15,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from fiftyone_florence2 import to_answer, to_label, to_training_pairs
-from fiftyone_florence2.answers import answer_text, class_answers, region_answers, training_pairs
-from fiftyone_florence2.labels import Result, answer_data, build_label
-from fiftyone_florence2.parsing import (
+from fiftyone_florence2.core.answers import answer_text, class_answers, region_answers, training_pairs
+from fiftyone_florence2.core.parsing import (
     BANNED_GROUNDING_PHRASES,
     Box,
     Generation,
@@ -26,8 +25,10 @@ from fiftyone_florence2.parsing import (
     parse,
     ring_has_area,
 )
-from fiftyone_florence2.prompts import build_question
-from fiftyone_florence2.tasks import TASK_NAMES, TASKS, get_task
+from fiftyone_florence2.core.prompts import build_question
+from fiftyone_florence2.core.tasks import TASK_NAMES, TASKS, get_task
+from fiftyone_florence2.labels.convert import Result, build_label
+from fiftyone_florence2.training.targets import answer_data
 
 BIN = 0.001
 PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -27,13 +27,13 @@ from helpers.threads import one_torch_thread  # noqa: F401
 from PIL import Image
 
 from fiftyone_florence2 import load_model
-from fiftyone_florence2.batching import Florence2Error
 from fiftyone_florence2.cli import main
-from fiftyone_florence2.images import load_rgb
-from fiftyone_florence2.items import Item, load_item
-from fiftyone_florence2.labeling import label_samples
-from fiftyone_florence2.locks import list_locks
-from fiftyone_florence2.provenance import list_runs, run_failures
+from fiftyone_florence2.core.errors import SampleError
+from fiftyone_florence2.engine.images import load_rgb
+from fiftyone_florence2.engine.items import Item, load_item
+from fiftyone_florence2.runs.labelling import label_samples
+from fiftyone_florence2.runs.locks import list_locks
+from fiftyone_florence2.runs.records import list_runs, run_failures
 
 # The top-left quadrant of the image, in bins and in relative [x, y, w, h].
 QUADRANT = "<loc_0><loc_0><loc_499><loc_499>"
@@ -324,7 +324,7 @@ def test_fail_fast_raises_names_the_sample_and_unlocks(case, tiny_checkpoint, to
     model = load_model(
         "detection", model=str(tiny_checkpoint), skip_failures=False, generate_kwargs=force(tokenizer, ANSWER)
     )
-    with pytest.raises(Florence2Error, match=reason) as raised:
+    with pytest.raises(SampleError, match=reason) as raised:
         label_samples(dataset, model, "det", batch_size=BATCH)
     assert bad_id in str(raised.value)
     (key,) = list_runs(dataset)
@@ -353,7 +353,7 @@ def test_cli_records_reasons_and_fail_fast_exits_nonzero(tiny_checkpoint, tmp_pa
 
         assert main([*args, "--dataset-name", "bad-images-cli-ff", "--fail-fast"]) == 1
         err = capsys.readouterr().err
-        assert "florence2: error: Florence2Error" in err and "Traceback" not in err
+        assert "florence2: error: Sample " in err and "Traceback" not in err
         # The batch failed before any label was written: the dataset this run made is gone again, locks and all.
         assert not fo.dataset_exists("bad-images-cli-ff")
     finally:

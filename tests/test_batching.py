@@ -5,10 +5,11 @@ from __future__ import annotations
 import fiftyone.core.labels as fol
 import pytest
 
-from fiftyone_florence2.batching import Florence2Error, label_items
-from fiftyone_florence2.config import Florence2ModelConfig
-from fiftyone_florence2.items import Item
-from fiftyone_florence2.parsing import Generation
+from fiftyone_florence2.core.errors import SampleError
+from fiftyone_florence2.core.parsing import Generation
+from fiftyone_florence2.engine.items import Item
+from fiftyone_florence2.runs.batching import label_items
+from fiftyone_florence2.runs.config import Florence2ModelConfig
 
 BOX = "<loc_100><loc_200><loc_500><loc_900>"
 
@@ -139,7 +140,7 @@ def test_a_prompt_field_value_too_long_fails_its_item_only():
 def test_fail_fast_raises_for_the_first_failing_item():
     wrong = fol.Classification(label="x")
     options = {"regions_field": "gt", "skip_failures": False}
-    with pytest.raises(Florence2Error, match="Sample b: region_to_category: regions field 'gt' holds"):
+    with pytest.raises(SampleError, match="Sample b: region_to_category: regions field 'gt' holds"):
         label_items(config("region_to_category", **options), FakeRunner(), items("b", regions=wrong))
     with pytest.raises(RuntimeError, match="a broken image"):  # the runner's own error, unwrapped
         label_items(config(skip_failures=False), FakeRunner(broken_images={"b"}), items("b"))

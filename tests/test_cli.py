@@ -11,7 +11,7 @@ import pytest
 
 from fiftyone_florence2.app import app_command
 from fiftyone_florence2.cli import main, task_table
-from fiftyone_florence2.tasks import TASKS
+from fiftyone_florence2.core.tasks import TASKS
 
 
 def run_cli(*args: str, env_db: str | None = None) -> subprocess.CompletedProcess:
@@ -137,7 +137,7 @@ def test_runs_lists_failures_and_deletes(dataset, tiny_checkpoint, tmp_path, cap
     import fiftyone as fo
 
     from fiftyone_florence2 import load_model
-    from fiftyone_florence2.labeling import label_samples
+    from fiftyone_florence2.runs.labelling import label_samples
 
     missing = dataset.add_sample(fo.Sample(filepath=str(tmp_path / "gone.jpg")))
     summary = label_samples(dataset, load_model("caption", model=str(tiny_checkpoint), max_new_tokens=4), "cap")
@@ -185,7 +185,7 @@ def test_a_folder_never_silently_joins_a_dataset_made_from_another(
 ):
     import fiftyone as fo
 
-    from fiftyone_florence2.folders import SOURCE_KEY
+    from fiftyone_florence2.runs.folders import SOURCE_KEY
 
     name, (first, other) = two_photo_folders(tmp_path)
     flags = ["--task", "caption", "--model", str(tiny_checkpoint), "--max-new-tokens", "2", "--num-beams", "1"]
@@ -215,7 +215,7 @@ def test_a_folder_never_silently_joins_a_dataset_made_from_another(
 def test_dataset_for_images_refuses_another_folder_unless_asked(tmp_path, add):
     import fiftyone as fo
 
-    from fiftyone_florence2.folders import dataset_for_images
+    from fiftyone_florence2.runs.folders import dataset_for_images
 
     name, (first, other) = two_photo_folders(tmp_path)
     dataset = dataset_for_images(str(first))

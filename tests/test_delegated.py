@@ -20,7 +20,7 @@ import pytest
 import yaml
 from pymongo import MongoClient
 
-from fiftyone_florence2.labeling import shard_ids
+from fiftyone_florence2.runs.labelling import shard_ids
 
 ROOT = Path(__file__).resolve().parents[1]
 URI = yaml.safe_load((ROOT / "fiftyone.yml").read_text())["name"] + "/apply_florence2"

@@ -20,8 +20,8 @@ from test_operators import form, inputs_of, operator, run_from_app  # noqa: F401
 
 from fiftyone_florence2 import load_model
 from fiftyone_florence2.cli import main
-from fiftyone_florence2.labeling import label_samples
-from fiftyone_florence2.provenance import list_runs
+from fiftyone_florence2.runs.labelling import label_samples
+from fiftyone_florence2.runs.records import list_runs
 
 TIGHT = {"rtol": 0.0, "atol": 1e-6}
 PART = [0.1, 0.2, 0.5, 0.5]

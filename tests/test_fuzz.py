@@ -20,11 +20,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from fiftyone_florence2 import load_model, to_label
-from fiftyone_florence2.labeling import label_samples
-from fiftyone_florence2.labels import Result, build_label
-from fiftyone_florence2.parsing import Generation, tokenize
-from fiftyone_florence2.prompts import build_question, check_prompt, region_tokens
-from fiftyone_florence2.tasks import TASKS
+from fiftyone_florence2.core.parsing import Generation, tokenize
+from fiftyone_florence2.core.prompts import build_question, check_prompt, region_tokens
+from fiftyone_florence2.core.tasks import TASKS
+from fiftyone_florence2.labels.convert import Result, build_label
+from fiftyone_florence2.runs.labelling import label_samples
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 PER_TASK = settings(FUZZ, max_examples=120)  # for each of the fifteen tasks

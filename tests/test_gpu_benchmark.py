@@ -31,8 +31,18 @@ def _run_blocked(*args: str) -> subprocess.CompletedProcess:
                           timeout=300)  # fmt: skip
 
 
-def test_model_layer_imports_without_fiftyone():
-    code = "import sys; sys.modules['fiftyone'] = None\nimport fiftyone_florence2.runner, fiftyone_florence2.images"
+_IMPORT_ALL = """
+import importlib, pkgutil, sys
+sys.modules["fiftyone"] = None
+import fiftyone_florence2.core as core, fiftyone_florence2.engine as engine
+for package in (core, engine):
+    for module in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{package.__name__}.{module.name}")
+"""
+
+
+def test_the_core_and_the_model_layer_import_without_fiftyone():
+    code = _IMPORT_ALL
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
 

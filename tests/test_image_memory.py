@@ -25,8 +25,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fiftyone_florence2 import images
-from fiftyone_florence2.images import ImageLoadError, load_rgb, reduced_rgb, to_rgb
+from fiftyone_florence2.engine import images
+from fiftyone_florence2.engine.images import ImageLoadError, load_rgb, reduced_rgb, to_rgb
 
 SIDE = 12000  # 144 megapixels, under PIL's 179-megapixel bomb limit; 576 MB as decoded RGB
 RED, BLUE, GREEN = (250, 20, 20), (40, 120, 200), (20, 250, 20)
@@ -104,7 +104,7 @@ def huge_pngs(tmp_path_factory) -> list[str]:
 _MEASURE = r"""
 import json, re, resource, sys, warnings
 from concurrent.futures import ThreadPoolExecutor
-from fiftyone_florence2.images import load_rgb
+from fiftyone_florence2.engine.images import load_rgb
 
 warnings.simplefilter("ignore")
 def status_kib(key):  # VmHWM is this process's own peak; ru_maxrss starts at the parent's

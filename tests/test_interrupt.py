@@ -26,9 +26,9 @@ from helpers.label_driver import run as driver_run
 from helpers.threads import one_torch_thread  # noqa: F401
 
 from fiftyone_florence2 import load_model, to_label
-from fiftyone_florence2.labeling import label_samples
-from fiftyone_florence2.locks import FieldLockedError, list_locks
-from fiftyone_florence2.provenance import list_runs
+from fiftyone_florence2.runs.labelling import label_samples
+from fiftyone_florence2.runs.locks import FieldLockedError, list_locks
+from fiftyone_florence2.runs.records import list_runs
 
 DRIVER = Path(__file__).parent / "helpers" / "label_driver.py"
 N = 48

@@ -9,8 +9,8 @@ from conftest import force, write_image
 from fiftyone import ViewField as F
 
 from fiftyone_florence2 import load_model
-from fiftyone_florence2.labeling import check_label_field, check_run, label_samples, shard_ids
-from fiftyone_florence2.model import Florence2ModelConfig
+from fiftyone_florence2.runs.labelling import check_label_field, check_run, label_samples, shard_ids
+from fiftyone_florence2.runs.model import Florence2ModelConfig
 
 ANSWER = "car<loc_100><loc_200><loc_500><loc_900>"
 

@@ -18,8 +18,8 @@ from conftest import force
 from helpers.threads import one_torch_thread  # noqa: F401
 
 from fiftyone_florence2 import load_model
-from fiftyone_florence2.labeling import label_samples
-from fiftyone_florence2.provenance import run_failures
+from fiftyone_florence2.runs.labelling import label_samples
+from fiftyone_florence2.runs.records import run_failures
 
 ANSWER = "car<loc_100><loc_200><loc_500><loc_900>"
 BOX = [0.1005, 0.2005, 0.4, 0.7]

@@ -9,7 +9,7 @@ import pytest
 from conftest import force
 
 import fiftyone_florence2 as f2
-from fiftyone_florence2.tasks import TASKS, get_task
+from fiftyone_florence2.core.tasks import TASKS, get_task
 
 L = "<loc_{}>".format
 
@@ -255,7 +255,7 @@ def test_apply_model_uses_the_data_loader_and_keeps_a_batch_with_a_broken_file(l
 
 def test_an_item_for_another_sample_is_reread_for_the_sample_it_is_labelled_for(labelled, tiny_checkpoint, tokenizer):
     """FiftyOne's loader snapshots ids while its cursor may be re-queried: labels follow the cursor's sample."""
-    from fiftyone_florence2.items import Item
+    from fiftyone_florence2.engine.items import Item
 
     model = load(tiny_checkpoint, tokenizer, "phrase_grounding", prompt_field="caption")
     first, second = labelled.head(2)

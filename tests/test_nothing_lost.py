@@ -13,7 +13,7 @@ import pytest
 from conftest import force
 
 from fiftyone_florence2 import load_model
-from fiftyone_florence2.labeling import label_samples
+from fiftyone_florence2.runs.labelling import label_samples
 
 BOX = "<loc_100><loc_200><loc_500><loc_900>"
 

@@ -21,8 +21,8 @@ from fiftyone.operators.executor import ExecutionContext, ExecutionError, execut
 from fiftyone.operators.server import create_response_generator
 from helpers.repo_archive import HIDE_INSTALLED, env_without_the_library, served_repository
 
-from fiftyone_florence2.provenance import list_runs
-from fiftyone_florence2.tasks import TASK_NAMES, TASKS, get_task
+from fiftyone_florence2.core.tasks import TASK_NAMES, TASKS, get_task
+from fiftyone_florence2.runs.records import list_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN = yaml.safe_load((ROOT / "fiftyone.yml").read_text())["name"]
@@ -216,7 +216,7 @@ def test_target_can_be_the_dataset_the_current_view_or_the_selection(operator, d
 def _snapshot(dataset) -> str:
     """Everything a run could write: samples (their last_modified_at too), fields, runs, queued operations,
     field locks."""
-    from fiftyone_florence2.locks import _collection
+    from fiftyone_florence2.runs.locks import _collection
 
     dataset.reload()
     samples = [sample.to_dict() for sample in dataset.iter_samples()]
@@ -369,7 +369,7 @@ def test_plugins_download_of_the_repository_root_works_without_the_library(tmp_p
 
 def test_the_form_offers_only_the_devices_this_machine_has(operator, dataset):
     """Regression: the form offered cuda and mps on a machine that has neither."""
-    from fiftyone_florence2.devices import available_devices
+    from fiftyone_florence2.engine.devices import available_devices
 
     offered = form(operator, dataset)["device"].type.values
     assert offered == ["auto", *(d for d in ("cuda", "mps", "cpu") if d in available_devices())]

@@ -24,9 +24,9 @@ from test_operators import (
     runner_loads,
 )
 
-from fiftyone_florence2.labels import summarize
-from fiftyone_florence2.runner import Florence2Runner
-from fiftyone_florence2.tasks import get_task
+from fiftyone_florence2.core.tasks import get_task
+from fiftyone_florence2.engine.runner import Florence2Runner
+from fiftyone_florence2.labels.convert import summarize
 
 __all__ = ["boxes", "operator", "plugin_module", "runner_loads"]  # fixtures, shared with test_operators
 

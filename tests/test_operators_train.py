@@ -13,9 +13,9 @@ from fiftyone.operators.delegated import DelegatedOperationService
 from fiftyone.operators.executor import ExecutionContext
 from test_operators import FAST, PLUGIN, ROOT, _snapshot, assert_refused, form, inputs_of, operator, run
 
-from fiftyone_florence2.tasks import get_task
-from fiftyone_florence2.train_options import TRAIN
-from fiftyone_florence2.train_record import METHOD, list_training_runs
+from fiftyone_florence2.core.tasks import get_task
+from fiftyone_florence2.training.options import TRAIN
+from fiftyone_florence2.training.record import METHOD, list_training_runs
 
 TRAIN_URI = f"{PLUGIN}/florence2_train"
 DETECTION, CAPTION, GROUNDING = get_task("detection"), get_task("caption"), get_task("phrase_grounding")
@@ -148,7 +148,7 @@ def test_an_output_directory_that_is_not_free_is_refused_in_the_forms_words(
 ):
     from contextlib import nullcontext
 
-    from fiftyone_florence2.train_output import MANIFEST, locked_output
+    from fiftyone_florence2.training.output import MANIFEST, locked_output
 
     project = image_dir if where == "images" else tmp_path / "project"
     project.mkdir(exist_ok=True)
@@ -247,7 +247,7 @@ def test_metrics_per_epoch(plugin_module_train):
 
 
 def test_the_checkpoint_offered_is_only_a_completed_runs_that_is_still_on_disk(operator, labelled, tmp_path):
-    from fiftyone_florence2.train_record import finished_checkpoints
+    from fiftyone_florence2.training.record import finished_checkpoints
 
     for status, folder in [("completed", "kept"), ("failed", "broken"), ("completed", "deleted")]:
         path = tmp_path / folder

@@ -18,10 +18,10 @@ from test_operators import FAST, PLUGIN, URI, form, operator, run  # noqa: F401
 
 from fiftyone_florence2 import load_model, train
 from fiftyone_florence2.cli import build_parser, main
-from fiftyone_florence2.labeling import label_samples
-from fiftyone_florence2.options import OPTIONS, OptionError
-from fiftyone_florence2.train_options import TRAIN
-from fiftyone_florence2.train_output import MANIFEST
+from fiftyone_florence2.core.options import OPTIONS, OptionError
+from fiftyone_florence2.runs.labelling import label_samples
+from fiftyone_florence2.training.options import TRAIN
+from fiftyone_florence2.training.output import MANIFEST
 
 # defect -> the words each route shows, exactly as the user must find the control.
 WORDS = {

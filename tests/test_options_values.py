@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fiftyone_florence2.options import boolean
+from fiftyone_florence2.core.options import boolean
 
 
 @pytest.mark.parametrize(

@@ -6,9 +6,9 @@ import fiftyone.core.labels as fol
 import pytest
 
 from fiftyone_florence2 import to_label
-from fiftyone_florence2.labels import Result, build_label
-from fiftyone_florence2.parsing import Generation, parse, parse_polygons, ring_has_area, span_confidence, tokenize
-from fiftyone_florence2.tasks import get_task
+from fiftyone_florence2.core.parsing import Generation, parse, parse_polygons, ring_has_area, span_confidence, tokenize
+from fiftyone_florence2.core.tasks import get_task
+from fiftyone_florence2.labels.convert import Result, build_label
 
 L = "<loc_{}>".format
 

@@ -8,8 +8,8 @@ import fiftyone.core.labels as fol
 import pytest
 
 from fiftyone_florence2 import to_label
-from fiftyone_florence2.parsing import Generation, span_confidence, tokenize
-from fiftyone_florence2.tasks import get_task
+from fiftyone_florence2.core.parsing import Generation, span_confidence, tokenize
+from fiftyone_florence2.core.tasks import get_task
 
 L = "<loc_{}>".format
 

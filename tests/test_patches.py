@@ -8,9 +8,9 @@ import pytest
 from conftest import force, write_image
 
 from fiftyone_florence2 import load_model
-from fiftyone_florence2.crops import crop_pixels, crop_xywh
-from fiftyone_florence2.labeling import label_samples
-from fiftyone_florence2.patches import to_source_frame
+from fiftyone_florence2.core.crops import crop_pixels, crop_xywh
+from fiftyone_florence2.runs.labelling import label_samples
+from fiftyone_florence2.runs.patches import to_source_frame
 
 BOXES = [[0.1, 0.2, 0.4, 0.5], [0.5, 0.5, 0.4, 0.4]]
 LEFT_HALF = "car<loc_0><loc_0><loc_499><loc_999>"  # relative [0.0005, 0.0005, 0.4990, 0.9990] of the crop
@@ -102,7 +102,7 @@ def test_label_samples_on_a_patches_view_writes_each_box_its_labels_in_the_sourc
 
 
 def test_the_model_sees_the_crop_at_full_resolution(boxes, model_for, monkeypatch):
-    import fiftyone_florence2.items as items
+    import fiftyone_florence2.engine.items as items
 
     seen = []
     monkeypatch.setattr(items, "shrink_toward", lambda pil, wh: seen.append(pil.size) or pil)

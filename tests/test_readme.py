@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from fiftyone_florence2.tasks import TASKS
+from fiftyone_florence2.core.tasks import TASKS
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

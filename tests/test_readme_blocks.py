@@ -20,7 +20,7 @@ import pytest
 from conftest import write_image
 from helpers.readme_blocks import code_blocks, command_lines
 
-from fiftyone_florence2.checkpoints import DEFAULT_CHECKPOINT
+from fiftyone_florence2.core.checkpoints import DEFAULT_CHECKPOINT
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"

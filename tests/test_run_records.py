@@ -11,8 +11,8 @@ from fiftyone import ViewField as F
 
 from fiftyone_florence2 import load_model
 from fiftyone_florence2.cli import main
-from fiftyone_florence2.labeling import label_samples
-from fiftyone_florence2.provenance import (
+from fiftyone_florence2.runs.labelling import label_samples
+from fiftyone_florence2.runs.records import (
     TRAIN_METHOD,
     delete_run,
     list_runs,
@@ -20,7 +20,7 @@ from fiftyone_florence2.provenance import (
     register_running,
     run_failures,
 )
-from fiftyone_florence2.train_record import finish_training_run, list_training_runs
+from fiftyone_florence2.training.record import finish_training_run, list_training_runs
 
 
 @pytest.fixture
@@ -136,6 +136,6 @@ SHOWN_WEIGHTS = [
 def test_listings_show_the_weights_short(fields, shown):
     from types import SimpleNamespace
 
-    from fiftyone_florence2.provenance import short_weights
+    from fiftyone_florence2.runs.records import short_weights
 
     assert short_weights(SimpleNamespace(**fields)) == shown

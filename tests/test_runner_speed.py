@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fiftyone_florence2.prompts import build_question
-from fiftyone_florence2.runner import Florence2Runner
-from fiftyone_florence2.tasks import get_task
+from fiftyone_florence2.core.prompts import build_question
+from fiftyone_florence2.core.tasks import get_task
+from fiftyone_florence2.engine.runner import Florence2Runner
 
 FIXED = {"min_new_tokens": 12, "max_new_tokens": 12}
 

@@ -12,10 +12,10 @@ import pytest
 from conftest import force
 
 from fiftyone_florence2 import __version__, load_model
-from fiftyone_florence2.labeling import Summary, label_samples
-from fiftyone_florence2.locks import FieldLockedError, FieldLocks, _collection, list_locks
-from fiftyone_florence2.model import Florence2ModelConfig
-from fiftyone_florence2.provenance import (
+from fiftyone_florence2.runs.labelling import Summary, label_samples
+from fiftyone_florence2.runs.locks import FieldLockedError, FieldLocks, _collection, list_locks
+from fiftyone_florence2.runs.model import Florence2ModelConfig
+from fiftyone_florence2.runs.records import (
     delete_run,
     list_runs,
     mark_interrupted,
@@ -153,7 +153,7 @@ def test_the_record_of_a_killed_run_is_closed_by_the_run_that_takes_its_lock_ove
 def test_fail_fast_keeps_the_reason_that_stopped_the_run(dataset, model, tmp_path):
     import fiftyone as fo
 
-    from fiftyone_florence2.model import Florence2Error
+    from fiftyone_florence2 import Florence2Error
 
     bad = dataset.add_sample(fo.Sample(filepath=str(tmp_path / "missing.jpg")))
     model.config.skip_failures = False

@@ -31,12 +31,12 @@ from helpers.threads import one_torch_thread  # noqa: F401
 import fiftyone_florence2
 from fiftyone_florence2 import load_model
 from fiftyone_florence2 import runner as runner_module
-from fiftyone_florence2.checkpoints import CheckpointError, resolve_checkpoint
 from fiftyone_florence2.cli import main
-from fiftyone_florence2.labeling import label_samples
-from fiftyone_florence2.locks import list_locks
-from fiftyone_florence2.provenance import list_runs
-from fiftyone_florence2.runner import Florence2Runner
+from fiftyone_florence2.core.checkpoints import CheckpointError, resolve_checkpoint
+from fiftyone_florence2.engine.runner import Florence2Runner
+from fiftyone_florence2.runs.labelling import label_samples
+from fiftyone_florence2.runs.locks import list_locks
+from fiftyone_florence2.runs.records import list_runs
 
 HUB_ID = "florence-community/Florence-2-base-ft"
 PACKAGE = Path(fiftyone_florence2.__file__).parent
@@ -280,7 +280,7 @@ def test_cli_refuses_corrupt_weights_in_one_line_and_creates_nothing(corrupt_che
 def test_corrupt_weights_of_a_hub_checkpoint_say_how_to_download_again():
     from safetensors import SafetensorError
 
-    from fiftyone_florence2.checkpoints import corrupt_weights_error
+    from fiftyone_florence2.core.checkpoints import corrupt_weights_error
 
     error = corrupt_weights_error(HUB_ID, SafetensorError("Error while deserializing header: header too small"))
     assert isinstance(error, CheckpointError) and "corrupt or incomplete (Error while deserializing" in str(error)
@@ -359,7 +359,7 @@ def _cli_against_endpoint(endpoint: str, dataset_name: str, tmp_path: Path, time
     """Runs ``florence2 label`` in a fresh process with the Hub at ``endpoint`` and no offline flag."""
     code = (
         "import sys, time\n"
-        "import fiftyone, fiftyone_florence2.runner\n"
+        "import fiftyone, fiftyone_florence2.engine.runner\n"
         "from fiftyone_florence2.cli import main\n"
         "start = time.perf_counter()\n"
         f"code = main(['label', '--dataset', {dataset_name!r}, '--task', 'caption', '--model', {HUB_ID!r}])\n"

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from fiftyone_florence2.options import options_table
-from fiftyone_florence2.tasks import TASKS
-from fiftyone_florence2.train_options import TRAIN_OPTIONS, options_doc
+from fiftyone_florence2.core.options import options_table
+from fiftyone_florence2.core.tasks import TASKS
+from fiftyone_florence2.training.options import TRAIN_OPTIONS, options_doc
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULES = sorted([*(ROOT / "fiftyone_florence2").glob("*.py"), *(ROOT / "operators").glob("*.py")])
@@ -100,7 +100,7 @@ def test_options_doc_is_generated_from_the_declarations():
     """docs/OPTIONS.md holds the options table exactly as the declarations render it."""
     doc = (ROOT / "docs" / "OPTIONS.md").read_text()
     assert doc.strip() == options_doc().strip(), (
-        "regenerate with: python -m fiftyone_florence2.train_options > docs/OPTIONS.md"
+        "regenerate with: python -m fiftyone_florence2.training.options > docs/OPTIONS.md"
     )
 
 

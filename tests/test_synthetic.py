@@ -87,7 +87,7 @@ def test_the_seeing_shape_sees_an_8x8_grid(tmp_path):
     from PIL import Image
     from transformers import Florence2ForConditionalGeneration, Florence2Processor
 
-    from fiftyone_florence2.random_checkpoint import build_random_checkpoint, image_tokens
+    from fiftyone_florence2.engine.random_checkpoint import build_random_checkpoint, image_tokens
 
     assert (image_tokens("tiny"), image_tokens("seeing"), image_tokens("base")) == (5, 65, 577)
     path = build_random_checkpoint(tmp_path, "seeing")

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from fiftyone_florence2.prompts import build_question, check_prompt, region_tokens, rel_to_bin
-from fiftyone_florence2.tasks import TASK_NAMES, TASKS, get_task, get_tasks
+from fiftyone_florence2.core.prompts import build_question, check_prompt, region_tokens, rel_to_bin
+from fiftyone_florence2.core.tasks import TASK_NAMES, TASKS, get_task, get_tasks
 
 ISSUE_TABLE = {
     "caption": "<CAPTION>",
@@ -157,9 +157,9 @@ def test_check_prompt_keeps_angle_brackets_that_are_not_tokens():
 def test_pure_layer_imports_no_framework():
     """The task table, options, prompts, parsing, answers and decoding import no fiftyone, torch or transformers."""
     code = (
-        "import sys; import fiftyone_florence2, fiftyone_florence2.tasks, fiftyone_florence2.prompts, "
-        "fiftyone_florence2.parsing, fiftyone_florence2.answers, fiftyone_florence2.checkpoints, "
-        "fiftyone_florence2.options, fiftyone_florence2.decoding; "
+        "import sys; import fiftyone_florence2, fiftyone_florence2.core.tasks, fiftyone_florence2.core.prompts, "
+        "fiftyone_florence2.core.parsing, fiftyone_florence2.core.answers, fiftyone_florence2.core.checkpoints, "
+        "fiftyone_florence2.core.options, fiftyone_florence2.core.decoding; "
         "heavy = [m for m in ('fiftyone', 'torch', 'transformers', 'numpy') if m in sys.modules]; "
         "print(heavy); sys.exit(1 if heavy else 0)"
     )

@@ -15,14 +15,9 @@ from PIL import Image
 from test_batching import FakeRunner
 
 import fiftyone_florence2 as f2
-from fiftyone_florence2.batching import label_items
-from fiftyone_florence2.config import Florence2ModelConfig
-from fiftyone_florence2.items import Item, load_item
-from fiftyone_florence2.labeling import label_samples
-from fiftyone_florence2.labels import merge_instances
-from fiftyone_florence2.options import OPTIONS
-from fiftyone_florence2.tasks import TASKS
-from fiftyone_florence2.tiling import (
+from fiftyone_florence2.core.options import OPTIONS
+from fiftyone_florence2.core.tasks import TASKS
+from fiftyone_florence2.core.tiling import (
     decode_wh,
     enclosing_xyxy,
     pixel_box_to_rel,
@@ -32,6 +27,11 @@ from fiftyone_florence2.tiling import (
     tile_side,
     xywh_to_image,
 )
+from fiftyone_florence2.engine.items import Item, load_item
+from fiftyone_florence2.labels.merge import merge_instances
+from fiftyone_florence2.runs.batching import label_items
+from fiftyone_florence2.runs.config import Florence2ModelConfig
+from fiftyone_florence2.runs.labelling import label_samples
 
 approx = pytest.approx
 A, B = 0.4444444444444444, 0.5555555555555556  # where a tile starts and ends, 2 x 2 with overlap 0.2

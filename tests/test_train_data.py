@@ -8,10 +8,10 @@ from conftest import write_image
 from fiftyone import ViewField as F
 
 from fiftyone_florence2 import train
-from fiftyone_florence2.tasks import get_task
-from fiftyone_florence2.train_data import make_split, sample_examples
-from fiftyone_florence2.train_eval import delete_copy, validation_copy
-from fiftyone_florence2.train_options import read_train_options
+from fiftyone_florence2.core.tasks import get_task
+from fiftyone_florence2.training.data import make_split, sample_examples
+from fiftyone_florence2.training.options import read_train_options
+from fiftyone_florence2.training.validation import delete_copy, validation_copy
 
 FAST = {"max_steps": 2, "batch_size": 2, "learning_rate": 1e-3, "progress": False}
 OVD = get_task("open_vocabulary_detection").name

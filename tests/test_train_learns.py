@@ -33,7 +33,7 @@ def corners(rel_xywh):
 @pytest.mark.slow
 def test_train_memorises_four_images_and_apply_model_writes_their_boxes(tmp_path):
     import fiftyone_florence2 as ff2
-    from fiftyone_florence2.random_checkpoint import build_random_checkpoint
+    from fiftyone_florence2.engine.random_checkpoint import build_random_checkpoint
 
     checkpoint = build_random_checkpoint(tmp_path / "seeing", "seeing")
     items = synthetic.generate("one", ["colour"] * 4, seed=3)
@@ -55,8 +55,8 @@ def test_train_memorises_four_images_and_apply_model_writes_their_boxes(tmp_path
 
 @pytest.mark.parametrize("given, read", [(None, 1.0), (0, 0.0), (0.5, 0.5), (-1, ValueError)])
 def test_max_grad_norm_reaches_the_trainer(tmp_path, given, read):
-    from fiftyone_florence2.train_options import read_train_options
-    from fiftyone_florence2.training import training_args
+    from fiftyone_florence2.training.options import read_train_options
+    from fiftyone_florence2.training.trainer import training_args
 
     options = {"output_dir": str(tmp_path), **({"max_grad_norm": given} if given is not None else {})}
     if read is ValueError:

@@ -15,11 +15,11 @@ import fiftyone as fo
 import pytest
 from conftest import write_image
 
-import fiftyone_florence2.training as training
+import fiftyone_florence2.training.trainer as training
 from fiftyone_florence2 import load_model, train
 from fiftyone_florence2.cli import main
-from fiftyone_florence2.options import OptionError, for_route
-from fiftyone_florence2.train_output import (
+from fiftyone_florence2.core.options import OptionError, for_route
+from fiftyone_florence2.training.output import (
     MANIFEST,
     STAGING,
     OutputDirLock,
@@ -161,10 +161,10 @@ def test_a_swap_cut_short_is_finished_by_the_next_run(boxes, tiny_checkpoint, fi
             raise KeyboardInterrupt  # as a kill between two renames
         real(source, target)
 
-    monkeypatch.setattr("fiftyone_florence2.train_output.os.replace", replace_then_die)
+    monkeypatch.setattr("fiftyone_florence2.training.output.os.replace", replace_then_die)
     with pytest.raises(KeyboardInterrupt):
         train(boxes, output_dir=str(finished), model=str(tiny_checkpoint), overwrite=True, seed=5, **FAST)
-    monkeypatch.setattr("fiftyone_florence2.train_output.os.replace", real)
+    monkeypatch.setattr("fiftyone_florence2.training.output.os.replace", real)
     assert "config.json" in calls and (finished / "model.safetensors").exists()
     assert load_model("<OD>", model=str(finished)).runner.checkpoint == str(finished)  # cut short, still loads
     finish_commit(finished)

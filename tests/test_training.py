@@ -19,10 +19,10 @@ from conftest import write_image
 from safetensors.torch import load_file
 
 from fiftyone_florence2 import load_model, train
-from fiftyone_florence2.checkpoints import weights_fingerprint
 from fiftyone_florence2.cli import main
-from fiftyone_florence2.tasks import TASKS, get_task
-from fiftyone_florence2.train_record import METHOD, list_training_runs
+from fiftyone_florence2.core.checkpoints import weights_fingerprint
+from fiftyone_florence2.core.tasks import TASKS, get_task
+from fiftyone_florence2.training.record import METHOD, list_training_runs
 
 DETECTION = get_task("detection").name
 CAPTION = get_task("caption").name
@@ -295,7 +295,7 @@ def test_every_task_trains_from_its_labels_and_is_validated(task, tiny_checkpoin
 
 
 def test_the_split_is_a_view_a_tag_or_a_seeded_fraction(boxes):
-    from fiftyone_florence2.train_data import split_ids
+    from fiftyone_florence2.training.data import split_ids
 
     ids = boxes.values("id")
     assert split_ids(boxes) == (ids, [])

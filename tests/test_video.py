@@ -15,8 +15,8 @@ import pytest
 from conftest import force
 
 from fiftyone_florence2 import load_model
-from fiftyone_florence2.labeling import label_samples
-from fiftyone_florence2.provenance import list_runs, run_failures
+from fiftyone_florence2.runs.labelling import label_samples
+from fiftyone_florence2.runs.records import list_runs, run_failures
 
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="FiftyOne reads video with ffmpeg")
 
@@ -212,7 +212,7 @@ def tiny_checkpoint_of(model) -> str:
 
 
 def test_a_preview_of_a_video_labels_its_first_frame_and_writes_nothing(videos, model, tmp_path):
-    from fiftyone_florence2.labeling import preview_samples
+    from fiftyone_florence2.runs.labelling import preview_samples
 
     (tmp_path / "empty.mp4").write_bytes(b"")
     empty = fo.Sample(filepath=str(tmp_path / "empty.mp4"))
@@ -228,7 +228,7 @@ def test_a_preview_of_a_video_labels_its_first_frame_and_writes_nothing(videos, 
 
 @pytest.mark.parametrize("bad", ["clip0", "", 42, "0" * 23], ids=["a name", "empty", "a number", "23 digits"])
 def test_a_preview_of_something_that_is_not_a_sample_id_is_refused(videos, model, bad):
-    from fiftyone_florence2.labeling import preview_samples
+    from fiftyone_florence2.runs.labelling import preview_samples
 
     with pytest.raises(ValueError, match=r"is not a sample id \(24 hexadecimal digits\)"):
         preview_samples(videos, model, [videos.first().id, bad])

@@ -16,9 +16,9 @@ import yaml
 from safetensors.numpy import load_file
 
 from fiftyone_florence2 import runner as runner_module
-from fiftyone_florence2.checkpoints import CheckpointError, weights_fingerprint, weights_stat
-from fiftyone_florence2.random_checkpoint import build_random_checkpoint
-from fiftyone_florence2.runner import Florence2Runner
+from fiftyone_florence2.core.checkpoints import CheckpointError, weights_fingerprint, weights_stat
+from fiftyone_florence2.engine.random_checkpoint import build_random_checkpoint
+from fiftyone_florence2.engine.runner import Florence2Runner
 
 ROOT = Path(__file__).resolve().parents[1]
 URI = f"{yaml.safe_load((ROOT / 'fiftyone.yml').read_text())['name']}/apply_florence2"
@@ -159,9 +159,9 @@ def test_the_app_labels_with_the_weights_now_in_the_directory(
 def test_a_hub_checkpoint_records_the_commit_its_files_came_from(tiny_checkpoint, tmp_path, monkeypatch, dataset):
     import huggingface_hub.constants
 
-    from fiftyone_florence2.labeling import label_samples
-    from fiftyone_florence2.model import Florence2Model, Florence2ModelConfig
-    from fiftyone_florence2.provenance import short_weights
+    from fiftyone_florence2.runs.labelling import label_samples
+    from fiftyone_florence2.runs.model import Florence2Model, Florence2ModelConfig
+    from fiftyone_florence2.runs.records import short_weights
 
     commit = "0123456789abcdef0123456789abcdef01234567"
     repo = tmp_path / "hub" / "models--someone--tiny-florence2"

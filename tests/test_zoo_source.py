@@ -28,9 +28,9 @@ from fiftyone.operators.executor import ExecutionContext
 from helpers.fake_hub import serve_hub
 from helpers.repo_archive import HIDE_INSTALLED, ROOT, env_without_the_library, served_repository
 
-from fiftyone_florence2.checkpoints import NATIVE_CHECKPOINTS, CheckpointError
-from fiftyone_florence2.model import Florence2Model
-from fiftyone_florence2.zoo import checkpoint_problem, download_model
+from fiftyone_florence2.core.checkpoints import NATIVE_CHECKPOINTS, CheckpointError
+from fiftyone_florence2.runs.model import Florence2Model
+from fiftyone_florence2.runs.zoo import checkpoint_problem, download_model
 
 MANIFEST = json.loads((ROOT / "manifest.json").read_text())
 PLACED = "florence-community/Florence-2-base-ft"  # holds the tiny checkpoint

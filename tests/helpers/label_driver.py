@@ -53,7 +53,7 @@ def build_model(checkpoint: str, delay: float = 0.0):
 def run(dataset_name: str, checkpoint: str, batch_size: int, skip_existing: bool, delay: float):
     import fiftyone as fo
 
-    from fiftyone_florence2.labeling import label_samples
+    from fiftyone_florence2.runs.labelling import label_samples
 
     dataset = fo.load_dataset(dataset_name)
     model = build_model(checkpoint, delay)
