@@ -9,11 +9,11 @@ from __future__ import annotations
 import importlib
 
 from fiftyone_florence2.core.tasks import TASK_NAMES, TASKS, Task, get_task
+from fiftyone_florence2.core.version import __version__
 from fiftyone_florence2.quiet import hide_mongodb_version_notice
 
 hide_mongodb_version_notice()
 
-__version__ = "0.1.0"
 
 _LAZY = {
     "to_label": "labels.convert",

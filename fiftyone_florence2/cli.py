@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from fiftyone_florence2.app import DEFAULT_PORT, AppError, app_command, run_app
 from fiftyone_florence2.core.checkpoints import DEFAULT_CHECKPOINT
-from fiftyone_florence2.core.errors import CheckpointError, Florence2Error
+from fiftyone_florence2.core.errors import CheckpointError, Florence2Error, for_route
 from fiftyone_florence2.core.options import (
     MODEL_OPTIONS,
     OPTIONS,
@@ -22,7 +22,6 @@ from fiftyone_florence2.core.options import (
     Option,
     check_existing_policy,
     default_label_field,
-    for_route,
 )
 from fiftyone_florence2.core.tasks import TASKS, get_tasks
 from fiftyone_florence2.training.options import TRAIN, TRAIN_OPTIONS
@@ -124,8 +123,9 @@ def run_label(args: argparse.Namespace) -> int:
         labelled_ids,
     )
     from fiftyone_florence2.runs.folders import add_images, find_images, folder_conflict, folder_dataset_name
-    from fiftyone_florence2.runs.labelling import describe_run, label_samples
+    from fiftyone_florence2.runs.labelling import label_samples
     from fiftyone_florence2.runs.model import Florence2Model, Florence2ModelConfig
+    from fiftyone_florence2.runs.summary import describe_run
 
     try:
         config = Florence2ModelConfig(_options(args, MODEL_OPTIONS))
@@ -187,7 +187,7 @@ def run_train(args: argparse.Namespace) -> int:
     """Fine-tunes on a dataset (or one of its saved views); every check runs before any weights load."""
     import fiftyone as fo
 
-    from fiftyone_florence2.runs.labelling import reason_lines, sample_paths
+    from fiftyone_florence2.runs.summary import reason_lines, sample_paths
     from fiftyone_florence2.training.trainer import train
 
     if not fo.dataset_exists(args.dataset):

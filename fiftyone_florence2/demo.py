@@ -47,8 +47,9 @@ def draw_images(folder: str | Path) -> list[str]:
 
 def run_demo(args: argparse.Namespace) -> int:
     from fiftyone_florence2.runs.folders import dataset_for_images
-    from fiftyone_florence2.runs.labelling import describe_run, label_samples
+    from fiftyone_florence2.runs.labelling import label_samples
     from fiftyone_florence2.runs.model import load_model
+    from fiftyone_florence2.runs.summary import describe_run
 
     draw_images(args.images_dir)
     dataset = dataset_for_images(args.images_dir, args.dataset_name)

@@ -20,6 +20,7 @@ from typing import Any
 
 from fiftyone import ViewField as F
 
+from fiftyone_florence2.core.errors import for_route
 from fiftyone_florence2.core.options import (
     AUTO,
     MODEL_OPTIONS,
@@ -27,7 +28,6 @@ from fiftyone_florence2.core.options import (
     RUN_OPTIONS,
     Option,
     default_label_field,
-    for_route,
     whole_number,
 )
 from fiftyone_florence2.core.tasks import DEFAULT_TASK, Task, get_tasks

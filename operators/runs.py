@@ -11,11 +11,12 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from fiftyone_florence2.core.options import for_route
+from fiftyone_florence2.core.errors import for_route
 from fiftyone_florence2.labels.convert import summarize
-from fiftyone_florence2.runs.labelling import SHOWN_REASONS, label_samples, preview_samples, similarity_hint
+from fiftyone_florence2.runs.labelling import label_samples, preview_samples
 from fiftyone_florence2.runs.model import Florence2Model
 from fiftyone_florence2.runs.records import new_run_key
+from fiftyone_florence2.runs.summary import SHOWN_REASONS, similarity_hint
 
 from .plan import RELOAD_UP_TO, Plan
 from .runners import use_runner
@@ -41,19 +42,8 @@ def label(plan: Plan, progress: Progress) -> dict[str, Any]:
             embeddings_field=plan.values["embeddings_field"],
         )
     return {
-        "label_fields": summary.label_fields,
+        **summary.as_dict(shown=SHOWN_REASONS),
         "label_types": plan.label_types,
-        "run_key": summary.run_key,
-        "targeted": summary.targeted,
-        "labelled": summary.labelled,
-        "skipped": summary.skipped,
-        "failed": len(summary.failures),
-        "failures": dict(list(summary.failures.items())[:SHOWN_REASONS]),
-        "nothing_to_read": len(summary.skips),
-        "deleted": summary.deleted,
-        "embeddings_field": summary.embeddings_field,
-        "embedded": summary.embedded,
-        "seconds": round(summary.seconds, 3),
         "shard": list(plan.shard) if plan.shard else None,
         "worker": {"host": socket.gethostname(), "pid": os.getpid()},
     }

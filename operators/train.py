@@ -27,7 +27,7 @@ from typing import Any
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from fiftyone_florence2.runs.labelling import SHOWN_REASONS
+from fiftyone_florence2.runs.summary import SHOWN_REASONS
 
 from .train_form import build_train_form, make_train_plan
 

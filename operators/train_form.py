@@ -17,7 +17,7 @@ from typing import Any
 
 import fiftyone.operators.types as types
 
-from fiftyone_florence2.core.options import for_route
+from fiftyone_florence2.core.errors import for_route
 from fiftyone_florence2.core.tasks import Task, get_tasks
 from fiftyone_florence2.training.data import check_split_sizes, check_training_collection, learns_from
 from fiftyone_florence2.training.options import TRAIN, TRAIN_OPTIONS, read_train_options

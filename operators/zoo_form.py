@@ -14,7 +14,8 @@ from typing import Any
 
 import fiftyone.operators.types as types
 
-from fiftyone_florence2.core.options import OPTIONS, default_label_field, for_route
+from fiftyone_florence2.core.errors import for_route
+from fiftyone_florence2.core.options import OPTIONS, default_label_field
 from fiftyone_florence2.core.tasks import DEFAULT_TASK, get_task
 from fiftyone_florence2.runs.config import Florence2ModelConfig
 from fiftyone_florence2.runs.zoo import ZOO_FIXED_OPTIONS

@@ -18,7 +18,8 @@ from test_operators import FAST, PLUGIN, URI, form, operator, run  # noqa: F401
 
 from fiftyone_florence2 import load_model, train
 from fiftyone_florence2.cli import build_parser, main
-from fiftyone_florence2.core.options import OPTIONS, OptionError
+from fiftyone_florence2.core.errors import OptionError
+from fiftyone_florence2.core.options import OPTIONS
 from fiftyone_florence2.runs.labelling import label_samples
 from fiftyone_florence2.training.options import TRAIN
 from fiftyone_florence2.training.output import MANIFEST

@@ -12,7 +12,7 @@ import pytest
 from conftest import force
 
 from fiftyone_florence2 import __version__, load_model
-from fiftyone_florence2.runs.labelling import Summary, label_samples
+from fiftyone_florence2.runs.labelling import label_samples
 from fiftyone_florence2.runs.locks import FieldLockedError, FieldLocks, _collection, list_locks
 from fiftyone_florence2.runs.model import Florence2ModelConfig
 from fiftyone_florence2.runs.records import (
@@ -25,6 +25,7 @@ from fiftyone_florence2.runs.records import (
     start_run,
     start_stamp,
 )
+from fiftyone_florence2.runs.summary import Summary
 
 ANSWER = "car<loc_100><loc_200><loc_500><loc_900>"
 

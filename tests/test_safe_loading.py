@@ -280,7 +280,7 @@ def test_cli_refuses_corrupt_weights_in_one_line_and_creates_nothing(corrupt_che
 def test_corrupt_weights_of_a_hub_checkpoint_say_how_to_download_again():
     from safetensors import SafetensorError
 
-    from fiftyone_florence2.core.checkpoints import corrupt_weights_error
+    from fiftyone_florence2.engine.weights import corrupt_weights_error
 
     error = corrupt_weights_error(HUB_ID, SafetensorError("Error while deserializing header: header too small"))
     assert isinstance(error, CheckpointError) and "corrupt or incomplete (Error while deserializing" in str(error)

@@ -18,7 +18,7 @@ from conftest import write_image
 import fiftyone_florence2.training.trainer as training
 from fiftyone_florence2 import load_model, train
 from fiftyone_florence2.cli import main
-from fiftyone_florence2.core.options import OptionError, for_route
+from fiftyone_florence2.core.errors import OptionError, for_route
 from fiftyone_florence2.training.output import (
     MANIFEST,
     STAGING,

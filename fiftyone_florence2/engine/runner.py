@@ -24,7 +24,6 @@ from fiftyone_florence2.core.checkpoints import (
     DEFAULT_CHECKPOINT,
     CheckpointError,
     check_native_config,
-    corrupt_weights_error,
     hub_reachable,
     resolve_checkpoint,
     snapshot_commit,
@@ -32,11 +31,13 @@ from fiftyone_florence2.core.checkpoints import (
     weights_stat,
 )
 from fiftyone_florence2.core.decoding import decode_with_spans
-from fiftyone_florence2.core.options import OPTIONS, OptionError, literal
+from fiftyone_florence2.core.errors import OptionError, literal
+from fiftyone_florence2.core.options import OPTIONS
 from fiftyone_florence2.core.parsing import Generation
 from fiftyone_florence2.core.tasks import Task
 from fiftyone_florence2.engine.devices import pick_device, pick_dtype
 from fiftyone_florence2.engine.items import ImagePreprocessor
+from fiftyone_florence2.engine.weights import corrupt_weights_error
 
 logger = logging.getLogger(__name__)
 

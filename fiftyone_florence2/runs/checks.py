@@ -15,15 +15,8 @@ import fiftyone.core.labels as fol
 from bson import ObjectId
 from fiftyone import ViewField as F
 
-from fiftyone_florence2.core.options import (
-    OPTIONS,
-    RUN_OPTIONS,
-    OptionError,
-    check_existing_policy,
-    field_name,
-    literal,
-    refuse_unmet,
-)
+from fiftyone_florence2.core.errors import OptionError, literal
+from fiftyone_florence2.core.options import OPTIONS, RUN_OPTIONS, check_existing_policy, field_name, refuse_unmet
 from fiftyone_florence2.runs.config import Florence2ModelConfig
 from fiftyone_florence2.runs.patches import check_patches, is_patches, labelled_patch_ids, source_paths
 

@@ -7,7 +7,8 @@ from typing import Any
 
 import fiftyone.core.config as foc
 
-from fiftyone_florence2.core.options import MODEL_OPTIONS, OPTIONS, OptionError, given, named, refuse_unmet
+from fiftyone_florence2.core.errors import OptionError, named
+from fiftyone_florence2.core.options import MODEL_OPTIONS, OPTIONS, given, refuse_unmet
 from fiftyone_florence2.core.tasks import Task, get_tasks
 from fiftyone_florence2.core.tiling import Tiling
 

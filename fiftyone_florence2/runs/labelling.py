@@ -13,11 +13,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 import fiftyone.core.utils as fou
-from bson import ObjectId
 
 from fiftyone_florence2.core.errors import SampleError
 from fiftyone_florence2.core.options import default_label_field, whole_number
@@ -30,105 +28,23 @@ from fiftyone_florence2.runs.checks import (
     check_sample_ids,
     check_vector_length,
     frames_to_label,
-    is_frames,
     shard_ids,
     target_ids,
     written_fields,
 )
 from fiftyone_florence2.runs.locks import locked
 from fiftyone_florence2.runs.model import Florence2Model
-from fiftyone_florence2.runs.patches import is_patches, patch_fields, source_paths, store_patch_column
+from fiftyone_florence2.runs.patches import is_patches, patch_fields, source_paths
 from fiftyone_florence2.runs.records import finish_run, mark_interrupted, new_run_key, record_progress, start_run
+from fiftyone_florence2.runs.summary import (
+    Summary,
+)
 from fiftyone_florence2.runs.videos import first_frame, unreadable_videos
+from fiftyone_florence2.runs.writes import write_batch
 
-__all__ = ["Summary", "check_label_field", "check_run", "label_samples", "preview_samples", "similarity_hint"]
+__all__ = ["check_label_field", "check_run", "label_samples", "preview_samples", "shard_ids"]
 
 Progress = Callable[[int, int], None]
-
-
-# Samples a report lists by reason, per kind (failed, nothing to read, left out); the run record keeps all.
-SHOWN_REASONS = 20
-
-
-@dataclass
-class Summary:
-    """What a run did, one count per target sample.
-
-    ``targeted`` = ``labelled`` + failed (``failures``) + skipped for want of
-    input (``skips``) + ``deleted`` (gone before their labels were written).
-    ``skipped`` counts the samples left out because they had every label already;
-    ``embedded``, the embeddings stored in ``embeddings_field`` (and read back).
-    On a video collection the targets are its frames, and each video that gave
-    no frame to label (an unreadable file) is one failed target.
-    """
-
-    label_fields: dict[str, str]
-    run_key: str | None = None
-    targeted: int = 0
-    labelled: int = 0
-    skipped: int = 0
-    deleted: int = 0
-    failures: dict[str, str] = field(default_factory=dict)
-    skips: dict[str, str] = field(default_factory=dict)
-    seconds: float = 0.0
-    embeddings_field: str | None = None
-    embedded: int = 0
-
-    @property
-    def images_per_second(self) -> float:
-        done = self.labelled + len(self.failures) + len(self.skips)
-        return done / self.seconds if self.seconds > 0 else 0.0
-
-    def headline(self, label_types: dict[str, str]) -> str:
-        """One line: what was written where, how fast."""
-        fields = ", ".join(f"{name} ({label_types[task]})" for task, name in self.label_fields.items())
-        return (
-            f"Labelled {self.labelled} of {self.targeted} sample(s) in {self.seconds:.1f} s "
-            f"({self.images_per_second:.2f} images/s) into {fields}."
-        )
-
-    def report(self, paths: dict[str, str], label_types: dict[str, str], shown: int = SHOWN_REASONS) -> list[str]:
-        """The lines a person reads after a run; ``paths`` maps sample ids to file paths."""
-        lines = [self.headline(label_types)]
-        if self.skipped:
-            lines.append(f"Skipped {self.skipped} sample(s) that already had every label.")
-        if self.deleted:
-            lines.append(f"{self.deleted} sample(s) were deleted during the run.")
-        if self.embeddings_field:
-            hint = f" {similarity_hint(self.embeddings_field)}" if self.embedded else ""
-            lines.append(f"Stored {self.embedded} embedding(s) in {self.embeddings_field}.{hint}")
-        for title, reasons in (("could not be labelled", self.failures), ("had nothing to read", self.skips)):
-            if reasons:
-                lines.append(f"{len(reasons)} sample(s) {title}:")
-                lines += reason_lines(reasons, paths, shown)
-        return lines
-
-
-def reason_lines(reasons: dict[str, str], paths: dict[str, str], shown: int = SHOWN_REASONS) -> list[str]:
-    """A line per sample (by file path, where ``paths`` has it) and its reason: at most ``shown``, then how
-    many more."""
-    lines = [f"  {paths.get(i, i)}: {reason}" for i, reason in list(reasons.items())[:shown]]
-    return lines + ([f"  ... and {len(reasons) - shown} more"] if len(reasons) > shown else [])
-
-
-def sample_paths(dataset: Any, ids: Any) -> dict[str, str]:
-    """``{sample id: file path}`` for the samples of ``dataset`` among ``ids``."""
-    ids = list(ids)
-    return dict(zip(*dataset.select(ids).values(["id", "filepath"]))) if ids else {}
-
-
-def similarity_hint(embeddings_field: str) -> str:
-    """The call that builds a similarity index on stored embeddings, to copy into Python."""
-    return (
-        "Build a similarity index on them with (import fiftyone.brain as fob) "
-        f'fob.compute_similarity(dataset, embeddings="{embeddings_field}", brain_key="{embeddings_field}_sim").'
-    )
-
-
-def describe_run(dataset: Any, summary: Summary, label_types: dict[str, str]) -> str:
-    """What a run wrote where, and what failed or was skipped and why, by file path."""
-    paths = sample_paths(dataset, [*summary.failures, *summary.skips])
-    return "\n".join(summary.report(paths, label_types))
 
 
 def label_samples(
@@ -247,7 +163,7 @@ def _label(samples, model, targets: Targets, summary: Summary, batch_size, progr
                 for item, outcome in zip(items, outcomes):
                     if item.sample_id in targets.keep_vectors:
                         outcome.embedding = None  # skip_existing: the stored vector stays
-                _write(samples, summary, items, outcomes)
+                write_batch(samples, summary, items, outcomes)
                 summary.seconds = time.perf_counter() - start
                 if checkpoint is not None:
                     checkpoint()
@@ -310,75 +226,6 @@ def _first_frame_of(item: Item, path: str) -> Any:
     except ValueError as e:
         item.error = str(e)
         return None
-
-
-def _write(samples: Any, summary: Summary, items: list[Item], outcomes: list[Outcome]) -> None:
-    """One bulk write per field for the batch (the embeddings, if any, are one more), then one read back:
-    a label counts once it is stored.
-
-    Frames views are written through their frames dataset, synced to the
-    video's frames, and read back from those frames; patches views on their
-    patches' labels, synced to the source dataset and read back there;
-    everything else is written to the root dataset by sample id.
-    """
-    target = _target_dataset(samples)
-    columns = {name: {i.sample_id: o.labels[task] for i, o in zip(items, outcomes) if task in o.labels}
-               for task, name in summary.label_fields.items()}  # fmt: skip
-    vectors = {i.sample_id: o.embedding for i, o in zip(items, outcomes) if o.embedding is not None}
-    if summary.embeddings_field:
-        columns[summary.embeddings_field] = vectors
-    written = {name: values for name, values in columns.items() if values}
-    stored = {name: store_column(samples, target, name, values) for name, values in written.items()}
-    ids = [item.sample_id for item in items]
-    present = set(target.select(ids).values("id")) if written else set(ids)
-    kinds = {summary.embeddings_field: "embedding"}
-    for item, outcome in zip(items, outcomes):
-        sample_id = item.sample_id
-        lost = [name for name, values in written.items() if sample_id in values and sample_id not in stored[name]]
-        embedded = sample_id in vectors and sample_id in present and summary.embeddings_field not in lost
-        summary.embedded += int(embedded)
-        if sample_id not in present:
-            summary.deleted += 1
-        elif outcome.failed or lost:
-            not_stored = [f"{n}: the {kinds.get(n, 'label')} was not stored" for n in lost]
-            summary.failures[sample_id] = "; ".join(outcome.failed + not_stored)
-        elif outcome.labels or (embedded and not outcome.skipped):  # or a sample that lacked only its vector
-            summary.labelled += 1
-        else:
-            summary.skips[sample_id] = outcome.reason or "nothing to label"
-
-
-def _target_dataset(samples: Any) -> Any:
-    """The dataset whose samples a run's ids name: the frames or patches dataset of such a view, else the
-    root dataset."""
-    if is_frames(samples):
-        return samples._frames_dataset
-    return samples._patches_dataset if is_patches(samples) else samples._root_dataset
-
-
-def store_column(samples: Any, target: Any, name: str, values: dict[str, Any]) -> set[str]:
-    """Writes one field of a batch in bulk and returns the ids whose value reads back."""
-    if is_patches(samples):
-        return store_patch_column(samples, name, values)
-    # Our labels are built valid and check_run has checked the field's type.
-    target.set_values(name, values, key_field="id", validate=False)
-    if is_frames(samples):
-        # FiftyOne's own sync of a frames view to its videos, for this batch's frames only (the view's
-        # set_values syncs every frame of the field, each batch).
-        samples._sync_source(fields=[name], ids=list(values))
-        samples._sync_source_field_schema(name)
-    return stored_ids(samples, name, list(values))
-
-
-def stored_ids(samples: Any, name: str, ids: list[str]) -> set[str]:
-    """The ids among ``ids`` whose field ``name`` holds a label where the user will look for it: the
-    root dataset's samples, or, for a frames view, the video's frames."""
-    if is_frames(samples):
-        # The video dataset's frame documents, looked up by id: a frames view's ids are its frames' ids.
-        # (select_frames() would scan every frame of the videos for each batch.)
-        query = {"_id": {"$in": [ObjectId(i) for i in ids]}, name: {"$exists": True, "$ne": None}}
-        return {str(doc["_id"]) for doc in samples._root_dataset._frame_collection.find(query, {"_id": 1})}
-    return set(samples._root_dataset.select(ids).exists(name).values("id"))
 
 
 class _progress:

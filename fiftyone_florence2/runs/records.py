@@ -7,7 +7,7 @@ import secrets
 import threading
 from typing import Any
 
-from fiftyone_florence2 import __version__
+from fiftyone_florence2.core.version import __version__
 from fiftyone_florence2.runs.config import Florence2ModelConfig
 
 METHOD = "florence2"
@@ -94,19 +94,11 @@ def register_running(samples: Any, run_key: str, method: str, **details: Any) ->
 
 
 def _counts(summary: Any) -> dict[str, Any]:
-    """A summary's counts and failure reasons, as JSON."""
-    return {
-        "targeted": summary.targeted,
-        "labelled": summary.labelled,
-        "skipped": summary.skipped,
-        "failed": len(summary.failures),
-        "nothing_to_read": len(summary.skips),
-        "deleted": summary.deleted,
-        "embedded": summary.embedded,
-        "seconds": round(summary.seconds, 3),
-        "failures": dict(summary.failures),
-        "skips": dict(summary.skips),
-    }
+    """A summary's counts and failure reasons, as JSON (what the record's results hold)."""
+    counts = summary.as_dict()
+    for key in ("label_fields", "run_key", "embeddings_field"):  # the run's config holds these
+        counts.pop(key)
+    return counts
 
 
 def record_progress(samples: Any, run_key: str, summary: Any) -> None:

@@ -9,14 +9,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from fiftyone_florence2.core.errors import OptionError, named
 from fiftyone_florence2.core.options import (
     OPTIONS,
     Option,
-    OptionError,
     boolean,
     field_name,
     finite_number,
-    named,
     options_table,
     positive_number,
     whole_number,

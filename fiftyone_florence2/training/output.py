@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from fiftyone_florence2.core.options import OptionError, literal
+from fiftyone_florence2.core.errors import OptionError, literal
 from fiftyone_florence2.runs.locks import FieldLockedError, FieldLocks, holder_text, live_holders
 from fiftyone_florence2.training.options import CHECKPOINTS_DIR, TRAIN
 
