@@ -17,12 +17,11 @@ import fiftyone.operators.types as types
 
 from fiftyone_florence2.core.options import AUTO, OPTIONS, Option, default_label_field
 from fiftyone_florence2.core.tasks import TASKS
+from fiftyone_florence2.labels.convert import PROMPT_LABELS
 from fiftyone_florence2.training.record import finished_checkpoints
 
 from .plan import DELEGATE_ABOVE, FORM_OPTIONS, Plan, form_default, reads, text_sources
 
-# Field values the model reads as prompts (see fiftyone_florence2.labels.convert.texts_from_value).
-PROMPT_LABELS = (fol.Classification, fol.Classifications, fol.Detections, fol.Polylines)
 # What a task reads besides the image, as its choice in a task list says it.
 _READS = {"text": ", reads text", "region": ", reads regions"}
 

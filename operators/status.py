@@ -12,9 +12,10 @@ from typing import Any
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
+from fiftyone_florence2.runs.summary import SHOWN_REASONS as SHOWN
+
 APPLY = "apply_florence2"
 TRAIN = "florence2_train"
-SHOWN = 20
 
 
 def _progress(operation: Any) -> str:

@@ -1,6 +1,6 @@
 """Florence-2 in torch and transformers: loading, device and dtype, batched generation.
 
-This is the only module of the library that imports torch or transformers.
+It needs the core, torch and transformers, and never FiftyOne (the GPU benchmark runs it alone).
 """
 
 from __future__ import annotations

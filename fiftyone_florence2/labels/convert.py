@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import fiftyone.core.labels as fol
 import numpy as np
@@ -30,6 +31,8 @@ from fiftyone_florence2.labels.merge import merge_instances
 
 # The list each label type holds its instances in.
 _INSTANCES = {fol.Detections: "detections", fol.Polylines: "polylines", fol.Classifications: "classifications"}
+# The label types whose text a prompt field may hold (besides plain text): see texts_from_value.
+PROMPT_LABELS = (fol.Classification, *_INSTANCES)
 
 
 @dataclass(frozen=True)
@@ -56,9 +59,8 @@ def to_label(task: str | Task, text: str) -> fol.Label:
     """
     task = get_task(task)
     result = Result(Generation(text))
-    if task.input == "region" and task.answer == "text":
-        answer = parse(task, text)
-        assert isinstance(answer, TextAnswer)
+    if task.boxes_per_region:
+        answer = _parsed(task, text, TextAnswer)
         if answer.text and answer.rel_xywh is None:
             return _text_classification(answer, result.generation)
     return build_label(task, [result])
@@ -108,9 +110,18 @@ def build_label(
     return fol.Detections(detections=merge_instances(found, tiled, nms_iou, frame_wh))
 
 
+def _parsed(task: Task, text: str, kind: type) -> Any:
+    """``parse(task, text)``, which the task table makes a ``TextAnswer`` or a list of ``kind``
+    (``Box``, ``Polygon``); anything else is a bug in the table, said as such."""
+    answer = parse(task, text)
+    items = [answer] if kind is TextAnswer else answer if isinstance(answer, list) else [answer]
+    if not all(isinstance(item, kind) for item in items):
+        raise TypeError(f"Task {task.name!r} parses to {type(answer).__name__}, where {kind.__name__} was expected.")
+    return answer
+
+
 def _classification(task: Task, result: Result) -> fol.Classification:
-    answer = parse(task, result.generation.text)
-    assert isinstance(answer, TextAnswer)
+    answer = _parsed(task, result.generation.text, TextAnswer)
     return _text_classification(answer, result.generation)
 
 
@@ -119,8 +130,7 @@ def _text_classification(answer: TextAnswer, generation: Generation) -> fol.Clas
 
 
 def _region_answer(task: Task, result: Result) -> list[fol.Detection]:
-    answer = parse(task, result.generation.text)
-    assert isinstance(answer, TextAnswer)
+    answer = _parsed(task, result.generation.text, TextAnswer)
     if not answer.text:
         return []
     confidence = span_confidence(answer.spans, result.generation)
@@ -137,11 +147,8 @@ def _region_copy(region: fol.Detection, **fields) -> fol.Detection:
 
 
 def _detections(task: Task, result: Result, image_wh: tuple[int, int] | None = None) -> list[fol.Detection]:
-    boxes = parse(task, result.generation.text)
-    assert isinstance(boxes, list)
     detections = []
-    for box in boxes:
-        assert isinstance(box, Box)
+    for box in _parsed(task, result.generation.text, Box):
         box = _box_in_image(box, result.tile)
         label = result.prompt if task.labelled_by_prompt and result.prompt else (box.label or task.unnamed_label)
         detection = fol.Detection(
@@ -169,11 +176,8 @@ def _rings_to_mask(rings: tuple[tuple[Point, ...], ...], rel_xywh: XYWH, frame_w
 
 
 def _polylines(task: Task, result: Result) -> list[fol.Polyline]:
-    polygons = parse(task, result.generation.text)
-    assert isinstance(polygons, list)
     polylines = []
-    for polygon in polygons:
-        assert isinstance(polygon, Polygon)
+    for polygon in _parsed(task, result.generation.text, Polygon):
         if result.tile is not None:
             polygon = replace(polygon, rings=tuple(points_to_image(ring, result.tile) for ring in polygon.rings))
         if result.region is not None:

@@ -75,7 +75,7 @@ def evaluate(copy: Any, model: Any, fields: dict[str, str]) -> dict[str, float]:
         pred = written.label_fields[name]
         if task.label_type == "Classification":
             found = _text_metrics(copy.values(f"{pred}.label"), copy.values(f"{gt}.label"))
-        elif task.input == "region" and task.answer == "text":
+        elif task.boxes_per_region:
             found = _text_metrics(_region_texts(copy, pred), _region_texts(copy, gt))
         else:
             found = _detection_metrics(copy, pred, gt)
