@@ -177,15 +177,8 @@ def _available(option: Option) -> list[str]:
 
 def _tile_input(inputs: types.Object, option: Option, plan: Plan) -> None:
     """Tiles and overlap suppression for the tasks that find their own boxes; the overlap once tiles are on."""
-    if option.name != "tile_overlap" or _tiled(plan.values["tiles"]):
+    if option.requires is None or not option.requires(plan.values):
         option_input(inputs, option)
-
-
-def _tiled(tiles: Any) -> bool:
-    try:
-        return int(tiles) > 1
-    except (TypeError, ValueError):
-        return False
 
 
 def _text_inputs(inputs: types.Object, option: Option, plan: Plan) -> None:

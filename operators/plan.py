@@ -135,6 +135,8 @@ def model_options(values: dict[str, Any], tasks: tuple[Task, ...]) -> dict[str, 
             continue
         if option.name in TEXT_INPUTS and option.name != values["text_input"]:
             continue
+        if option.requires and option.requires(values):
+            continue  # the form hides it (tile_overlap while tiles is 1): a value left in it is stale
         options[option.name] = values[option.name]
     return options
 

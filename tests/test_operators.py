@@ -194,6 +194,9 @@ def test_form_offers_the_tile_overlap_once_tiles_are_on(operator, boxes):
     assert {"tiles", "tile_overlap", "nms_iou"} <= inputs_of(tiled) and "problem" not in tiled
     assert tiled["tile_overlap"].default == 0.2
     assert not {"tiles", "tile_overlap", "nms_iou"} & inputs_of(form(operator, boxes, task="caption", tiles=2))
+    # Tiles back to 1: the overlap input goes, and the value the App may still hold for it is not refused.
+    untiled = form(operator, boxes, task="detection", tiles=1, tile_overlap=0.5)
+    assert "tile_overlap" not in inputs_of(untiled) and "problem" not in untiled
 
 
 def test_target_can_be_the_dataset_the_current_view_or_the_selection(operator, dataset, tiny_checkpoint):
@@ -246,7 +249,6 @@ BAD_INPUTS = [
     ({"task": "region_to_description"}, 'need "Regions field"'),
     ({"task": "region_to_category", "regions_field": "gt", "label_field": "gt"}, "already have labels in gt"),
     ({"shards": 0}, "shards must be a whole number of at least 1"),
-    ({"task": "detection", "tile_overlap": 0.3}, "tile_overlap was given, but tiles is 1 (off)"),
     ({"fps": 2}, "fps was given, but this collection holds image media, not videos"),
     ({"frame_step": 3}, "frame_step was given, but this collection holds image media, not videos"),
 ]
