@@ -249,8 +249,8 @@ BAD_INPUTS = [
     ({"task": "region_to_description"}, 'need "Regions field"'),
     ({"task": "region_to_category", "regions_field": "gt", "label_field": "gt"}, "already have labels in gt"),
     ({"shards": 0}, "shards must be a whole number of at least 1"),
-    ({"fps": 2}, "fps was given, but this collection holds image media, not videos"),
-    ({"frame_step": 3}, "frame_step was given, but this collection holds image media, not videos"),
+    ({"fps": 2}, '"Frames per second" was given, but this collection holds image media, not videos'),
+    ({"frame_step": 3}, '"Frame step" was given, but this collection holds image media, not videos'),
 ]
 
 

@@ -344,7 +344,7 @@ RUN_OPTIONS: tuple[Option, ...] = (
            form=False),
     Option("fps", None, "for video datasets and views: frames per second to sample and label (default: every "
            "frame)", "float",
-           positive_number, group="run", requires=_sampling_videos),
+           positive_number, group="run", requires=_sampling_videos, label="Frames per second"),
     Option("frame_step", 1, "for video datasets and views: label every Nth sampled frame", "int", whole_number,
            group="run",
            requires=_sampling_videos),
