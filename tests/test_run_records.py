@@ -57,7 +57,8 @@ def test_a_run_whose_view_no_longer_builds_is_listed_and_its_failures_read(with_
     assert list_runs(with_gt) == [summary.run_key]
     assert "empty file" in run_failures(with_gt, summary.run_key)[bad]
     assert main(["runs", "--dataset", with_gt.name]) == 0
-    assert f"{summary.run_key}  completed   caption -> cap" in capsys.readouterr().out
+    listed = capsys.readouterr().out
+    assert listed.startswith(f"{summary.run_key}  ") and "  completed   caption -> cap" in listed
     assert main(["runs", "--dataset", with_gt.name, "--failures", summary.run_key]) == 0
     printed = capsys.readouterr().out
     assert f"{bad}  " in printed and "empty file" in printed and "1 failure(s)" in printed

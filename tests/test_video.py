@@ -152,7 +152,7 @@ def test_the_cli_refuses_sampling_options_on_images_and_writes_nothing(
     given = ["--images", str(image_dir), "--dataset-name", name] if source == "--images" else ["--dataset", name]
     assert main(["label", *given, "--task", "caption", "--model", str(tiny_checkpoint), *flag]) == 2
     assert (
-        f"{flag[0][2:].replace('-', '_')} was given, but this collection holds image media" in capsys.readouterr().err
+        f"{flag[0]} was given, but this collection holds image media" in capsys.readouterr().err
     )
     assert (
         not fo.dataset_exists("never-made")
@@ -275,7 +275,7 @@ def test_listing_a_video_datasets_runs_is_read_only(videos, model, tmp_path, ffm
     assert list_runs(videos) == [summary.run_key] and run_failures(videos, summary.run_key) == {}
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     command = [sys.executable, "-m", "fiftyone_florence2.cli", "runs", "--dataset", videos.name]
-    for extra, printed in (([], f"{summary.run_key}  completed"), (["--failures", summary.run_key], "0 failure(s)")):
+    for extra, printed in (([], "  completed   detection -> det"), (["--failures", summary.run_key], "0 failure(s)")):
         listed = subprocess.run([*command, *extra], env=env, capture_output=True, text=True, timeout=120)
         assert listed.returncode == 0 and printed in listed.stdout, listed.stderr
     assert _media(tmp_path) == media and not ffmpeg_calls.exists()
