@@ -140,3 +140,54 @@ def test_listings_show_the_weights_short(fields, shown):
     from fiftyone_florence2.runs.records import short_weights
 
     assert short_weights(SimpleNamespace(**fields)) == shown
+
+
+class _Killed(BaseException):
+    """Stands for the process dying at that point (nothing after it runs)."""
+
+
+def _cut(monkeypatch, target, name):
+    def die(*args, **kwargs):
+        raise _Killed
+
+    monkeypatch.setattr(target, name, die)
+
+
+@pytest.mark.parametrize("cut", ["before the record points to the new results", "before the old ones are deleted"])
+def test_results_stay_readable_when_a_save_is_cut_short(dataset, monkeypatch, cut):
+    """A kill at any step of storing a run's progress leaves results that read back (the earlier or the
+    new ones); FiftyOne's own save deleted the old results first, and a kill there left them unreadable."""
+    import fiftyone.core.runs as fors
+
+    from fiftyone_florence2.runs.records import load_results, save_results
+
+    key = register_running(dataset, new_run_key("x"), "florence2")
+    save_results(dataset, key, dataset.init_run_results(key, labelled=1))
+    run_doc = fors.Run._get_run_doc(dataset, key)
+    if cut.startswith("before the record"):
+        _cut(monkeypatch, type(run_doc), "save")
+    else:
+        _cut(monkeypatch, type(run_doc.results.fs), "delete")
+    with pytest.raises(_Killed):
+        save_results(dataset, key, dataset.init_run_results(key, labelled=2))
+    monkeypatch.undo()
+    fresh = fo.load_dataset(dataset.name)
+    fresh.reload()
+    expected = 1 if cut.startswith("before the record") else 2
+    assert load_results(fresh, key).labelled == expected
+    assert list_runs(fresh) == [key]
+
+
+def test_results_a_kill_cut_short_are_reported_not_raised(dataset, monkeypatch):
+    """A record whose results were lost (FiftyOne's save killed between its delete and its write) lists,
+    and reads as no results, instead of failing every listing."""
+    import fiftyone.core.runs as fors
+
+    from fiftyone_florence2.runs.records import load_results
+
+    key = register_running(dataset, new_run_key("x"), "florence2")
+    dataset.save_run_results(key, dataset.init_run_results(key, labelled=1))
+    fors.Run._get_run_doc(dataset, key).results.fs.delete(fors.Run._get_run_doc(dataset, key).results.grid_id)
+    fresh = fo.load_dataset(dataset.name)
+    assert load_results(fresh, key) is None
+    assert list_runs(fresh) == [key] and run_failures(fresh, key) == {}

@@ -151,9 +151,7 @@ def test_the_cli_refuses_sampling_options_on_images_and_writes_nothing(
     name = "never-made" if source == "--images" else images.name
     given = ["--images", str(image_dir), "--dataset-name", name] if source == "--images" else ["--dataset", name]
     assert main(["label", *given, "--task", "caption", "--model", str(tiny_checkpoint), *flag]) == 2
-    assert (
-        f"{flag[0]} was given, but this collection holds image media" in capsys.readouterr().err
-    )
+    assert f"{flag[0]} was given, but this collection holds image media" in capsys.readouterr().err
     assert (
         not fo.dataset_exists("never-made")
         and images.list_runs() == []

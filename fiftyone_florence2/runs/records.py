@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import datetime
+import logging
 import secrets
 import threading
 from typing import Any
 
 from fiftyone_florence2.core.version import __version__
 from fiftyone_florence2.runs.config import Florence2ModelConfig
+
+logger = logging.getLogger(__name__)
 
 METHOD = "florence2"
 TRAIN_METHOD = "florence2_train"  # training runs (train_record.py)
@@ -101,19 +104,38 @@ def _counts(summary: Any) -> dict[str, Any]:
     return counts
 
 
+def save_results(samples: Any, run_key: str, results: Any) -> None:
+    """Stores a run's results in an order a kill cannot break: the new results are written, then the record
+    points to them, then the old ones are deleted. (FiftyOne's ``save_run_results`` deletes the old results
+    first, so a process killed between the two left a record whose results could no longer be read.)"""
+    import fiftyone.core.runs as fors
+    from bson import json_util
+
+    run_doc = fors.Run._get_run_doc(samples, run_key)
+    proxy = run_doc.results
+    old = proxy.grid_id
+    proxy.grid_id = proxy.gridout = None  # put() writes a new file instead of refusing to replace the old one
+    proxy.put(json_util.dumps(results.serialize()).encode(), content_type="application/json")
+    run_doc.results_meta = dict(results.get_meta() or {})
+    run_doc.save()
+    if old is not None:
+        proxy.fs.delete(old)
+    getattr(samples._root_dataset, fors.Run._results_cache_field())[run_key] = results
+
+
 def record_progress(samples: Any, run_key: str, summary: Any) -> None:
     """Stores a running run's counts so far (its status stays ``running``); call it once per batch.
 
     A run killed later keeps the counts of its last recorded batch.
     """
     results = samples.init_run_results(run_key, status="running", updated_at=now_iso(), **_counts(summary))
-    samples.save_run_results(run_key, results, overwrite=True)
+    save_results(samples, run_key, results)
 
 
 def finish_run(samples: Any, run_key: str, status: str, summary: Any) -> None:
     """Stores a run's outcome: counts, the reason each failed sample failed, and its status."""
     results = samples.init_run_results(run_key, status=status, finished_at=now_iso(), **_counts(summary))
-    samples.save_run_results(run_key, results, overwrite=True)
+    save_results(samples, run_key, results)
     info = samples.get_run_info(run_key)
     info.config.status = status
     samples.update_run_config(run_key, info.config)
@@ -135,7 +157,7 @@ def mark_interrupted(dataset: Any, run_key: str) -> None:
     results = load_results(dataset, run_key)
     if results is not None and getattr(results, "status", None) == "running":
         results.status = "interrupted"
-        dataset.save_run_results(run_key, results, overwrite=True)
+        save_results(dataset, run_key, results)
 
 
 def _registered(info: Any) -> datetime.datetime:
@@ -180,7 +202,11 @@ def check_run_key(dataset: Any, run_key: str) -> str:
 def load_results(dataset: Any, run_key: str) -> Any:
     """A run's stored results, or None; its view is never rebuilt (it may use a field since deleted, or
     sample a video's frames again with ffmpeg)."""
-    return dataset.load_run_results(run_key, cache=False, load_view=False)
+    try:
+        return dataset.load_run_results(run_key, cache=False, load_view=False)
+    except (AttributeError, OSError, ValueError) as error:  # results a kill cut short (older records)
+        logger.warning("The results of run %s cannot be read (%s); its record is kept.", run_key, error)
+        return None
 
 
 def run_failures(dataset: Any, run_key: str) -> dict[str, str]:

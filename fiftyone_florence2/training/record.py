@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from fiftyone_florence2.runs.records import TRAIN_METHOD, mark_interrupted, now_iso, register_running
+from fiftyone_florence2.runs.records import TRAIN_METHOD, mark_interrupted, now_iso, register_running, save_results
 from fiftyone_florence2.training.output import writer_alive
 
 METHOD = TRAIN_METHOD
@@ -56,13 +56,13 @@ def start_training_run(
 def record_training_progress(samples: Any, run_key: str, entry: dict[str, Any]) -> None:
     """Stores the latest logged step of a running training run (its status stays ``running``)."""
     results = samples.init_run_results(run_key, status="running", updated_at=now_iso(), last=entry)
-    samples.save_run_results(run_key, results, overwrite=True)
+    save_results(samples, run_key, results)
 
 
 def finish_training_run(samples: Any, run_key: str, status: str, summary: dict[str, Any]) -> None:
     """Stores a training run's outcome: its history of losses and metrics, skips and checkpoint."""
     results = samples.init_run_results(run_key, status=status, finished_at=now_iso(), **_jsonable(summary))
-    samples.save_run_results(run_key, results, overwrite=True)
+    save_results(samples, run_key, results)
     info = samples.get_run_info(run_key)
     info.config.status = status
     info.config.checkpoint_sha256 = summary.get("checkpoint_sha256")  # listed without reading the results
