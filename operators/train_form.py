@@ -6,8 +6,9 @@ plan checks what the options, the schema, two counts and the output directory
 tell; ``train()`` then checks every sample's labels and image before any
 weights load. Inputs are :data:`~fiftyone_florence2.training.options.TRAIN_OPTIONS`
 with ``form=True``, walked by the labelling form's
-:func:`~.form.place_inputs`; only the task, label-field, checkpoint, caption
-field and LoRA inputs are placed their own way.
+:func:`~.form.place_inputs`; only the task, label-field, checkpoint and caption-field
+inputs are placed their own way, and an input whose declaration ``requires`` other choices (the LoRA
+settings) shows once they are made.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ import fiftyone.operators.types as types
 
 from fiftyone_florence2.core.errors import for_route
 from fiftyone_florence2.core.tasks import Task, get_tasks
-from fiftyone_florence2.training.data import check_split_sizes, check_training_collection, learns_from
+from fiftyone_florence2.training.data import check_split_sizes, check_training_collection
 from fiftyone_florence2.training.options import TRAIN, TRAIN_OPTIONS, read_train_options
 from fiftyone_florence2.training.output import check_output_dir, check_unlocked, media_dirs
+from fiftyone_florence2.training.targets import learns_from
 
 from .form import checkpoint_input, place_inputs, prompt_field_choices, tasks_input
 from .plan import reads
@@ -29,7 +31,6 @@ from .plan import reads
 FORM_TRAIN_OPTIONS = tuple(option for option in TRAIN_OPTIONS if option.form)
 # The form's one-field-per-task object when several tasks are chosen; label_field holds one field.
 LABEL_FIELDS = "label_fields"
-_LORA_ONLY = ("lora_rank", "lora_alpha")
 
 
 @dataclass
@@ -45,8 +46,9 @@ class TrainPlan:
 
 
 def shown(option: Any, tasks: tuple[Task, ...], options: dict[str, Any]) -> bool:
-    """Whether the form offers ``option``: a chosen task reads it (and, for the LoRA settings, LoRA is on)."""
-    return reads(option, tasks) and (option.name not in _LORA_ONLY or bool(options.get("lora")))
+    """Whether the form offers ``option``: a chosen task reads it, and the other choices let it be read (as
+    its declaration's ``requires`` says: the LoRA settings with LoRA on)."""
+    return reads(option, tasks) and (option.requires is None or option.requires(options) is None)
 
 
 def train_options(params: dict[str, Any], tasks: tuple[Task, ...] | None = None) -> dict[str, Any]:
@@ -81,11 +83,11 @@ def make_train_plan(ctx: Any) -> TrainPlan:
     plan.samples = ctx.target_view()
     try:
         read = read_train_options(plan.options)
-        check_training_collection(plan.samples, read["label_field"], read["prompt_field"])
+        check_training_collection(plan.samples, read.label_field, read.prompt_field)
         plan.count = plan.samples.count()
-        check_split_sizes(plan.samples, plan.count, read["val_tag"], read["val_fraction"])
+        check_split_sizes(plan.samples, plan.count, read.val_tag, read.val_fraction)
         media = media_dirs(plan.samples)
-        check_unlocked(check_output_dir(read["output_dir"], read["overwrite"], read["resume"], media))
+        check_unlocked(check_output_dir(read.output_dir, read.overwrite, read.resume, media))
     except (TypeError, ValueError) as e:
         plan.problem = for_route(e, "app")
     return plan

@@ -15,16 +15,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import fiftyone.core.labels as fol
-
-from fiftyone_florence2.core.tasks import Task, get_tasks
+from fiftyone_florence2.core.tasks import get_tasks
 from fiftyone_florence2.engine.images import ImageLoadError, load_rgb
 from fiftyone_florence2.labels.convert import texts_from_value
 from fiftyone_florence2.runs.checks import label_class
-from fiftyone_florence2.training.targets import to_training_pairs
-
-# The label classes each kind of task learns from (labels.answer_data reads them).
-_POLYGON_SOURCES = (fol.Polylines, fol.Detections)
+from fiftyone_florence2.training.options import TrainOptions
+from fiftyone_florence2.training.targets import learns_from, to_training_pairs
 
 
 @dataclass(frozen=True)
@@ -55,15 +51,6 @@ class Split:
     def val_ids(self) -> list[str]:
         """The samples the validation examples come from, in order."""
         return list(dict.fromkeys(example.sample_id for example in self.val))
-
-
-def learns_from(task: Task) -> tuple[type, ...]:
-    """The label classes ``task`` trains from."""
-    if task.label_type == "Classification":
-        return (fol.Classification,)
-    if task.answer in ("polygons", "boxes_or_polygons") or task.label_type == "Polylines":
-        return _POLYGON_SOURCES if task.answer == "boxes_or_polygons" else (fol.Polylines,)
-    return (fol.Detections,)
 
 
 def check_training_collection(samples: Any, fields: dict[str, str], prompt_field: str | None) -> None:
@@ -215,15 +202,13 @@ def readable(examples: list[Example], skips: dict[str, str], draft_wh: tuple[int
     return kept
 
 
-def make_split(samples: Any, options: dict[str, Any], draft_wh: tuple[int, int] | None = None) -> Split:
+def make_split(samples: Any, options: TrainOptions, draft_wh: tuple[int, int] | None = None) -> Split:
     """The training and validation examples ``options`` (read by ``read_train_options``) ask for."""
-    fields, prompt_field = options["label_field"], options["prompt_field"]
+    fields, prompt_field = options.label_field, options.prompt_field
     check_training_collection(samples, fields, prompt_field)
-    train_ids, val_ids = split_ids(
-        samples, options["val_view"], options["val_tag"], options["val_fraction"], options["seed"]
-    )
+    train_ids, val_ids = split_ids(samples, options.val_view, options.val_tag, options.val_fraction, options.seed)
     skips: dict[str, str] = {}
-    classes, val_source = options["classes"], validation_source(samples, options["val_view"])
+    classes, val_source = options.classes, validation_source(samples, options.val_view)
     train = readable(collect_examples(samples, train_ids, fields, prompt_field, classes, skips), skips, draft_wh)
     val = readable(collect_examples(val_source, val_ids, fields, prompt_field, classes, skips), skips, draft_wh)
     if not train:

@@ -17,7 +17,7 @@ from transformers.modeling_utils import remove_tied_weights_from_state_dict
 from fiftyone_florence2.engine.devices import pick_device, pick_dtype
 from fiftyone_florence2.engine.images import ImageLoadError, load_rgb
 from fiftyone_florence2.training.data import Example
-from fiftyone_florence2.training.options import CHECKPOINTS_DIR
+from fiftyone_florence2.training.options import RESUME_DIR, TrainOptions
 
 # Decode the images of a step no larger than this first (JPEG draft): the processor resizes them anyway.
 DRAFT_WH = (768, 768)
@@ -80,14 +80,17 @@ class FlorenceTrainer(Trainer):
         self.validate, self.skips, self.shuffle = validate, skips if skips is not None else {}, shuffle
 
     def _get_train_sampler(self, *args, **kwargs):
+        # transformers has no public hook for the order; tests pin this private method's name.
         if self.shuffle:
             return super()._get_train_sampler(*args, **kwargs)
         return torch.utils.data.SequentialSampler(self.train_dataset)  # the view's order: a curriculum
 
-    def _prepare_inputs(self, inputs):
+    def compute_loss(self, model, inputs, *args, **kwargs):
+        # Every batch (training and evaluation) passes here before the model reads it: the reasons of the
+        # images its examples replaced are kept, and the model gets only its inputs.
         for sample_id, reason in inputs.pop("failed", ()):
             self.skips[sample_id] = reason
-        return super()._prepare_inputs(inputs)
+        return super().compute_loss(model, inputs, *args, **kwargs)
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix="eval"):
         metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
@@ -130,61 +133,59 @@ def precision_args(device: str | None, dtype: str | None) -> dict[str, Any]:
     return args
 
 
-def prepare_model(model: Any, options: dict[str, Any]) -> Any:
+def prepare_model(model: Any, options: TrainOptions) -> Any:
     """Freezes the vision tower and/or wraps the model with LoRA adapters, as ``options`` ask."""
     # A save leaves out the aliases of tied weights (embed_tokens, lm_head: one tensor). Naming them lets the
     # Trainer re-tie them when it reloads the best checkpoint, instead of warning that they are missing.
     state = model.state_dict()
     model._keys_to_ignore_on_save = set(state) - set(remove_tied_weights_from_state_dict(dict(state), model))
-    if options["freeze_vision"]:
+    if options.freeze_vision:
         for parameter in model.model.vision_tower.parameters():
             parameter.requires_grad = False
-    if not options["lora"]:
+    if not options.lora:
         return model
     from peft import LoraConfig, get_peft_model
 
-    targets = _TEXT_LINEAR if options["freeze_vision"] else "all-linear"
-    config = LoraConfig(r=options["lora_rank"], lora_alpha=options["lora_alpha"], lora_dropout=0.05,
+    targets = _TEXT_LINEAR if options.freeze_vision else "all-linear"
+    config = LoraConfig(r=options.lora_rank, lora_alpha=options.lora_alpha, lora_dropout=0.05,
                         target_modules=targets)  # fmt: skip
     return get_peft_model(model, config)
 
 
-def training_args(options: dict[str, Any], output: Path, validating: bool, steps_per_epoch: int) -> TrainingArguments:
+def training_args(options: TrainOptions, output: Path, validating: bool, steps_per_epoch: int) -> TrainingArguments:
     """``TrainingArguments`` from the checked options: saving and validating at each epoch's end (or
     every ``save_steps``), keeping the best checkpoint by ``score`` when there is a validation split."""
-    every = options["save_steps"]
+    every = options.save_steps
     strategy = "steps" if every else "epoch"
     return TrainingArguments(
-        output_dir=str(output / CHECKPOINTS_DIR),
-        num_train_epochs=options["epochs"],
-        max_steps=options["max_steps"] or -1,
-        per_device_train_batch_size=options["batch_size"],
-        per_device_eval_batch_size=options["batch_size"],
-        gradient_accumulation_steps=options["grad_accum"],
-        learning_rate=options["learning_rate"],
-        lr_scheduler_type=options["lr_schedule"],
-        warmup_steps=options["warmup"],
-        weight_decay=options["weight_decay"],
-        max_grad_norm=options["max_grad_norm"],
-        seed=options["seed"],
-        data_seed=options["seed"],
+        output_dir=str(output / RESUME_DIR),
+        num_train_epochs=options.epochs,
+        max_steps=options.max_steps or -1,
+        per_device_train_batch_size=options.batch_size,
+        per_device_eval_batch_size=options.batch_size,
+        gradient_accumulation_steps=options.grad_accum,
+        learning_rate=options.learning_rate,
+        lr_scheduler_type=options.lr_schedule,
+        warmup_steps=options.warmup,
+        weight_decay=options.weight_decay,
+        max_grad_norm=options.max_grad_norm,
+        seed=options.seed,
+        data_seed=options.seed,
         save_strategy=strategy,
         save_steps=every or 500,
-        save_total_limit=options["keep_checkpoints"],
+        save_total_limit=options.keep_checkpoints,
         eval_strategy=strategy if validating else "no",
         eval_steps=every,
         load_best_model_at_end=validating,
         metric_for_best_model="score" if validating else None,
         greater_is_better=True,
         # Log every 10 steps, or more often where a run is short: a loss shows before the end.
-        logging_steps=max(
-            1, min(10, steps_per_epoch, (options["max_steps"] or steps_per_epoch * options["epochs"]) // 2)
-        ),
+        logging_steps=max(1, min(10, steps_per_epoch, (options.max_steps or steps_per_epoch * options.epochs) // 2)),
         report_to="none",
         disable_tqdm=True,
         remove_unused_columns=False,
-        dataloader_num_workers=options["workers"],
-        **precision_args(options["device"], options["dtype"]),
+        dataloader_num_workers=options.workers,
+        **precision_args(options.device, options.dtype),
     )
 
 

@@ -1,17 +1,21 @@
 """Every fine-tuning option, declared once, as the labelling options are. Standard library only.
 
 ``train()``, ``florence2 train``, the App's fine-tuning form, the training run
-record and ``docs/OPTIONS.md`` derive from :data:`TRAIN_OPTIONS`.
+record and ``docs/OPTIONS.md`` derive from :data:`TRAIN_OPTIONS`. A run reads
+its options as one frozen, typed :class:`TrainOptions` (the idea of
+transformers' ``TrainingArguments``), which :func:`read_train_options` builds.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
 from fiftyone_florence2.core.errors import OptionError, named
 from fiftyone_florence2.core.options import (
     OPTIONS,
+    Kind,
     Option,
     boolean,
     field_name,
@@ -24,8 +28,9 @@ from fiftyone_florence2.core.tasks import DEFAULT_TRAIN_TASK, Task, get_tasks
 
 SCHEDULES = ("linear", "cosine", "constant", "constant_with_warmup")
 DEFAULT_GT_FIELD = "ground_truth"
-# Where a training run keeps transformers' resumable checkpoints, inside its output directory.
-CHECKPOINTS_DIR = "checkpoints"
+# Where a training run keeps its resume points (transformers' resumable ``checkpoint-N`` folders), inside its
+# output directory. The folder keeps the name earlier releases gave it, so that their runs still resume.
+RESUME_DIR = "checkpoints"
 
 
 def label_fields(name: str, value: Any) -> str | dict[str, str]:
@@ -74,6 +79,11 @@ def grounds_a_caption(task: Task) -> bool:
     return task.input == "text" and not task.takes_classes
 
 
+def _with_lora(values: Mapping[str, Any]) -> str | None:
+    """Why a LoRA setting is not read: LoRA is off."""
+    return None if values.get("lora") else "LoRA is off"
+
+
 def _shared(name: str, help: str | None = None, **changes: Any) -> Option:
     """A labelling option that training reads too, with a training help text where it differs."""
     from dataclasses import replace
@@ -86,7 +96,7 @@ TRAIN_OPTIONS: tuple[Option, ...] = (
     Option("label_field", DEFAULT_GT_FIELD, "the field of corrected labels to learn, or task=field pairs, "
            "comma-separated, one field per task", "text", label_fields, group="input", label="Label field"),
     Option("output_dir", None, "where the fine-tuned checkpoint is written (its resumable checkpoints go in "
-           f"{CHECKPOINTS_DIR}/ inside it)", "text", directory, group="run", label="Output directory"),
+           f"{RESUME_DIR}/ inside it)", "text", directory, group="run", label="Output directory"),
     _shared("model", "the checkpoint to start from: a Hub id or a local checkpoint directory"),
     _shared("revision"),
     _shared("prompt_field", "phrase grounding: the field with each sample's caption, whose phrases the labels "
@@ -118,8 +128,10 @@ TRAIN_OPTIONS: tuple[Option, ...] = (
            group="training"),
     Option("lora", False, "train LoRA adapters (peft) instead of all weights; they are merged into the saved "
            "checkpoint, so it runs at full speed", "bool", boolean, group="training", label="LoRA"),
-    Option("lora_rank", 8, "the LoRA rank", "int", whole_number, group="training", label="LoRA rank"),
-    Option("lora_alpha", 16, "the LoRA scale", "int", whole_number, group="training", label="LoRA alpha"),
+    Option("lora_rank", 8, "the LoRA rank", "int", whole_number, group="training", label="LoRA rank",
+           requires=_with_lora),
+    Option("lora_alpha", 16, "the LoRA scale", "int", whole_number, group="training", label="LoRA alpha",
+           requires=_with_lora),
     Option("shuffle", True, "shuffle each epoch", "bool", boolean, flag="--in-order", group="training",
            off="train in the view's order, e.g. a curriculum sorted easy first"),
     Option("save_steps", None, "save a resumable checkpoint every N steps (default: at each epoch's end)", "int",
@@ -141,11 +153,46 @@ TRAIN_OPTIONS: tuple[Option, ...] = (
 )  # fmt: skip
 
 TRAIN: dict[str, Option] = {option.name: option for option in TRAIN_OPTIONS}
-_LORA_ONLY = ("lora_rank", "lora_alpha")
+# The options read only with LoRA on, as declared (their ``requires``).
+LORA_ONLY: tuple[str, ...] = tuple(option.name for option in TRAIN_OPTIONS if option.requires is _with_lora)
+
+# The type of a checked value, by the kind of text it is read from.
+_KIND_TYPES: dict[Kind, Any] = {
+    "task": str | list[str], "text": str, "int": int, "float": float, "bool": bool, "choice": str,
+    "texts": list[str], "field": str, "shard": tuple[int, int], "any": Any,
+}  # fmt: skip
+# Where checking changes a value's type: label_field is read from one field or task=field pairs into one
+# field per task (task_fields).
+_READ_TYPES: dict[str, Any] = {"label_field": dict[str, str]}
 
 
-def read_train_options(values: Mapping[str, Any]) -> dict[str, Any]:
-    """Every training option, checked (defaults for those not given), or ``ValueError`` naming the problem."""
+def _value_type(option: Option) -> Any:
+    kind = _READ_TYPES.get(option.name, _KIND_TYPES[option.kind])
+    return kind | None if option.default is None and kind is not Any else kind
+
+
+def _as_dict(self: Any) -> dict[str, Any]:
+    """Every option by name, the values as they are (a validation view stays a view)."""
+    return {name: getattr(self, name) for name in TRAIN}
+
+
+TrainOptions = dataclasses.make_dataclass(
+    "TrainOptions",
+    [(o.name, _value_type(o), dataclasses.field(default=o.default)) for o in TRAIN_OPTIONS],
+    namespace={"as_dict": _as_dict},
+    frozen=True,
+)
+TrainOptions.__module__ = __name__  # make_dataclass would name its own module (pickling looks it up)
+TrainOptions.__doc__ = (
+    "A training run's checked options, one attribute each (``options.batch_size``), made from "
+    ":data:`TRAIN_OPTIONS`; frozen. Build it with :func:`read_train_options`, which checks them; "
+    "``dataclasses.replace`` gives a changed copy."
+)
+
+
+def read_train_options(values: Mapping[str, Any]) -> TrainOptions:
+    """Every training option, checked (defaults for those not given), as a :class:`TrainOptions`; or
+    ``ValueError`` naming the problem."""
     unknown = sorted(set(values) - set(TRAIN))
     if unknown:
         raise ValueError(f"Unknown training option(s) {', '.join(unknown)}. Options are: {', '.join(TRAIN)}.")
@@ -162,7 +209,7 @@ def read_train_options(values: Mapping[str, Any]) -> dict[str, Any]:
             *(TRAIN[name] for name in splits),
         )
     if not read["lora"]:
-        given = [name for name in _LORA_ONLY if values.get(name) is not None and read[name] != TRAIN[name].default]
+        given = [name for name in LORA_ONLY if values.get(name) is not None and read[name] != TRAIN[name].default]
         if given:
             raise OptionError(
                 f"{', '.join(map(named, given))} is read only with {{lora}}.",
@@ -178,7 +225,7 @@ def read_train_options(values: Mapping[str, Any]) -> dict[str, Any]:
     tasks = get_tasks(read["task"])
     read["label_field"] = task_fields(tasks, read["label_field"])
     _check_text_inputs(tasks, read)
-    return read
+    return TrainOptions(**read)
 
 
 def task_fields(tasks: tuple[Task, ...], label_field: str | Mapping[str, str]) -> dict[str, str]:

@@ -1,7 +1,8 @@
 """The fine-tuning output directory, and every rule about it: what a run may write, replace, resume and lock.
 
-A run writes nothing in place. It stages its resumable checkpoints and then
-its native checkpoint in ``.florence2-staging/`` inside the output directory,
+A run writes nothing in place. It stages its resume points (the trainer's
+resumable ``checkpoint-N`` folders, in ``checkpoints/``) and then its native
+checkpoint (the weights ``load_model`` loads) in ``.florence2-staging/`` inside the output directory,
 and only once the checkpoint is complete does it move the files into place
 (:func:`commit`). ``florence2-manifest.json`` lists exactly the files the last
 finished run put there: those, and the staging directory, are the only things
@@ -24,7 +25,7 @@ from typing import Any
 
 from fiftyone_florence2.core.errors import OptionError, literal
 from fiftyone_florence2.runs.locks import FieldLockedError, FieldLocks, holder_text, live_holders
-from fiftyone_florence2.training.options import CHECKPOINTS_DIR, TRAIN
+from fiftyone_florence2.training.options import RESUME_DIR, TRAIN
 
 MANIFEST = "florence2-manifest.json"
 STAGING = ".florence2-staging"
@@ -39,7 +40,7 @@ CHECKPOINT_NAMES = (
     "config.json", "generation_config.json", "model.safetensors", "model.safetensors.index.json",
     "model-*-of-*.safetensors", "processor_config.json", "preprocessor_config.json", "tokenizer.json",
     "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.json", "merges.txt",
-    "chat_template.jinja", "chat_template.json", TRAINING_RECORD, CHECKPOINTS_DIR, MANIFEST,
+    "chat_template.jinja", "chat_template.json", TRAINING_RECORD, RESUME_DIR, MANIFEST,
 )  # fmt: skip
 # Options a resume must share with its checkpoint: the weights' shapes and the optimizer's state follow them.
 MUST_MATCH = ("model", "revision", "lora", "lora_rank", "lora_alpha", "freeze_vision")
@@ -122,7 +123,7 @@ def check_output_dir(output_dir: str, overwrite: bool, resume: bool, media: Iter
             "there and a run would replace: move them, or choose another directory."
         )
     if resume:
-        if resume_point(path) is None:
+        if resume_point_of(path) is None:
             raise ValueError(f"Nothing to resume in {str(path)!r}: it holds no complete resumable checkpoint.")
     elif (manifest_files(path) or (path / STAGING).exists()) and not overwrite:
         raise _refusal(
@@ -132,42 +133,48 @@ def check_output_dir(output_dir: str, overwrite: bool, resume: bool, media: Iter
     return path
 
 
-def _step(checkpoint: Path) -> int:
-    return int(checkpoint.name.rsplit("-", 1)[1])
+# A resume point: one of transformers' resumable ``checkpoint-N`` folders (model, optimizer, scheduler, RNG and
+# data position), as opposed to the native checkpoint a run writes for ``load_model``.
+ResumePoint = Path
 
 
-def checkpoints(folder: Path) -> list[Path]:
-    """The ``checkpoint-N`` directories in ``folder``, newest first."""
+def _step(point: ResumePoint) -> int:
+    return int(point.name.rsplit("-", 1)[1])
+
+
+def resume_points(folder: Path) -> list[ResumePoint]:
+    """The resume points (``checkpoint-N`` folders) in ``folder``, newest first."""
     found = [p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name.rsplit("-", 1)[1].isdigit()]
     return sorted(found, key=_step, reverse=True)
 
 
-def last_complete_checkpoint(folder: Path) -> Path | None:
-    """The newest ``checkpoint-N`` whose trainer state (written last) reads back; a run killed while saving
+def last_resume_point(folder: Path) -> ResumePoint | None:
+    """The newest resume point whose trainer state (written last) reads back; a run killed while saving
     leaves a newer, incomplete one, which this passes over."""
-    for checkpoint in checkpoints(folder):
-        state = _read_json(checkpoint / "trainer_state.json")
+    for point in resume_points(folder):
+        state = _read_json(point / "trainer_state.json")
         if state is not None and "global_step" in state:
-            return checkpoint
+            return point
     return None
 
 
-def incomplete_checkpoints(folder: Path) -> list[Path]:
-    """The checkpoints newer than the last complete one: what a kill during a save left."""
-    last = last_complete_checkpoint(folder)
+def incomplete_resume_points(folder: Path) -> list[ResumePoint]:
+    """The resume points newer than the last complete one: what a kill during a save left."""
+    last = last_resume_point(folder)
     newest = -1 if last is None else _step(last)
-    return [checkpoint for checkpoint in checkpoints(folder) if _step(checkpoint) > newest]
+    return [point for point in resume_points(folder) if _step(point) > newest]
 
 
-def resume_point(path: Path) -> Path | None:
-    """The checkpoint a resume goes on from: an unfinished run's newest, else the finished run's newest."""
-    staged = last_complete_checkpoint(path / STAGING / CHECKPOINTS_DIR)
+def resume_point_of(path: Path) -> ResumePoint | None:
+    """The resume point a resume of the output directory ``path`` goes on from: an unfinished run's newest,
+    else the finished run's newest."""
+    staged = last_resume_point(path / STAGING / RESUME_DIR)
     if staged is not None:
         return staged
-    return last_complete_checkpoint(path / CHECKPOINTS_DIR) if CHECKPOINTS_DIR in manifest_files(path) else None
+    return last_resume_point(path / RESUME_DIR) if RESUME_DIR in manifest_files(path) else None
 
 
-def _settings_of(point: Path, path: Path) -> dict[str, Any]:
+def _settings_of(point: ResumePoint, path: Path) -> dict[str, Any]:
     """The options of the run that wrote ``point``: the staged run's, else the finished run's manifest."""
     staged = _read_json(path / STAGING / RUN_SETTINGS)
     if staged is not None and path / STAGING in point.parents:
@@ -178,7 +185,7 @@ def _settings_of(point: Path, path: Path) -> dict[str, Any]:
 def resume_changes(path: Path, settings: dict[str, Any]) -> dict[str, list[Any]]:
     """``{option: [before, now]}`` for the schedule options a resume changes; ``ValueError`` naming the first
     option that no resume may change (the checkpoint's weights or optimizer would not fit)."""
-    point = resume_point(path)
+    point = resume_point_of(path)
     before = _settings_of(point, path) if point is not None else {}
     for name in MUST_MATCH:
         if name in before and before[name] != settings.get(name):
@@ -200,13 +207,13 @@ def _remove(entry: Path) -> None:
 
 def start_staging(path: Path, settings: dict[str, Any], resume: bool) -> Path:
     """The staging directory of a run, made ready: an interrupted swap finished first; a new run's stale
-    staging removed; a half-written native checkpoint and half-written resumable checkpoints removed."""
+    staging removed; a half-written native checkpoint and half-written resume points removed."""
     finish_commit(path)
     staging = path / STAGING
     if not resume:
         _remove(staging)
     _remove(staging / STAGED_MODEL)
-    for partial in incomplete_checkpoints(staging / CHECKPOINTS_DIR):
+    for partial in incomplete_resume_points(staging / RESUME_DIR):
         print(f"florence2 train: removing {partial.name}, which a killed run left half-written")
         shutil.rmtree(partial)
     staging.mkdir(parents=True, exist_ok=True)
@@ -224,8 +231,8 @@ def commit(path: Path, settings: dict[str, Any]) -> list[str]:
     names now listed in the manifest. A file no run wrote is never replaced: the staging stays instead."""
     staging = path / STAGING
     new = sorted(os.listdir(staging / STAGED_MODEL))
-    if (staging / CHECKPOINTS_DIR).is_dir():
-        new.append(CHECKPOINTS_DIR)
+    if (staging / RESUME_DIR).is_dir():
+        new.append(RESUME_DIR)
     ours = set(manifest_files(path))
     foreign = [name for name in new if (path / name).exists() and name not in ours]
     if foreign:
@@ -247,9 +254,9 @@ def finish_commit(path: Path) -> None:
     if journal is None:
         return
     staging, new = path / STAGING, journal["files"]
-    if (staging / CHECKPOINTS_DIR).is_dir():
-        _remove(path / CHECKPOINTS_DIR)
-        os.replace(staging / CHECKPOINTS_DIR, path / CHECKPOINTS_DIR)
+    if (staging / RESUME_DIR).is_dir():
+        _remove(path / RESUME_DIR)
+        os.replace(staging / RESUME_DIR, path / RESUME_DIR)
     for name in sorted(new, key=lambda name: name.endswith(".safetensors")):
         if (staging / STAGED_MODEL / name).exists():
             os.replace(staging / STAGED_MODEL / name, path / name)

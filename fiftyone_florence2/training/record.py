@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 from fiftyone_florence2.runs.records import TRAIN_METHOD, mark_interrupted, now_iso, register_running, save_results
+from fiftyone_florence2.training.options import TrainOptions
 from fiftyone_florence2.training.output import writer_alive
 
 METHOD = TRAIN_METHOD
@@ -14,11 +15,10 @@ METHOD = TRAIN_METHOD
 _NOT_SETTINGS = ("val_view", "overwrite", "resume")
 
 
-def training_settings(options: dict[str, Any]) -> dict[str, Any]:
+def training_settings(options: TrainOptions) -> dict[str, Any]:
     """The checked options as JSON, the validation view by its stages."""
-    settings = {name: value for name, value in options.items() if name not in _NOT_SETTINGS}
-    view = options.get("val_view")
-    settings["val_view"] = None if view is None else view._serialize()
+    settings = {name: value for name, value in options.as_dict().items() if name not in _NOT_SETTINGS}
+    settings["val_view"] = None if options.val_view is None else options.val_view._serialize()
     settings["model"] = str(settings["model"])
     return settings
 
@@ -26,7 +26,7 @@ def training_settings(options: dict[str, Any]) -> dict[str, Any]:
 def start_training_run(
     samples: Any,
     run_key: str,
-    options: dict[str, Any],
+    options: TrainOptions,
     split: Any,
     resumed_from: Any = None,
     changes=None,

@@ -1,5 +1,5 @@
 """Labels back to answers, for training: the text Florence-2 is trained to emit for a FiftyOne label (the
-inverse of ``labels.convert.build_label``), and the label classes each task learns from."""
+inverse of ``labels.convert.build_label``), and the label classes each task learns from (:func:`learns_from`)."""
 
 from __future__ import annotations
 
@@ -12,32 +12,45 @@ from fiftyone_florence2.core.parsing import Answer, Box, Polygon, TextAnswer
 from fiftyone_florence2.core.tasks import Task, get_task
 
 
-def answer_data(task: str | Task, label: fol.Label) -> Answer:
-    """``label`` as the plain geometry that ``answers`` writes for ``task``.
+def learns_from(task: Task) -> tuple[type[fol.Label], ...]:
+    """The label classes ``task`` trains from: text tasks a ``Classification``; segmentation tasks
+    ``Polylines``; open-vocabulary detection ``Polylines`` (polygons) or ``Detections`` (boxes); the others
+    ``Detections``. The one table both the data checks and :func:`answer_data` read."""
+    if task.label_type == "Classification":
+        return (fol.Classification,)
+    if task.answer == "boxes_or_polygons":
+        return (fol.Polylines, fol.Detections)
+    if task.answer == "polygons" or task.label_type == "Polylines":
+        return (fol.Polylines,)
+    return (fol.Detections,)
 
-    Text tasks read a ``Classification``; segmentation tasks closed
-    ``Polylines``; open-vocabulary detection ``Detections`` (their boxes; masks
-    are not read) or ``Polylines`` (polygons); the others ``Detections``,
-    where an OCR region's ``quad`` attribute, if set, is its quad.
+
+def answer_data(task: str | Task, label: fol.Label) -> Answer:
+    """``label`` as the plain geometry that ``answers`` writes for ``task``, from a label of a class it
+    learns from (:func:`learns_from`).
+
+    Polygons are read from closed ``Polylines``; boxes from ``Detections``
+    (masks are not read), where an OCR region's ``quad`` attribute, if set, is
+    its quad.
     """
     task = get_task(task)
-    if task.label_type == "Classification":
-        return TextAnswer(_expect(task, label, fol.Classification).label or "")
-    if task.answer in ("polygons", "boxes_or_polygons") and isinstance(label, fol.Polylines):
+    _expect(task, label)
+    if isinstance(label, fol.Classification):
+        return TextAnswer(label.label or "")
+    if isinstance(label, fol.Polylines):
         polygons = [_polygon(polyline, i) for i, polyline in enumerate(label.polylines)]
-        if task.answer == "polygons":
+        if task.answer != "boxes_or_polygons":
             return polygons
         return [Box(p.label, rings_rel_xywh(p.rings, f"polyline {i}"), points=p.rings) for i, p in enumerate(polygons)]
-    if task.label_type == "Polylines":
-        _expect(task, label, fol.Polylines)
-    return [_answer_box(task, d) for d in _expect(task, label, fol.Detections).detections]
+    return [_answer_box(task, d) for d in label.detections]
 
 
-def _expect(task: Task, label: object, kind: type) -> fol.Label:
-    if not isinstance(label, kind):
-        hint = " (instance masks become polylines with Detections.to_polylines())" if kind is fol.Polylines else ""
-        raise ValueError(f"Task {task.name!r} trains from {kind.__name__}, not {type(label).__name__}{hint}.")
-    return label
+def _expect(task: Task, label: object) -> None:
+    kinds = learns_from(task)
+    if not isinstance(label, kinds):
+        hint = " (instance masks become polylines with Detections.to_polylines())" if kinds == (fol.Polylines,) else ""
+        names = " or ".join(kind.__name__ for kind in kinds)
+        raise ValueError(f"Task {task.name!r} trains from {names}, not {type(label).__name__}{hint}.")
 
 
 def _answer_box(task: Task, detection: fol.Detection) -> Box:

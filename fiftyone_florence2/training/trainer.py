@@ -7,7 +7,8 @@ resumable checkpoints (model, optimizer, scheduler, RNG and data position),
 reader, validation in FiftyOne's terms after each epoch, the run record, and
 a native checkpoint (LoRA merged) that ``load_model`` loads like any other.
 The output directory's rules (staging, the final swap, the lock) live in
-:mod:`.train_output`.
+:mod:`.output`. The trainer's resumable ``checkpoint-N`` folders are
+*resume points* here; *checkpoint* means the weights ``load_model`` loads.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ from fiftyone_florence2.training.loop import (
     prepare_model,
     training_args,
 )
-from fiftyone_florence2.training.options import CHECKPOINTS_DIR, read_train_options
+from fiftyone_florence2.training.options import RESUME_DIR, TrainOptions, read_train_options
 from fiftyone_florence2.training.output import (
     MUST_MATCH,
     SCHEDULE,
@@ -58,7 +59,7 @@ from fiftyone_florence2.training.output import (
     locked_output,
     media_dirs,
     resume_changes,
-    resume_point,
+    resume_point_of,
     start_staging,
 )
 from fiftyone_florence2.training.progress import ProgressBar
@@ -91,22 +92,22 @@ class TrainResult:
     resume_changes: dict[str, list[Any]] = field(default_factory=dict)
 
 
-def _validator(copy: Any, processor: Any, options: dict[str, Any], fields: dict[str, str], val: list[Example]):
+def _validator(copy: Any, processor: Any, options: TrainOptions, fields: dict[str, str], val: list[Example]):
     """``validate(model) -> metrics``: labels the validation copy with the weights in training, greedily and
     with room for twice the longest expected answer (an unconverged model may ramble to its budget)."""
     tasks = [get_tasks(name)[0] for name in fields]
-    classes = options["classes"]
+    classes = options.classes
     if classes is None and any(task.takes_classes for task in tasks):
         classes = label_classes(copy, fields[next(task.name for task in tasks if task.takes_classes)]) or None
     longest = max(len(processor.tokenizer(example.answer).input_ids) for example in val)
     config = Florence2ModelConfig(
         {
             "task": list(fields),
-            "model": options["model"],
-            "prompt_field": options["prompt_field"],
+            "model": options.model,
+            "prompt_field": options.prompt_field,
             "classes": classes,
             "regions_field": regions_field(copy, fields),
-            "batch_size": options["batch_size"],
+            "batch_size": options.batch_size,
             "num_beams": 1,
             "max_new_tokens": 2 * longest + 8,
         }
@@ -114,7 +115,7 @@ def _validator(copy: Any, processor: Any, options: dict[str, Any], fields: dict[
 
     def validate(model: Any) -> dict[str, float]:
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        runner = Florence2Runner.from_loaded(base, processor, str(options["model"]))
+        runner = Florence2Runner.from_loaded(base, processor, str(options.model))
         with torch.no_grad():
             return evaluate(copy, Florence2Model(config, runner=runner), fields)
 
@@ -143,9 +144,10 @@ def answer_check(runner: Florence2Runner) -> Callable[[str], None]:
     return check
 
 
-def output_settings(options: dict[str, Any]) -> dict[str, Any]:
+def output_settings(options: TrainOptions) -> dict[str, Any]:
     """The options a resume is compared on, as JSON."""
-    return {name: str(options[name]) if name == "model" else options[name] for name in (*MUST_MATCH, *SCHEDULE)}
+    values = options.as_dict()
+    return {name: str(values[name]) if name == "model" else values[name] for name in (*MUST_MATCH, *SCHEDULE)}
 
 
 def train(samples: Any, progress: bool = True, on_progress: Callable[[dict], None] | None = None,
@@ -166,30 +168,30 @@ def train(samples: Any, progress: bool = True, on_progress: Callable[[dict], Non
     Returns:
         a :class:`TrainResult`
     """
-    options = read_train_options(options)
-    precision_args(options["device"], options["dtype"])  # a device or precision this machine lacks
+    read = read_train_options(options)
+    precision_args(read.device, read.dtype)  # a device or precision this machine lacks
     if int(os.environ.get("RANK", "0")) != 0:
         # Another process of a torchrun job: process 0 checks, locks, stages and swaps the output directory,
         # whose state it may already have changed.
-        options["output_dir"] = str(Path(options["output_dir"]).expanduser().resolve())
-        split = make_split(samples, options, DRAFT_WH)
-        return _train(samples, options, split, None, output_settings(options), {})
+        read = replace(read, output_dir=str(Path(read.output_dir).expanduser().resolve()))
+        split = make_split(samples, read, DRAFT_WH)
+        return _train(samples, read, split, None, output_settings(read), {})
     media = media_dirs(samples)
-    output = check_output_dir(options["output_dir"], options["overwrite"], options["resume"], media)
-    options["output_dir"] = str(output)  # the record's checkpoint path, whatever directory another process runs in
-    settings = output_settings(options)
-    changes = resume_changes(output, settings) if options["resume"] else {}
-    split = make_split(samples, options, DRAFT_WH)
+    output = check_output_dir(read.output_dir, read.overwrite, read.resume, media)
+    read = replace(read, output_dir=str(output))  # the record's checkpoint path, whatever directory a process runs in
+    settings = output_settings(read)
+    changes = resume_changes(output, settings) if read.resume else {}
+    split = make_split(samples, read, DRAFT_WH)
     with locked_output(output, new_run_key(method=METHOD)) as lock:
         for abandoned in lock.abandoned_records():
             mark_interrupted(samples._root_dataset, abandoned)
-        check_output_dir(str(output), options["overwrite"], options["resume"], media)  # now ours alone
-        return _train(samples, options, split, lock, settings, changes, progress, on_progress)
+        check_output_dir(str(output), read.overwrite, read.resume, media)  # now ours alone
+        return _train(samples, read, split, lock, settings, changes, progress, on_progress)
 
 
 def _train(
     samples: Any,
-    options: dict[str, Any],
+    options: TrainOptions,
     split: Split,
     lock: OutputDirLock | None,
     settings: dict,
@@ -199,23 +201,23 @@ def _train(
 ) -> TrainResult:
     """The run once its output directory is checked (and, in process 0, locked): weights, staging, training,
     and the swap into place."""
-    output, fields = Path(options["output_dir"]), options["label_field"]
+    output, fields = Path(options.output_dir), options.label_field
     started = time.monotonic()
-    runner = Florence2Runner(options["model"], revision=options["revision"], device="cpu", dtype="float32")
+    runner = Florence2Runner(options.model, revision=options.revision, device="cpu", dtype="float32")
     processor = runner.processor
     drop_unlearnable(split, runner.check_question, answer_check(runner))
     model = prepare_model(runner.model, options)
-    point = resume_point(output) if options["resume"] else None
-    staging = start_staging(output, settings, options["resume"]) if lock else output / STAGING
-    source = validation_source(samples, options["val_view"])
-    copy = validation_copy(source, split.val_ids, fields, options["prompt_field"]) if split.val else None
+    resume_point = resume_point_of(output) if options.resume else None
+    staging = start_staging(output, settings, options.resume) if lock else output / STAGING
+    source = validation_source(samples, options.val_view)
+    copy = validation_copy(source, split.val_ids, fields, options.prompt_field) if split.val else None
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    per_step = options["batch_size"] * options["grad_accum"] * world
+    per_step = options.batch_size * options.grad_accum * world
     args = training_args(options, staging, copy is not None, max(1, math.ceil(len(split.train) / per_step)))
     run_key = None
     if lock:
         run_key = start_training_run(
-            samples, lock.run_key, options, split, resumed_from=point, changes=changes, runner=runner
+            samples, lock.run_key, options, split, resumed_from=resume_point, changes=changes, runner=runner
         )
         lock.note_record(run_key)
     bar = ProgressBar(progress and lock is not None, per_step)
@@ -237,12 +239,12 @@ def _train(
         callbacks=[record, bar, finite],
         validate=_validator(copy, processor, options, fields, split.val) if copy is not None else None,
         skips=split.skips,
-        shuffle=options["shuffle"],
+        shuffle=options.shuffle,
     )
     trainer.remove_callback(PrinterCallback)  # our bar shows the logs
     status, summary = "failed", {"history": record.logs, "skips": split.skips}
     try:
-        outcome = trainer.train(resume_from_checkpoint=str(point) if point else None)
+        outcome = trainer.train(resume_from_checkpoint=str(resume_point) if resume_point else None)
         if finite.bad_step is not None or not finite_weights(trainer.model):
             status = "diverged"
             raise TrainingDiverged(
@@ -289,10 +291,10 @@ def _save(trainer: Trainer, processor: Any, output: Path, staging: Path, result:
           settings: dict) -> dict[str, Any]:  # fmt: skip
     """Writes the native checkpoint and its record into the staging directory, then swaps them into place;
     returns the record."""
-    best = trainer.state.best_model_checkpoint
-    if best:  # where the best checkpoint will be once moved into place
-        best = str(output / CHECKPOINTS_DIR / Path(best).relative_to(staging / CHECKPOINTS_DIR))
-    summary = {**result.__dict__, "best_checkpoint": best}
+    best_point = trainer.state.best_model_checkpoint
+    if best_point:  # where the best resume point will be once moved into place
+        best_point = str(output / RESUME_DIR / Path(best_point).relative_to(staging / RESUME_DIR))
+    summary = {**result.__dict__, "best_checkpoint": best_point}
     summary.pop("run_key")
     save_native(trainer, processor, staging / STAGED_MODEL)
     (staging / STAGED_MODEL / TRAINING_RECORD).write_text(json.dumps(summary, indent=1, default=str))
