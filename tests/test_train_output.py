@@ -19,12 +19,12 @@ import fiftyone_florence2.training.trainer as training
 from fiftyone_florence2 import load_model, train
 from fiftyone_florence2.cli import main
 from fiftyone_florence2.core.errors import OptionError, for_route
+from fiftyone_florence2.core.swap import STAGED_MODEL, finish_swap
 from fiftyone_florence2.training.output import (
     MANIFEST,
     STAGING,
     OutputDirLock,
     check_output_dir,
-    finish_commit,
     locked_output,
 )
 
@@ -166,9 +166,13 @@ def test_a_swap_cut_short_is_finished_by_the_next_run(boxes, tiny_checkpoint, fi
         train(boxes, output_dir=str(finished), model=str(tiny_checkpoint), overwrite=True, seed=5, **FAST)
     monkeypatch.setattr("fiftyone_florence2.training.output.os.replace", real)
     assert "config.json" in calls and (finished / "model.safetensors").exists()
-    assert load_model("<OD>", model=str(finished)).runner.checkpoint == str(finished)  # cut short, still loads
-    finish_commit(finished)
+    assert (finished / STAGING).exists()  # cut short: the new weights wait in the staging directory
+    staged = (finished / STAGING / STAGED_MODEL / "model.safetensors").read_bytes()
+    # Loading finishes the swap first: the directory loads as the new run's checkpoint, whole.
+    assert load_model("<OD>", model=str(finished)).runner.checkpoint == str(finished)
     assert not (finished / STAGING).exists() and (finished / MANIFEST).exists()
+    assert (finished / "model.safetensors").read_bytes() == staged
+    finish_swap(finished)  # nothing left to do, and no harm in asking again
     assert load_model("<OD>", model=str(finished)).runner.checkpoint == str(finished)
 
 

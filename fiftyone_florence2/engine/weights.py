@@ -1,11 +1,14 @@
-"""Weights files that do not read: which one, and why (safetensors names no file in its errors)."""
+"""A checkpoint directory's weights files before they load: a swap a kill cut short is finished, and a file
+that does not read is named with why (safetensors names no file in its errors)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
 from fiftyone_florence2.core.errors import CheckpointError
+from fiftyone_florence2.core.swap import finish_swap
 
 
 def corrupt_weights_error(checkpoint: str, error: Exception) -> CheckpointError:
@@ -38,3 +41,11 @@ def _unreadable(path: Path) -> str | None:
             return None
     except Exception as e:  # SafetensorError, OSError: the reason is what the message shows
         return str(e).strip() or type(e).__name__
+
+
+def finish_cut_short_swap(checkpoint: str) -> None:
+    """A fine-tuned checkpoint whose replacement a kill cut short is finished before it loads, so that it
+    loads as one run's checkpoint (a directory that cannot be written to loads as it is)."""
+    if os.path.isdir(checkpoint):
+        with contextlib.suppress(OSError):
+            finish_swap(Path(checkpoint))

@@ -24,13 +24,11 @@ from fiftyone_florence2.core.options import (
     positive_number,
     whole_number,
 )
+from fiftyone_florence2.core.swap import RESUME_DIR
 from fiftyone_florence2.core.tasks import DEFAULT_TRAIN_TASK, Task, get_tasks
 
 SCHEDULES = ("linear", "cosine", "constant", "constant_with_warmup")
 DEFAULT_GT_FIELD = "ground_truth"
-# Where a training run keeps its resume points (transformers' resumable ``checkpoint-N`` folders), inside its
-# output directory. The folder keeps the name earlier releases gave it, so that their runs still resume.
-RESUME_DIR = "checkpoints"
 
 
 def label_fields(name: str, value: Any) -> str | dict[str, str]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
-import json
 import os
 import shutil
 from collections.abc import Iterable
@@ -24,16 +23,20 @@ from pathlib import Path
 from typing import Any
 
 from fiftyone_florence2.core.errors import OptionError, literal
+from fiftyone_florence2.core.swap import (
+    JOURNAL,
+    MANIFEST,
+    STAGED_MODEL,
+    STAGING,
+    finish_swap,
+    read_json,
+    remove_entry,
+    write_json,
+)
 from fiftyone_florence2.runs.locks import FieldLockedError, FieldLocks, holder_text, live_holders
 from fiftyone_florence2.training.options import RESUME_DIR, TRAIN
 
-MANIFEST = "florence2-manifest.json"
-STAGING = ".florence2-staging"
-# Inside the staging directory: the finished native checkpoint, and the settings of the run staging there.
-STAGED_MODEL = "model"
 RUN_SETTINGS = "florence2-run.json"
-# Written when the final swap starts and removed when it ends; a run that finds it finishes the swap first.
-JOURNAL = ".florence2-commit.json"
 TRAINING_RECORD = "training.json"
 # Names a run's native checkpoint may hold (transformers' save_pretrained of the model and its processor).
 CHECKPOINT_NAMES = (
@@ -56,24 +59,9 @@ def _refusal(template: str) -> OptionError:
     return OptionError(template, *(TRAIN[name] for name in ("output_dir", "overwrite", "resume")))
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        found = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return found if isinstance(found, dict) else None
-
-
-def _write_json(path: Path, value: dict[str, Any]) -> None:
-    """Writes ``value`` whole or not at all (a kill leaves the previous file)."""
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(value, indent=1, default=str))
-    os.replace(partial, path)
-
-
 def manifest_files(path: Path) -> list[str]:
     """The names the last finished run wrote into ``path`` (its manifest), and the manifest itself."""
-    manifest = _read_json(path / MANIFEST)
+    manifest = read_json(path / MANIFEST)
     return [*manifest.get("files", []), MANIFEST] if manifest else []
 
 
@@ -152,7 +140,7 @@ def last_resume_point(folder: Path) -> ResumePoint | None:
     """The newest resume point whose trainer state (written last) reads back; a run killed while saving
     leaves a newer, incomplete one, which this passes over."""
     for point in resume_points(folder):
-        state = _read_json(point / "trainer_state.json")
+        state = read_json(point / "trainer_state.json")
         if state is not None and "global_step" in state:
             return point
     return None
@@ -176,10 +164,10 @@ def resume_point_of(path: Path) -> ResumePoint | None:
 
 def _settings_of(point: ResumePoint, path: Path) -> dict[str, Any]:
     """The options of the run that wrote ``point``: the staged run's, else the finished run's manifest."""
-    staged = _read_json(path / STAGING / RUN_SETTINGS)
+    staged = read_json(path / STAGING / RUN_SETTINGS)
     if staged is not None and path / STAGING in point.parents:
         return staged
-    return (_read_json(path / MANIFEST) or {}).get("settings", {})
+    return (read_json(path / MANIFEST) or {}).get("settings", {})
 
 
 def resume_changes(path: Path, settings: dict[str, Any]) -> dict[str, list[Any]]:
@@ -198,32 +186,25 @@ def resume_changes(path: Path, settings: dict[str, Any]) -> dict[str, list[Any]]
             and before[name] != settings.get(name)}  # fmt: skip
 
 
-def _remove(entry: Path) -> None:
-    if entry.is_dir() and not entry.is_symlink():
-        shutil.rmtree(entry)
-    elif entry.exists() or entry.is_symlink():
-        entry.unlink()
-
-
 def start_staging(path: Path, settings: dict[str, Any], resume: bool) -> Path:
     """The staging directory of a run, made ready: an interrupted swap finished first; a new run's stale
     staging removed; a half-written native checkpoint and half-written resume points removed."""
-    finish_commit(path)
+    finish_swap(path)
     staging = path / STAGING
     if not resume:
-        _remove(staging)
-    _remove(staging / STAGED_MODEL)
+        remove_entry(staging)
+    remove_entry(staging / STAGED_MODEL)
     for partial in incomplete_resume_points(staging / RESUME_DIR):
         print(f"florence2 train: removing {partial.name}, which a killed run left half-written")
         shutil.rmtree(partial)
     staging.mkdir(parents=True, exist_ok=True)
-    _write_json(staging / RUN_SETTINGS, settings)
+    write_json(staging / RUN_SETTINGS, settings)
     return staging
 
 
 def discard_staging(path: Path) -> None:
     """Removes the staging directory (a failed run's output, which nothing should resume from)."""
-    _remove(path / STAGING)
+    remove_entry(path / STAGING)
 
 
 def commit(path: Path, settings: dict[str, Any]) -> list[str]:
@@ -240,32 +221,9 @@ def commit(path: Path, settings: dict[str, Any]) -> list[str]:
             f"{', '.join(foreign)} appeared in {str(path)!r} during the run; the new checkpoint is kept in "
             f"{str(staging)!r} and nothing was replaced."
         )
-    _write_json(path / JOURNAL, {"files": new, "replaces": sorted(ours - {MANIFEST}), "settings": settings})
-    finish_commit(path)
+    write_json(path / JOURNAL, {"files": new, "replaces": sorted(ours - {MANIFEST}), "settings": settings})
+    finish_swap(path)
     return new
-
-
-def finish_commit(path: Path) -> None:
-    """Carries out (or finishes, after a kill) the swap the journal describes; every step can be repeated.
-
-    The new weights are moved in after the files they come with, and the old run's other files removed
-    only then, so that a kill part way leaves weights with a configuration beside them."""
-    journal = _read_json(path / JOURNAL)
-    if journal is None:
-        return
-    staging, new = path / STAGING, journal["files"]
-    if (staging / RESUME_DIR).is_dir():
-        _remove(path / RESUME_DIR)
-        os.replace(staging / RESUME_DIR, path / RESUME_DIR)
-    for name in sorted(new, key=lambda name: name.endswith(".safetensors")):
-        if (staging / STAGED_MODEL / name).exists():
-            os.replace(staging / STAGED_MODEL / name, path / name)
-    for name in journal["replaces"]:  # the old run's files the new one does not replace go last
-        if name not in new:
-            _remove(path / name)
-    _write_json(path / MANIFEST, {"files": new, "settings": journal["settings"]})
-    (path / JOURNAL).unlink()
-    _remove(staging)
 
 
 class OutputDirLock(FieldLocks):
