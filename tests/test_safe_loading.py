@@ -30,9 +30,9 @@ from helpers.threads import one_torch_thread  # noqa: F401
 
 import fiftyone_florence2
 from fiftyone_florence2 import load_model
-from fiftyone_florence2 import runner as runner_module
 from fiftyone_florence2.cli import main
 from fiftyone_florence2.core.checkpoints import CheckpointError, resolve_checkpoint
+from fiftyone_florence2.engine import runner as runner_module
 from fiftyone_florence2.engine.runner import Florence2Runner
 from fiftyone_florence2.runs.labelling import label_samples
 from fiftyone_florence2.runs.locks import list_locks

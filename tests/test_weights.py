@@ -15,8 +15,8 @@ import pytest
 import yaml
 from safetensors.numpy import load_file
 
-from fiftyone_florence2 import runner as runner_module
 from fiftyone_florence2.core.checkpoints import CheckpointError, weights_fingerprint, weights_stat
+from fiftyone_florence2.engine import runner as runner_module
 from fiftyone_florence2.engine.random_checkpoint import build_random_checkpoint
 from fiftyone_florence2.engine.runner import Florence2Runner
 
