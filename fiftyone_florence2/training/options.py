@@ -265,7 +265,8 @@ def options_doc() -> str:
     return "\n".join(
         [
             "# Options\n",
-            "Generated from `fiftyone_florence2/options.py` and `train_options.py`, where each option is declared once",
+            "Generated from `fiftyone_florence2/core/options.py` and `training/options.py`, where each option is "
+            "declared once",
             "with its default, check and help: `python -m fiftyone_florence2.training.options > docs/OPTIONS.md`.",
             "`load_model(task, **options)` and `Florence2ModelConfig` take the model options, `label_samples` and "
             "the App",
