@@ -31,7 +31,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from . import mongod, report
+from support import mongod
+
+from . import report
 
 ROOT = Path(__file__).resolve().parents[1]
 SIDES = ("plain", "embeddings")
@@ -121,8 +123,9 @@ def timed_run(dataset, model, seams: Seams, label_field: str, batch_size: int, e
 
 
 def run(args: argparse.Namespace, log=print) -> dict:
-    from benchmarks.workload import checkpoint_path, fixed_length, make_dataset, write_images
+    from benchmarks.workload import checkpoint_path, fixed_length, make_dataset
     from fiftyone_florence2 import load_model
+    from support.images import write_images
 
     workdir = Path(args.workdir)
     checkpoint = checkpoint_path(workdir, args.shape)
@@ -220,7 +223,7 @@ def section(args: argparse.Namespace, result: dict, load: tuple[float, float], t
         "only work embeddings add, as a share of the rest of that run: pooling the features the run computed "
         f"for its labels ({ms['pool']:.3f} ms a batch), and per batch one bulk write of the vectors and its read "
         f"back ({ms['store']:.1f} ms; the run's first, which creates the field, {ms['first']:.1f} ms). No vision "
-        "pass is added (tests/test_embeddings.py counts the images through the vision tower).",
+        "pass is added (tests/integration/test_embeddings.py counts the images through the vision tower).",
         "",
         f"A batch of {args.batch_size} took about {batch_ms:.0f} ms here. {scale}".strip(),
         "",

@@ -25,7 +25,9 @@ from contextlib import ExitStack
 from pathlib import Path
 from unittest import mock
 
-from . import mongod, report
+from support import mongod
+
+from . import report
 
 ROOT = Path(__file__).resolve().parents[1]
 CHUNK = 20_000  # documents per bulk insert

@@ -1,4 +1,4 @@
-"""A mongod of our own for the standalone benchmarks, so that they never share another's database.
+"""A mongod of our own for test sessions and standalone benchmarks: they never share another's database.
 
 FiftyOne attaches to a database service already running on the machine, so
 only a mongod started here, named by ``FIFTYONE_DATABASE_URI``, isolates a

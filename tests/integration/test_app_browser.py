@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM_FLAGS = [
     "--headless",
@@ -132,7 +132,7 @@ def test_user_runs_florence2_from_the_operator_browser(app, tiny_checkpoint, tmp
         from playwright.sync_api import sync_playwright
     except ImportError:
         pytest.fail("Python playwright is required: pip install -e '.[test]' (scripts/test.sh does)")
-    from test_operators import _snapshot
+    from helpers.operators import _snapshot
 
     url, dataset = app
     n = len(dataset)

@@ -20,7 +20,7 @@ import yaml
 from fiftyone_florence2.app import DEFAULT_PORT, app_command, app_url, plugin_dir
 from fiftyone_florence2.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 OPERATORS = yaml.safe_load((ROOT / "fiftyone.yml").read_text())["operators"]
 
 

@@ -22,7 +22,7 @@ import fiftyone as fo
 import fiftyone.core.labels as fol
 import numpy as np
 import pytest
-from conftest import force, write_image
+from helpers import force, write_image
 from helpers.threads import one_torch_thread  # noqa: F401
 from PIL import Image
 

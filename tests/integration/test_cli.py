@@ -155,7 +155,7 @@ def test_runs_lists_failures_and_deletes(dataset, tiny_checkpoint, tmp_path, cap
 
 def two_photo_folders(tmp_path):
     """``first/photos-X`` and ``second/photos-X``: two unrelated folders whose default dataset names agree."""
-    from conftest import write_image
+    from helpers import write_image
 
     name = f"photos-{uuid.uuid4().hex[:8]}"
     folders = [tmp_path / "first" / name, tmp_path / "second" / name]

@@ -14,7 +14,7 @@ import fiftyone as fo
 import numpy as np
 import pytest
 import torch
-from conftest import force
+from helpers import force
 from PIL import Image
 
 import fiftyone_florence2 as f2

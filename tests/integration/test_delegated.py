@@ -22,7 +22,7 @@ from pymongo import MongoClient
 
 from fiftyone_florence2.runs.labelling import shard_ids
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 URI = yaml.safe_load((ROOT / "fiftyone.yml").read_text())["name"] + "/apply_florence2"
 SAMPLES = 200
 WORKERS = 2

@@ -13,10 +13,10 @@ import fiftyone.brain as fob
 import fiftyone.core.labels as fol
 import numpy as np
 import pytest
-from conftest import force, write_image
 from fiftyone.utils.patches import extract_patch
+from helpers import force, write_image
+from helpers.operators import form, inputs_of, run_from_app
 from PIL import Image
-from test_operators import form, inputs_of, operator, run_from_app  # noqa: F401
 
 from fiftyone_florence2 import load_model
 from fiftyone_florence2.cli import main
@@ -230,7 +230,7 @@ def test_the_cli_flag_stores_vectors(pngs, tiny_checkpoint, capsys):
     assert "--embeddings-field must be a field name" in capsys.readouterr().err
 
 
-def test_the_app_form_offers_the_option_and_the_notification_names_the_index_call(operator, pngs, tiny_checkpoint):  # noqa: F811
+def test_the_app_form_offers_the_option_and_the_notification_names_the_index_call(operator, pngs, tiny_checkpoint):
     assert "embeddings_field" in inputs_of(form(operator, pngs, task="caption"))
     params = {"task": "caption", "model": str(tiny_checkpoint), "num_beams": 1, "max_new_tokens": 2,
               "label_field": "app_cap", "embeddings_field": "app_emb"}  # fmt: skip

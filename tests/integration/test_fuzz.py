@@ -14,7 +14,7 @@ import math
 
 import fiftyone.core.labels as fol
 import pytest
-from conftest import force
+from helpers import force
 from helpers.threads import one_torch_thread  # noqa: F401
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st

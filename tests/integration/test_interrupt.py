@@ -20,7 +20,7 @@ from pathlib import Path
 import fiftyone as fo
 import fiftyone.core.labels as fol
 import pytest
-from conftest import force, write_image
+from helpers import force, write_image
 from helpers.label_driver import FIELD, answer_for, build_model, name_for
 from helpers.label_driver import run as driver_run
 from helpers.threads import one_torch_thread  # noqa: F401
@@ -30,7 +30,7 @@ from fiftyone_florence2.runs.labelling import label_samples
 from fiftyone_florence2.runs.locks import FieldLockedError, list_locks
 from fiftyone_florence2.runs.records import list_runs
 
-DRIVER = Path(__file__).parent / "helpers" / "label_driver.py"
+DRIVER = Path(__file__).parents[1] / "helpers" / "label_driver.py"
 N = 48
 BATCH = 4
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import fiftyone as fo
 import fiftyone.core.labels as fol
 import pytest
-from conftest import force, write_image
 from fiftyone import ViewField as F
+from helpers import force, write_image
 
 from fiftyone_florence2 import load_model
 from fiftyone_florence2.runs.labelling import check_label_field, check_run, label_samples, shard_ids

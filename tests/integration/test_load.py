@@ -14,7 +14,7 @@ import fiftyone as fo
 import numpy as np
 import psutil
 import pytest
-from conftest import force
+from helpers import force
 from helpers.threads import one_torch_thread  # noqa: F401
 
 from fiftyone_florence2 import load_model

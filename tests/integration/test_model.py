@@ -6,7 +6,7 @@ from pathlib import Path
 
 import fiftyone.core.labels as fol
 import pytest
-from conftest import force
+from helpers import force
 
 import fiftyone_florence2 as f2
 from fiftyone_florence2.core.tasks import TASKS, get_task

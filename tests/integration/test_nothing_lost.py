@@ -10,7 +10,7 @@ import math
 import fiftyone as fo
 import fiftyone.core.labels as fol
 import pytest
-from conftest import force
+from helpers import force
 
 from fiftyone_florence2 import load_model
 from fiftyone_florence2.runs.labelling import label_samples
@@ -48,11 +48,11 @@ def _add_gt(dataset, boxes_per_sample):
 def test_the_operator_labels_a_patches_view_on_the_patches_labels(dataset, tiny_checkpoint):
     """A patches view was refused; it is now labelled crop by crop, its labels synced to the dataset."""
     import fiftyone.operators as foo
-    from test_operators import URI
+    from helpers.operators import URI
 
     _add_gt(dataset, [[[0.1, 0.1, 0.3, 0.3]]] * len(dataset))
     previous = fo.config.plugins_dir
-    fo.config.plugins_dir = str(__import__("pathlib").Path(__file__).resolve().parents[1])
+    fo.config.plugins_dir = str(__import__("pathlib").Path(__file__).resolve().parents[2])
     try:
         params = {"task": "caption", "model": str(tiny_checkpoint), "label_field": "cap", "view_target": "CURRENT_VIEW"}
         foo.execute_operator(URI, ctx={"view": dataset.to_patches("gt"), "params": params})

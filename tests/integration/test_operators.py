@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import importlib.metadata
 import json
 import subprocess
@@ -11,65 +10,16 @@ import textwrap
 from pathlib import Path
 
 import fiftyone as fo
-import fiftyone.core.labels as fol
 import fiftyone.operators as foo
-import fiftyone.operators.types as types
 import pytest
-import yaml
 from fiftyone.operators.delegated import DelegatedOperationService
-from fiftyone.operators.executor import ExecutionContext, ExecutionError, execute_or_delegate_operator
-from fiftyone.operators.server import create_response_generator
+from fiftyone.operators.executor import ExecutionContext, ExecutionError
+from helpers import ROOT
+from helpers.operators import COMMON, FAST, PLUGIN, URI, _snapshot, assert_refused, form, inputs_of, run, run_from_app
 from helpers.repo_archive import HIDE_INSTALLED, env_without_the_library, served_repository
 
 from fiftyone_florence2.core.tasks import TASK_NAMES, TASKS, get_task
 from fiftyone_florence2.runs.records import list_runs
-
-ROOT = Path(__file__).resolve().parents[1]
-PLUGIN = yaml.safe_load((ROOT / "fiftyone.yml").read_text())["name"]
-URI = f"{PLUGIN}/apply_florence2"
-# Tiny generations: the labels' content is the library's business; here it is where they go and of what type.
-FAST = {"num_beams": 1, "max_new_tokens": 2, "batch_size": 2}
-# Inputs every task's form has (the target choice is hidden while the whole dataset is the only one).
-COMMON = {"view_target", "tasks", "model", "revision", "label_field", "skip_existing", "embeddings_field",
-          "batch_size", "num_beams", "max_new_tokens", "confidence_thresh", "device", "dtype", "delegate"}  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def operator():
-    previous = fo.config.plugins_dir
-    fo.config.plugins_dir = str(ROOT)
-    try:
-        yield foo.get_operator(URI)
-    finally:
-        fo.config.plugins_dir = previous
-
-
-@pytest.fixture
-def plugin_module(operator):
-    """The plugin's ``operators`` package, as FiftyOne imported it."""
-    return sys.modules[type(operator).__module__.rsplit(".", 1)[0]]
-
-
-@pytest.fixture
-def boxes(dataset):
-    """The dataset with a Detections field ``gt`` and a Classification field ``cls``."""
-    box = fol.Detection(label="thing", bounding_box=[0.1, 0.2, 0.5, 0.4])
-    dataset.set_values("gt", [fol.Detections(detections=[box.copy()]) for _ in range(len(dataset))])
-    dataset.set_values("cls", [fol.Classification(label="cat") for _ in range(len(dataset))])
-    return dataset
-
-
-def run(dataset, **params):
-    return foo.execute_operator(URI, ctx={"dataset": dataset, "params": params})
-
-
-def form(operator, dataset, **params):
-    ctx = ExecutionContext(request_params={"dataset_name": dataset.name, "params": params})
-    return operator.resolve_type(ctx, "inputs").type.properties
-
-
-def inputs_of(properties) -> set[str]:
-    return {name for name, prop in properties.items() if not isinstance(prop.type, types.Void)}
 
 
 def _example_params(task, tiny_checkpoint) -> dict:
@@ -104,15 +54,6 @@ def test_execute_from_python_writes_the_tasks_label_type(operator, boxes, tiny_c
     assert json.loads(json.dumps(summary)) == summary  # JSON, as an operator's result must be
 
 
-def run_from_app(dataset, **params) -> list[dict]:
-    """Executes as the App's server does (the App's request names the operator) and returns the
-    messages it streams to the App, as JSON."""
-    request = {"operator_uri": URI, "dataset_name": dataset.name, "view": [], "selected": [], "params": params}
-    execution = asyncio.run(execute_or_delegate_operator(URI, request))
-    assert execution.is_generator, "the App gets no progress from an operator that is not a generator"
-    return [json.loads(line) for line in create_response_generator(execution.result)]
-
-
 # Each row: the run, and the App operations it streams (progress updates collapsed into one).
 APP_RUNS = [
     ("labels", {"task": "caption", "label_field": "app_cap"}, ["set_progress", "reload_dataset", "notify"]),
@@ -133,17 +74,6 @@ def test_the_app_gets_progress_then_a_reload_and_a_notification(operator, datase
     assert progress[-1] == f"{len(dataset)}/{len(dataset)} images"
     assert "Florence-2 labelled 5 of 5 sample(s) into app_cap" in messages[-1]["body"]["params"]["message"]
     assert dataset.count("app_cap") == len(dataset)
-
-
-@pytest.fixture
-def runner_loads(plugin_module, monkeypatch) -> list[str]:
-    """The checkpoints the operators load from now on; none is loaded yet."""
-    runners = plugin_module.runners
-    runners.clear()
-    loads = []
-    real = runners.load_runner
-    monkeypatch.setattr(runners, "load_runner", lambda config: loads.append(config.model) or real(config))
-    return loads
 
 
 def test_the_model_is_loaded_once_per_process(operator, dataset, tiny_checkpoint, runner_loads):
@@ -213,23 +143,6 @@ def test_target_can_be_the_dataset_the_current_view_or_the_selection(operator, d
         assert dataset.exists(field).values("id") == labelled
 
 
-def _snapshot(dataset) -> str:
-    """Everything a run could write: samples (their last_modified_at too), fields, runs, queued operations,
-    field locks."""
-    from fiftyone_florence2.runs.locks import _collection
-
-    dataset.reload()
-    samples = [sample.to_dict() for sample in dataset.iter_samples()]
-    state = {
-        "samples": samples,
-        "schema": sorted(dataset.get_field_schema()),
-        "runs": dataset.list_runs(),
-        "operations": len(DelegatedOperationService().list_operations(dataset_name=dataset.name)),
-        "locks": sorted(map(str, _collection().find({}))),
-    }
-    return json.dumps(state, sort_keys=True, default=str)
-
-
 BAD_INPUTS = [
     ({"label_field": "bad name"}, "Invalid label field 'bad name'"),
     ({"label_field": "1st"}, "Invalid label field '1st'"),
@@ -257,18 +170,6 @@ BAD_INPUTS = [
 def test_bad_inputs_are_refused_and_nothing_is_written(operator, boxes, tiny_checkpoint, bad, message, delegate):
     params = {"task": "caption", "model": str(tiny_checkpoint), "label_field": "out", "delegate": delegate, **bad}
     assert_refused(run, lambda dataset, **p: form(operator, dataset, **p), boxes, params, message)
-
-
-def assert_refused(execute, form_of, dataset, params: dict, message: str) -> None:
-    """``execute(dataset, **params)`` raises ``message`` and writes nothing; the form of the same
-    parameters (``form_of(dataset, **params)``) shows it, and disables its button."""
-    before = _snapshot(dataset)
-    with pytest.raises(ExecutionError, match="Validation error") as error:
-        execute(dataset, **params)
-    assert message in str(error.value)
-    assert _snapshot(dataset) == before
-    problem = form_of(dataset, **params)["problem"]
-    assert problem.invalid and message in problem.error_message
 
 
 def test_a_run_that_fails_while_loading_says_why_and_writes_nothing(operator, dataset):

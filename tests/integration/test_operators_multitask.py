@@ -7,28 +7,13 @@ import fiftyone.core.labels as fol
 import fiftyone.operators as foo
 import numpy as np
 import pytest
-from conftest import force
 from fiftyone.operators.executor import ExecutionContext
-from test_operators import (
-    COMMON,
-    FAST,
-    PLUGIN,
-    _snapshot,
-    assert_refused,
-    boxes,
-    form,
-    inputs_of,
-    operator,
-    plugin_module,
-    run,
-    runner_loads,
-)
+from helpers import force
+from helpers.operators import COMMON, FAST, PLUGIN, _snapshot, assert_refused, form, inputs_of, run
 
 from fiftyone_florence2.core.tasks import get_task
 from fiftyone_florence2.engine.runner import Florence2Runner
 from fiftyone_florence2.labels.convert import summarize
-
-__all__ = ["boxes", "operator", "plugin_module", "runner_loads"]  # fixtures, shared with test_operators
 
 DRY_RUN = f"{PLUGIN}/florence2_dry_run"
 ANSWERS = {

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from fiftyone.operators.delegated import DelegatedOperationService
 from fiftyone.operators.executor import ExecutionContext
-from test_operators import FAST, PLUGIN, ROOT, _snapshot, assert_refused, form, inputs_of, operator, run
+from helpers.operators import FAST, PLUGIN, ROOT, _snapshot, assert_refused, form, inputs_of, run
 
 from fiftyone_florence2.core.tasks import get_task
 from fiftyone_florence2.training.options import TRAIN
@@ -20,8 +20,6 @@ from fiftyone_florence2.training.record import METHOD, list_training_runs
 TRAIN_URI = f"{PLUGIN}/florence2_train"
 DETECTION, CAPTION, GROUNDING = get_task("detection"), get_task("caption"), get_task("phrase_grounding")
 TINY = {"max_steps": 4, "batch_size": 2}
-
-__all__ = ["operator"]  # the labelling operator's fixture: it points FiftyOne at this plugin
 
 
 @pytest.fixture

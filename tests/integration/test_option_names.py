@@ -14,7 +14,7 @@ import fiftyone.operators as foo
 import pytest
 from fiftyone.operators.executor import ExecutionError, execute_or_delegate_operator
 from fiftyone.operators.server import create_response_generator
-from test_operators import FAST, PLUGIN, URI, form, operator, run  # noqa: F401
+from helpers.operators import FAST, PLUGIN, URI, form, run
 
 from fiftyone_florence2 import load_model, train
 from fiftyone_florence2.cli import build_parser, main
@@ -67,12 +67,12 @@ FOREIGN = {
 
 
 @pytest.fixture
-def trainer(operator):  # noqa: F811
+def trainer(operator):
     return foo.get_operator(f"{PLUGIN}/florence2_train")
 
 
 @pytest.fixture
-def scene(dataset, tiny_checkpoint, tmp_path, capsys, operator, trainer):  # noqa: F811
+def scene(dataset, tiny_checkpoint, tmp_path, capsys, operator, trainer):
     """A persistent dataset (the CLI loads it by name) with captions in ``cap`` and boxes in ``gt``, and a
     ``taken`` directory holding an earlier training run's output (its manifest) and a file of the user's."""
     dataset.persistent = True

@@ -5,7 +5,7 @@ from __future__ import annotations
 import fiftyone as fo
 import fiftyone.core.labels as fol
 import pytest
-from conftest import force, write_image
+from helpers import force, write_image
 
 from fiftyone_florence2 import load_model
 from fiftyone_florence2.core.crops import crop_pixels, crop_xywh

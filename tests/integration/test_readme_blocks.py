@@ -17,18 +17,18 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import write_image
+from helpers import write_image
 from helpers.readme_blocks import code_blocks, command_lines
 
 from fiftyone_florence2.core.checkpoints import DEFAULT_CHECKPOINT
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 HUB_MARK = "# needs the Hugging Face Hub"
 # Lines the test does not run, each with its reason.
 NOT_RUN = {
     "hf download florence-community/Florence-2-base-ft --local-dir ./Florence-2-base-ft": "downloads from the Hub",
-    "florence2 app my-images": "serves until Ctrl-C; tests/test_app_command.py runs it",
+    "florence2 app my-images": "serves until Ctrl-C; tests/integration/test_app_command.py runs it",
 }
 # Bash lines that install or set up rather than use the product: the README's two commands and the install.
 SETUP = ("python3 -m venv", "pip install", "git clone", "bash scripts/test.sh", ".venv/bin/florence2 app",

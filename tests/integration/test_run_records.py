@@ -6,8 +6,8 @@ from __future__ import annotations
 import fiftyone as fo
 import fiftyone.core.labels as fol
 import pytest
-from conftest import force
 from fiftyone import ViewField as F
+from helpers import force
 
 from fiftyone_florence2 import load_model
 from fiftyone_florence2.cli import main

@@ -9,7 +9,7 @@ import sys
 
 import fiftyone as fo
 import pytest
-from conftest import force
+from helpers import force
 
 from fiftyone_florence2 import __version__, load_model
 from fiftyone_florence2.runs.labelling import label_samples

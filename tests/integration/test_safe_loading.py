@@ -25,7 +25,7 @@ from pathlib import Path
 import fiftyone as fo
 import fiftyone.core.labels as fol
 import pytest
-from conftest import force, write_image
+from helpers import force, write_image
 from helpers.threads import one_torch_thread  # noqa: F401
 
 import fiftyone_florence2

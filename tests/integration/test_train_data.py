@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import fiftyone as fo
 import pytest
-from conftest import write_image
 from fiftyone import ViewField as F
+from helpers import write_image
 
 from fiftyone_florence2 import train
 from fiftyone_florence2.core.tasks import get_task

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import fiftyone as fo
 import pytest
-from conftest import write_image
+from helpers import write_image
 
 import fiftyone_florence2.training.trainer as training
 from fiftyone_florence2 import load_model, train

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import fiftyone as fo
 import pytest
-from conftest import write_image
+from helpers import write_image
 from safetensors.torch import load_file
 
 from fiftyone_florence2 import load_model, train
@@ -28,7 +28,7 @@ DETECTION = get_task("detection").name
 CAPTION = get_task("caption").name
 GROUNDING = get_task("phrase_grounding").name
 FAST = {"max_steps": 2, "batch_size": 2, "learning_rate": 1e-3}
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _box(x: float) -> fo.Detections:

@@ -12,7 +12,7 @@ import cv2
 import fiftyone as fo
 import numpy as np
 import pytest
-from conftest import force
+from helpers import force
 
 from fiftyone_florence2 import load_model
 from fiftyone_florence2.runs.labelling import label_samples
@@ -273,7 +273,7 @@ def test_listing_a_video_datasets_runs_is_read_only(videos, model, tmp_path, ffm
     ffmpeg_calls.unlink()  # labelling sampled them
     media = _media(tmp_path)
     assert list_runs(videos) == [summary.run_key] and run_failures(videos, summary.run_key) == {}
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     command = [sys.executable, "-m", "fiftyone_florence2.cli", "runs", "--dataset", videos.name]
     for extra, printed in (([], f"{summary.run_key}  completed"), (["--failures", summary.run_key], "0 failure(s)")):
         listed = subprocess.run([*command, *extra], env=env, capture_output=True, text=True, timeout=120)

@@ -20,7 +20,7 @@ from fiftyone_florence2.core.checkpoints import CheckpointError, weights_fingerp
 from fiftyone_florence2.engine.random_checkpoint import build_random_checkpoint
 from fiftyone_florence2.engine.runner import Florence2Runner
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 URI = f"{yaml.safe_load((ROOT / 'fiftyone.yml').read_text())['name']}/apply_florence2"
 FAST = {"task": "caption", "num_beams": 1, "max_new_tokens": 2, "batch_size": 2}
 WEIGHTS = "model.safetensors"

@@ -23,8 +23,8 @@ import fiftyone.operators.types as types
 import fiftyone.zoo as foz
 import fiftyone.zoo.models as fozm
 import pytest
-from conftest import force
 from fiftyone.operators.executor import ExecutionContext
+from helpers import force
 from helpers.fake_hub import serve_hub
 from helpers.repo_archive import HIDE_INSTALLED, ROOT, env_without_the_library, served_repository
 

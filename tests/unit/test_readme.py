@@ -7,7 +7,7 @@ from pathlib import Path
 
 from fiftyone_florence2.core.tasks import TASKS
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def test_readme_task_table_matches_the_task_table():

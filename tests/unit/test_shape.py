@@ -12,7 +12,7 @@ from fiftyone_florence2.core.options import options_table
 from fiftyone_florence2.core.tasks import TASKS
 from fiftyone_florence2.training.options import TRAIN_OPTIONS, options_doc
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MODULES = sorted([*(ROOT / "fiftyone_florence2").rglob("*.py"), *(ROOT / "operators").rglob("*.py")])
 # The demo picks the tasks it shows, and the random checkpoint's tokenizer learns the task questions.
 TASK_LITERALS_ALLOWED = {"tasks.py", "demo.py", "random_checkpoint.py"}

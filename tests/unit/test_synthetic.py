@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import synthetic  # noqa: E402
+from support import synthetic  # noqa: E402
 
 
 @pytest.mark.parametrize(

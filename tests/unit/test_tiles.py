@@ -10,9 +10,9 @@ import fiftyone as fo
 import fiftyone.core.labels as fol
 import numpy as np
 import pytest
-from conftest import force
+from helpers import force
+from helpers.fake_runner import FakeRunner
 from PIL import Image
-from test_batching import FakeRunner
 
 import fiftyone_florence2 as f2
 from fiftyone_florence2.core.options import OPTIONS
