@@ -7,7 +7,7 @@ from other processes falls on both. Each run writes fresh fields, deleted (untim
 
 Storing embeddings adds no vision pass; it adds the pooling of the features
 the run computes anyway (``runner.pool_features``) and, per batch, one bulk
-write of the vectors and its read back (``labeling.store_column`` for the vector field). Those
+write of the vectors and its read back (``runs.writes.store_column`` for the vector field). Those
 two seams are timed inside each run with embeddings, and their share of that
 same run is the cost reported: a figure that load from other processes on a
 shared machine inflates on both sides alike. The paired runs' wall and CPU
@@ -31,7 +31,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from . import mongod, report
+from support import mongod
+
+from . import report
 
 ROOT = Path(__file__).resolve().parents[1]
 SIDES = ("plain", "embeddings")
@@ -87,18 +89,18 @@ class Seams:
     def installed(self, model: Any) -> Iterator[Seams]:
         import numpy as np
 
-        from fiftyone_florence2.runs import labelling as labeling
+        from fiftyone_florence2.runs import writes
 
         def vectors(samples, target, name, values) -> bool:  # the embeddings column, not a label field
             return isinstance(next(iter(values.values())), np.ndarray)
 
-        store, runner = labeling.store_column, model.runner
-        labeling.store_column = self.timed("store", store, when=vectors)
+        store, runner = writes.store_column, model.runner
+        writes.store_column = self.timed("store", store, when=vectors)
         runner.pool_features = self.timed("pool", type(runner).pool_features)
         try:
             yield self
         finally:
-            labeling.store_column = store
+            writes.store_column = store
             del runner.pool_features  # the class's own again
 
 
@@ -121,8 +123,9 @@ def timed_run(dataset, model, seams: Seams, label_field: str, batch_size: int, e
 
 
 def run(args: argparse.Namespace, log=print) -> dict:
-    from benchmarks.workload import checkpoint_path, fixed_length, make_dataset, write_images
+    from benchmarks.workload import checkpoint_path, fixed_length, make_dataset
     from fiftyone_florence2 import load_model
+    from support.images import write_images
 
     workdir = Path(args.workdir)
     checkpoint = checkpoint_path(workdir, args.shape)
@@ -220,7 +223,7 @@ def section(args: argparse.Namespace, result: dict, load: tuple[float, float], t
         "only work embeddings add, as a share of the rest of that run: pooling the features the run computed "
         f"for its labels ({ms['pool']:.3f} ms a batch), and per batch one bulk write of the vectors and its read "
         f"back ({ms['store']:.1f} ms; the run's first, which creates the field, {ms['first']:.1f} ms). No vision "
-        "pass is added (tests/test_embeddings.py counts the images through the vision tower).",
+        "pass is added (tests/integration/test_embeddings.py counts the images through the vision tower).",
         "",
         f"A batch of {args.batch_size} took about {batch_ms:.0f} ms here. {scale}".strip(),
         "",

@@ -25,7 +25,9 @@ from contextlib import ExitStack
 from pathlib import Path
 from unittest import mock
 
-from . import mongod, report
+from support import mongod
+
+from . import report
 
 ROOT = Path(__file__).resolve().parents[1]
 CHUNK = 20_000  # documents per bulk insert
@@ -162,7 +164,7 @@ class Probe:
         apply = sys.modules[type(operator).__module__]
         plan = sys.modules[apply.__name__.rsplit(".", 1)[0] + ".plan"]
         if plan.check_run.__module__ != checks.__name__ or checks.__file__ != str(
-            ROOT / "fiftyone_florence2" / "checks.py"
+            ROOT / "fiftyone_florence2" / "runs" / "checks.py"
         ):
             raise RuntimeError(f"the plugin does not use this checkout's library ({checks.__file__})")
 

@@ -37,8 +37,7 @@ from fiftyone_florence2.core.prompts import build_question
 from fiftyone_florence2.core.tasks import get_task
 from fiftyone_florence2.engine.random_checkpoint import random_model
 from fiftyone_florence2.engine.runner import Florence2Runner
-
-from .workload import synthetic_image
+from support.images import synthetic_image
 
 REAL_VOCABULARY = 51328  # Florence-2's 51,289 tokens and <image>, padded to a multiple of 64
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

@@ -25,9 +25,10 @@ from fiftyone_florence2.engine.runner import Florence2Runner
 from fiftyone_florence2.runs.batching import Outcome
 from fiftyone_florence2.runs.labelling import label_samples
 from fiftyone_florence2.runs.model import Florence2Model, Florence2ModelConfig
+from support.images import write_images
 
 from .reference import per_sample_approach, plain_generate, sync
-from .workload import Settings, fixed_length, make_dataset, write_images
+from .workload import Settings, fixed_length, make_dataset
 
 MIB = 1024 * 1024
 

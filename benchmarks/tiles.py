@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
 
-    from .workload import write_images
+    from support.images import write_images
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -23,7 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import mongod, report
+from support import mongod
+
+from . import report
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK = "detection"
@@ -60,8 +62,7 @@ def child(args) -> dict:
 
     import fiftyone_florence2 as ff2
     from fiftyone_florence2.engine.random_checkpoint import build_random_checkpoint
-
-    from . import synthetic
+    from support import synthetic
 
     torch.set_num_threads(args.threads)
     shape, mode = args.one

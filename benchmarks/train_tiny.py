@@ -5,7 +5,7 @@ python -m benchmarks.train_tiny --target one --minutes 10     # one rectangle pe
 python -m benchmarks.train_tiny --target multi --minutes 20   # 1-4 shapes of 3 classes (target mAP@0.5 >= 0.6)
 python -m benchmarks.train_tiny --target one --minutes 1 --val-images 8 --test-images 8   # a quick look
 
-The training stream is a curriculum (``benchmarks.synthetic``): white shapes on black only for the first
+The training stream is a curriculum (``support.synthetic``): white shapes on black only for the first
 ``--bw-steps`` steps, then their share falls linearly to 0 by ``--fade-steps``, then random colours; it is
 written in training order (``sort_by("order")``) and trained with ``shuffle=False``. The number of steps
 comes from a short timing run, so that training takes about ``--minutes``. Data, checkpoints and the
@@ -20,7 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import mongod, report, synthetic
+from support import mongod, synthetic
+
+from . import report
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK = "detection"

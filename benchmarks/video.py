@@ -16,7 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-from . import mongod, report
+from support import mongod
+
+from . import report
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,35 +1,16 @@
-"""Shared fixtures: an isolated FiftyOne database, a tiny offline Florence-2, forced answers."""
+"""Shared fixtures (a tiny offline Florence-2, images, a dataset) and the session's database.
+
+A session that collects integration tests gets a mongod of its own (see :func:`pytest_configure`); a
+unit-lane session (``pytest tests/unit``) starts none. Helpers live in ``tests/helpers``, not here.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
 
-
-def _private_mongod() -> str | None:
-    """Starts a mongod of our own and returns its URI (None where FiftyOne ships no mongod binary).
-
-    FiftyOne attaches to a database service already running on the machine,
-    whatever FIFTYONE_DATABASE_DIR says, so only a mongod of our own, named by
-    URI, isolates a test run (and every process it starts) from any other.
-    """
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for benchmarks/
-    from benchmarks.mongod import NoMongod, start
-
-    try:
-        return start(tempfile.mkdtemp(prefix="florence2-tests-mongod-"), remove=True)
-    except NoMongod:
-        return None
-
-
-# FiftyOne reads its configuration at import: isolate the database first.
-if "FIFTYONE_DATABASE_URI" not in os.environ:
-    _URI = _private_mongod()
-    if _URI:
-        os.environ["FIFTYONE_DATABASE_URI"] = _URI
 os.environ.setdefault("FIFTYONE_DATABASE_DIR", tempfile.mkdtemp(prefix="florence2-tests-db-"))
 # Two OpenMP threads on two shared cores spin against each other on the tiny model.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -39,18 +20,27 @@ os.environ.setdefault("FIFTYONE_SHOW_PROGRESS_BARS", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from collections.abc import Callable  # noqa: E402
-
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from PIL import Image  # noqa: E402
+import pytest
+from helpers import write_image
+from helpers.lanes import NO_DATABASE, collects_integration
 
 
-@pytest.fixture(scope="session", autouse=True)
-def one_torch_thread_per_test_process():
-    import torch
+def pytest_configure(config: pytest.Config) -> None:
+    """Points FiftyOne at a mongod of our own, started only when integration tests are collected.
 
-    torch.set_num_threads(1)
+    FiftyOne reads its configuration at import and attaches to a database service already running on the
+    machine, whatever FIFTYONE_DATABASE_DIR says, so only a mongod of our own, named by URI, isolates a
+    test run (and every process it starts) from any other. No conftest imports FiftyOne before this.
+    """
+    if "FIFTYONE_DATABASE_URI" in os.environ:
+        return
+    if not collects_integration(config.args, config.invocation_params.dir):
+        os.environ["FIFTYONE_DATABASE_URI"] = NO_DATABASE
+        return
+    from support.mongod import NoMongod, start
+
+    with contextlib.suppress(NoMongod):  # then FiftyOne's own mongod, in FIFTYONE_DATABASE_DIR
+        os.environ["FIFTYONE_DATABASE_URI"] = start(tempfile.mkdtemp(prefix="florence2-tests-mongod-"), remove=True)
 
 
 @pytest.fixture(scope="session")
@@ -66,36 +56,6 @@ def tokenizer(tiny_checkpoint):
     from transformers import Florence2Processor
 
     return Florence2Processor.from_pretrained(tiny_checkpoint).tokenizer
-
-
-def force(tokenizer, answer: str | Callable[[str, str], str]):
-    """``generate_kwargs`` that make the decoder emit ``answer`` (plus ``</s>``).
-
-    ``answer`` may be a function of ``(task name, question)``, so that each
-    row of a batch gets its own answer.
-    """
-
-    def kwargs(task, questions):
-        targets = []
-        for question in questions:
-            text = answer(task.name, question) if callable(answer) else answer
-            targets.append(tokenizer(text + "</s>", add_special_tokens=False).input_ids)
-
-        def allowed(row, prefix):
-            target = targets[row]
-            n = prefix.shape[-1] - 1
-            return [target[n]] if n < len(target) else [tokenizer.pad_token_id]
-
-        return {"prefix_allowed_tokens_fn": allowed, "max_new_tokens": max(map(len, targets)) + 2}
-
-    return kwargs
-
-
-def write_image(path: Path, size=(96, 64), mode="RGB", seed=0) -> str:
-    rng = np.random.default_rng(seed)
-    array = rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
-    Image.fromarray(array).convert(mode).save(path)
-    return str(path)
 
 
 @pytest.fixture

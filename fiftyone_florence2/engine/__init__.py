@@ -2,5 +2,5 @@
 preprocessing, batched generation and scoring), and random-weight checkpoints.
 
 Imports the core, torch, transformers, numpy and pillow; never FiftyOne, so that it runs where FiftyOne
-is not installed (the GPU benchmark). tests/test_shape.py checks it.
+is not installed (the GPU benchmark). tests/unit/test_shape.py checks it.
 """

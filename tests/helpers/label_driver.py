@@ -14,7 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests folder, for conftest.force
+# The tests folder (helpers.force) and the repository root (support/, which helpers imports).
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[2])]
 
 FIELD = "grounded"
 
@@ -35,9 +36,8 @@ def answer_for(phrase: str) -> str:
 
 def build_model(checkpoint: str, delay: float = 0.0):
     """Phrase grounding on each sample's ``name``, answers forced; ``delay`` seconds per generate call."""
-    from conftest import force
-
     from fiftyone_florence2 import load_model
+    from helpers import force
 
     model = load_model("phrase_grounding", model=checkpoint, prompt_field="name", num_beams=1)
     forced = force(model.runner.tokenizer, lambda task, question: answer_for(question.split(": ", 1)[1]))
