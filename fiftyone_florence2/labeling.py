@@ -69,17 +69,16 @@ class Summary:
         done = self.labelled + len(self.failures) + len(self.skips)
         return done / self.seconds if self.seconds > 0 else 0.0
 
-    def headline(self, label_types: dict[str, str]) -> str:
-        """One line: what was written where, how fast."""
+    def headline(self, label_types: dict[str, str], model_name: str | None = None) -> str:
+        """One line: what was written where, how fast (with ``model_name``, the model the speed belongs to)."""
         fields = ", ".join(f"{name} ({label_types[task]})" for task, name in self.label_fields.items())
-        return (
-            f"Labelled {self.labelled} of {self.targeted} sample(s) in {self.seconds:.1f} s "
-            f"({self.images_per_second:.2f} images/s) into {fields}."
-        )
+        speed = f"{self.images_per_second:.2f} images/s" + (f" with {model_name}" if model_name else "")
+        return f"Labelled {self.labelled} of {self.targeted} sample(s) in {self.seconds:.1f} s ({speed}) into {fields}."
 
-    def report(self, paths: dict[str, str], label_types: dict[str, str], shown: int = 20) -> list[str]:
+    def report(self, paths: dict[str, str], label_types: dict[str, str], shown: int = 20,
+               model_name: str | None = None) -> list[str]:  # fmt: skip
         """The lines a person reads after a run; ``paths`` maps sample ids to file paths."""
-        lines = [self.headline(label_types)]
+        lines = [self.headline(label_types, model_name)]
         if self.skipped:
             lines.append(f"Skipped {self.skipped} sample(s) that already had every label.")
         if self.deleted:
@@ -104,11 +103,12 @@ def similarity_hint(embeddings_field: str) -> str:
     )
 
 
-def describe_run(dataset: Any, summary: Summary, label_types: dict[str, str]) -> str:
-    """What a run wrote where, and what failed or was skipped and why, by file path."""
+def describe_run(dataset: Any, summary: Summary, label_types: dict[str, str], model_name: str | None = None) -> str:
+    """What a run wrote where (and with ``model_name``, which model its speed belongs to), and what failed or was
+    skipped and why, by file path."""
     reasons = [*summary.failures, *summary.skips]
     paths = dict(zip(*dataset.select(reasons).values(["id", "filepath"]))) if reasons else {}
-    return "\n".join(summary.report(paths, label_types))
+    return "\n".join(summary.report(paths, label_types, model_name=model_name))
 
 
 def label_samples(
