@@ -122,6 +122,32 @@ def build_data(args, work: Path):
     return dataset, test
 
 
+NEW_COLOUR = {"purple": (150, 60, 190)}
+
+
+def new_kind_datasets(directory: Path, train_images: int, test_images: int, seed: int = 0):
+    """Scenes of a kind the seeing model never saw (its shapes in purple, a colour it was not shown): a training
+    dataset and a held-out one, from different seeds."""
+    import fiftyone as fo
+
+    from fiftyone_florence2 import scenes
+
+    made = []
+    for name, count, offset in (("train", train_images, 0), ("test", test_images, 1)):
+        dataset = fo.Dataset()
+        write_scenes(scenes.draw_scenes(count, seed=seed + offset, colours=NEW_COLOUR), directory / name, dataset)
+        made.append(dataset)
+    return made[0], made[1]
+
+
+def held_out_map(test, checkpoint: str, field: str = "predictions") -> float:
+    """mAP@0.5 of ``checkpoint``'s greedy detections on ``test`` (``evaluate_detections``)."""
+    from fiftyone_florence2 import load_model
+
+    test.apply_model(load_model(DETECTION, model=checkpoint, num_beams=1), label_field=field, batch_size=16)
+    return test.evaluate_detections(field, gt_field="ground_truth", compute_mAP=True, iou_threshs=[0.5]).mAP()
+
+
 def score(test, checkpoint: str, caption: bool) -> dict:
     """Labels the test scenes with ``checkpoint`` (greedy) and scores boxes and captions."""
     from fiftyone_florence2 import load_model, scenes

@@ -24,6 +24,8 @@ _LAZY = {
     "Florence2ModelConfig": "config",
     "DEFAULT_CHECKPOINT": "checkpoints",
     "NATIVE_CHECKPOINTS": "checkpoints",
+    "SEEING_NAME": "seeing",
+    "seeing_checkpoint": "seeing",
 }
 
 __all__ = ["TASKS", "TASK_NAMES", "Task", "get_task", "__version__", *_LAZY]

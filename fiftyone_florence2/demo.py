@@ -85,16 +85,24 @@ def draw_shape_images(folder: str | Path, count: int = SEEING_IMAGES, seed: int 
     return paths
 
 
+def check_demo_name(name: str) -> None:
+    """Raises ``ValueError`` when ``name`` is a dataset an earlier demo did not make (the demo replaces its
+    samples)."""
+    import fiftyone as fo
+
+    if fo.dataset_exists(name) and not fo.load_dataset(name).info.get(DEMO_INFO_KEY):
+        raise ValueError(f"--dataset-name {name!r} is a dataset the demo did not make; pass another name.")
+
+
 def demo_dataset(name: str, paths: list[str]) -> Any:
     """The persistent dataset ``name`` holding exactly ``paths``, with their metadata: created, or brought to
     ``paths`` when an earlier demo made it. Raises ``ValueError`` for a dataset the demo did not make."""
     import fiftyone as fo
     from fiftyone import ViewField as F
 
+    check_demo_name(name)
     if fo.dataset_exists(name):
         dataset = fo.load_dataset(name)
-        if not dataset.info.get(DEMO_INFO_KEY):
-            raise ValueError(f"--dataset-name {name!r} is a dataset the demo did not make; pass another name.")
         dataset.delete_samples(dataset.match(~F("filepath").is_in(paths)))
     else:
         dataset = fo.Dataset(name, persistent=True)
@@ -111,6 +119,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from .model import load_model
     from .seeing import SEEING_NAME, seeing_checkpoint
 
+    check_demo_name(args.dataset_name)  # before anything is drawn
     checkpoint, tasks, field, budget = args.model, DEMO_TASKS, DEFAULT_LABEL_PREFIX, {}
     if looks_like_path(checkpoint) or hub_reachable(checkpoint):
         paths = draw_images(args.images_dir or demo_folder() / "scenes")
