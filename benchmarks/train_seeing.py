@@ -39,7 +39,7 @@ def parse_args(argv):
     p.add_argument("--easy-steps", type=int, default=800, help="steps of one shape on a plain background only")
     p.add_argument("--fade-steps", type=int, default=1600, help="step where the easy scenes' share reaches 0")
     p.add_argument("--caption", action="store_true", help="learn short captions beside detection")
-    p.add_argument("--no-smooth-locs", action="store_true", help="keep the random <loc_i> embeddings")
+    p.add_argument("--no-smooth-codes", action="store_true", help="keep the random <loc_i> and grid embeddings")
     p.add_argument("--val-images", type=int, default=32)
     p.add_argument("--test-images", type=int, default=200)
     p.add_argument("--evaluations", type=int, default=4)
@@ -50,25 +50,68 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-def smooth_loc_embeddings(checkpoint: Path, seed: int, noise: float = 0.1) -> None:
-    """Sets the ``<loc_i>`` rows of the (tied) token embeddings to sinusoids of i/1000 at geometric frequencies,
-    at the rows' own scale, plus ``noise`` times that scale of Gaussian noise, and saves the checkpoint."""
+def sinusoids(positions, count: int, low: float, high: float):
+    """``count`` sine and cosine features (``2 * count`` columns) of ``positions`` in [0, 1), at frequencies from
+    ``low`` to ``high`` cycles per unit, geometric: smooth, so that near positions get near codes."""
     import torch
+
+    frequencies = torch.logspace(torch.log10(torch.tensor(low)), torch.log10(torch.tensor(high)), count)[None, :]
+    angles = 2 * torch.pi * frequencies * positions[:, None]
+    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
+
+
+def scale_text_layers(model, generator) -> None:
+    """Redraws the text model's linear weights with std 1/sqrt(fan_in) (biases 0), and its token and position
+    embeddings with std 1/sqrt(d_model).
+
+    BART's init_std of 0.02 suits d_model 768 (about 0.55/sqrt(768)); at d_model 64 it is a sixth of the
+    unit-preserving scale, so attention starts uniform: every decoder query averages all 65 image tokens and
+    the path from an object's token to the answer starts near zero.
+    """
+    import torch
+
+    with torch.no_grad():
+        for module in model.model.language_model.modules():
+            if isinstance(module, torch.nn.Linear):
+                module.weight.normal_(0.0, module.in_features**-0.5, generator=generator)
+                if module.bias is not None:
+                    module.bias.zero_()
+            elif isinstance(module, torch.nn.Embedding):
+                module.weight.normal_(0.0, module.embedding_dim**-0.5, generator=generator)
+
+
+def smooth_position_codes(checkpoint: Path, seed: int, noise: float = 0.1, unit_init: bool = True) -> None:
+    """Gives the model smooth, explicit position codes, and saves it.
+
+    - the 1,000 ``<loc_i>`` rows of the token embeddings (tied with the output layer): sinusoids of i/1000, at
+      the rows' own scale, plus ``noise`` times that scale of Gaussian noise, so that neighbouring bins start
+      alike instead of as 1,000 unrelated classes;
+    - the image grid's row and column embeddings (added to the vision features before the projection):
+      sinusoids of the cell's centre, at the scale of the features, so that each image token says where it is
+      as loudly as what it shows (at the default init the code is about 50 times weaker than the features).
+    """
+    import torch
+    from PIL import Image
     from transformers import AutoProcessor, Florence2ForConditionalGeneration
 
     processor = AutoProcessor.from_pretrained(checkpoint)
     model = Florence2ForConditionalGeneration.from_pretrained(checkpoint)
+    generator = torch.Generator().manual_seed(seed)
+    if unit_init:
+        scale_text_layers(model, generator)
     ids = processor.tokenizer.convert_tokens_to_ids([f"<loc_{i}>" for i in range(1000)])
     weight = model.get_input_embeddings().weight
-    dim = weight.shape[1]
-    position = torch.arange(1000, dtype=torch.float32)[:, None] / 1000
-    frequencies = torch.logspace(0, 2, dim // 2)[None, :]  # 1 to 100 cycles over the image
-    features = torch.cat([torch.sin(2 * torch.pi * frequencies * position),
-                          torch.cos(2 * torch.pi * frequencies * position)], dim=1)  # fmt: skip
-    generator = torch.Generator().manual_seed(seed)
-    scale = float(weight.std())
     with torch.no_grad():
-        weight[ids] = scale * features + noise * scale * torch.randn(1000, dim, generator=generator)
+        scale = float(weight.std())
+        codes = sinusoids(torch.arange(1000) / 1000, weight.shape[1] // 2, 0.25, 64.0)
+        weight[ids] = scale * codes + noise * scale * torch.randn(1000, weight.shape[1], generator=generator)
+        pixels = processor(text="<OD>", images=Image.new("RGB", (64, 64), (90, 90, 90)), return_tensors="pt")
+        features = model.model.vision_tower(pixels["pixel_values"]).last_hidden_state
+        grid = features.shape[-1]
+        positions = (torch.arange(grid) + 0.5) / grid
+        embed = model.model.multi_modal_projector.image_position_embed
+        for table in (embed.row_embeddings.weight, embed.column_embeddings.weight):
+            table[:grid] = float(features.std()) * sinusoids(positions, table.shape[1] // 2, 0.25, grid / 2)
     model.save_pretrained(checkpoint)
 
 
@@ -190,8 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     load = os.getloadavg()[0]
     start = build_random_checkpoint(work / "start", "seeing", seed=args.seed)
-    if not args.no_smooth_locs:
-        smooth_loc_embeddings(start, args.seed)
+    if not args.no_smooth_codes:
+        smooth_position_codes(start, args.seed)
     began = time.perf_counter()
     dataset, test = build_data(args, work)
     data_seconds = time.perf_counter() - began
@@ -223,6 +266,65 @@ def install(run: Path, summary: dict) -> None:
         if path.is_file() and path.suffix in (".json", ".safetensors", ".txt") and path.name != "training.json":
             shutil.copy2(path, SEEING_DIR / path.name)
     (SEEING_DIR / "measured.json").write_text(json.dumps(summary, indent=1, default=str))
+    (SEEING_DIR / "RECIPE.md").write_text(recipe(summary))
+
+
+def recipe(summary: dict) -> str:
+    """The model card: what the model is and is not, how it was made, and how well it does on unseen scenes."""
+    args, scores = summary["args"], summary["scores"]
+    rows = [[name, f"{ap:.3f}"] for name, ap in sorted(scores["per_class_ap"].items())]
+    caption = (
+        f"| caption exact-match rate (greedy) | {scores['caption_exact']:.1%} |\n" if "caption_exact" in scores else ""
+    )
+    shown = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in args.items() if k in ("steps", "seed", "batch_size"))
+    return "\n".join(
+        [
+            "# florence2-seeing-tiny",
+            "",
+            "A 585k-parameter Florence-2 (transformers' native classes, the `seeing` shape of "
+            "`fiftyone_florence2/random_checkpoint.py`: 64-px input, an 8x8 grid of image tokens, a 2+2-layer "
+            "BART of width 64) trained from random weights on drawn scenes (`fiftyone_florence2/scenes.py`).",
+            "",
+            "**What it is:** a model that finds red, green, blue and yellow circles, squares and triangles "
+            '(12 classes, `"<colour> <shape>"`) in drawn images: 1 to 3 shapes, 12% to 50% of the shorter '
+            "side, on plain, gradient or noisy grey backgrounds, square or not"
+            + (", and names them in a short caption (`<CAPTION>`)" if "caption_exact" in scores else "")
+            + ". It answers `<OD>` with boxes that `load_model` turns into detections with confidences. "
+            "It serves the offline demo, tests and benchmarks that need answers that mean something, and is a "
+            "start for fine-tuning experiments on a CPU.",
+            "",
+            "**What it is not:** Florence-2. It has never seen a photograph and knows no other object, task "
+            "or language; on any other image its labels mean nothing, and its speed says nothing about "
+            "Florence-2's.",
+            "",
+            "## Recipe",
+            "",
+            f"`python -m benchmarks.train_seeing --install {shown}"
+            + (" --caption" if args["caption"] else "")
+            + "` (one CPU thread): the `seeing` random checkpoint (seed "
+            f"{args['seed']}) with its 1,000 `<loc_i>` embeddings (tied with the output layer) set to sinusoids "
+            "of i/1000 at frequencies 1 to 100 plus 10% noise, so that neighbouring bins start alike; "
+            f"`train()` for {summary['steps']} steps, batch {args['batch_size']}, AdamW lr "
+            f"{args['learning_rate']:g}, cosine schedule, no clipping, in order (`shuffle=False`); a curriculum "
+            f"of one shape on a plain background only for {args['easy_steps']} steps, fading out linearly by "
+            f"step {args['fade_steps']}; every training scene drawn fresh; {args['val_images']} validation "
+            "scenes (the checkpoint kept is the best by their score). "
+            f"Training took {summary['train_minutes']:.0f} min. {summary['conditions']}",
+            "",
+            f"## Measured on {scores['images']} scenes it never saw ({scores['objects']} objects, another seed)",
+            "",
+            "| measure | result |",
+            "|---|---|",
+            f"| mAP@0.5 (`evaluate_detections`, greedy decoding) | {scores['map_50']:.3f} |",
+            f"| boxes predicted / objects | {scores['predicted']} / {scores['objects']} |",
+            caption.rstrip("\n"),
+            "",
+            "AP@0.5 per class:",
+            "",
+            report.markdown_table(["class", "AP@0.5"], rows),
+            "",
+        ]
+    )
 
 
 if __name__ == "__main__":
