@@ -73,8 +73,11 @@ def mask_rel_xywh(mask: np.ndarray) -> tuple[float, float, float, float]:
 
 
 def background_pixels(rng: np.random.Generator, kind: str, size_wh: tuple[int, int]) -> np.ndarray:
-    """A neutral (grey, faintly tinted) background: plain, a linear gradient between two, or plain with noise."""
+    """A neutral (grey, faintly tinted) background: plain, a linear gradient between two, or plain with noise;
+    or ``black``."""
     width, height = size_wh
+    if kind == "black":  # the easy start of a curriculum: nothing but the shapes stands out
+        return np.zeros((height, width, 3), np.float32)
     first = rng.integers(20, 236) + rng.integers(-12, 13, 3)
     pixels = np.broadcast_to(first.astype(np.float32), (height, width, 3)).copy()
     if kind == "gradient":
@@ -85,7 +88,7 @@ def background_pixels(rng: np.random.Generator, kind: str, size_wh: tuple[int, i
     elif kind == "noise":
         pixels += rng.normal(0.0, rng.uniform(6, 20), pixels.shape)
     elif kind != "plain":
-        raise ValueError(f"Unknown background {kind!r}; choose one of {', '.join(BACKGROUNDS)}.")
+        raise ValueError(f"Unknown background {kind!r}; choose one of {', '.join(BACKGROUNDS)} or black.")
     return pixels
 
 

@@ -32,3 +32,27 @@ def test_the_shipped_model_learns_a_colour_it_never_saw(tmp_path):
                       save_steps=STEPS, device="cpu", progress=False)  # fmt: skip
     after = held_out_map(test, result.output_dir)
     assert before < 0.1 and after >= 0.5, (before, after)
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [("florence2-seeing-tiny", "shipped"), (" florence2-seeing-tiny ", "shipped"), ("florence2-seeing", ValueError)],
+)
+def test_the_shipped_models_name_loads_its_package_folder(given, expected):
+    from fiftyone_florence2.checkpoints import resolve_checkpoint
+    from fiftyone_florence2.seeing import SEEING_DIR, seeing_checkpoint
+
+    if expected is ValueError:
+        with pytest.raises(ValueError, match="is not a directory that exists"):
+            resolve_checkpoint(given)
+        return
+    assert resolve_checkpoint(given) == str(SEEING_DIR) == str(seeing_checkpoint())
+    assert (SEEING_DIR / "model.safetensors").stat().st_size < 10_000_000
+
+
+def test_a_missing_shipped_model_says_to_reinstall(tmp_path, monkeypatch):
+    from fiftyone_florence2 import seeing
+
+    monkeypatch.setattr(seeing, "SEEING_DIR", tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"florence2-seeing-tiny checkpoint is missing .* reinstall"):
+        seeing.seeing_checkpoint()
