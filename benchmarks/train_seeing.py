@@ -134,11 +134,25 @@ def tasks(args) -> list[str]:
     return [DETECTION, CAPTION] if args.caption else [DETECTION]
 
 
+# The curriculum's object sizes (sides, as shares of the shorter side): large at first, where the shape's colour
+# fills most of the image and is learnt within a few hundred steps, shrinking to the full range by --fade-steps.
+FIRST_FRACTIONS = (0.5, 0.95)
+
+
 def stage_options(step: int, easy_steps: int, fade_steps: int, rng) -> dict:
-    """The scene options for one training sample at ``step``: easy (one shape on black) with the
-    curriculum's share, else the full variety."""
+    """The scene options for one training sample at ``step``: sizes shrinking from :data:`FIRST_FRACTIONS` to the
+    full range by ``fade_steps``; easy scenes (one shape on black) only until ``easy_steps``, then with a share
+    falling linearly to 0 by ``fade_steps``, else the full variety."""
+    from fiftyone_florence2 import scenes
+
+    done = min(1.0, step / max(1, fade_steps))
+    low, high = (
+        first + (last - first) * done
+        for first, last in zip(FIRST_FRACTIONS, (scenes.MIN_FRACTION, scenes.MAX_FRACTION))
+    )
     share = 1.0 if step < easy_steps else max(0.0, 1.0 - (step - easy_steps) / max(1, fade_steps - easy_steps))
-    return {"max_objects": 1, "backgrounds": ("black",)} if rng.random() < share else {}
+    easy = {"max_objects": 1, "backgrounds": ("black",)} if rng.random() < share else {}
+    return {**easy, "fractions": (low, high)}
 
 
 def write_scenes(scenes, directory: Path, dataset, start: int = 0, tags=()) -> None:

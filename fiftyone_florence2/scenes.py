@@ -97,12 +97,16 @@ def _apart(a: Sequence[int], b: Sequence[int], gap: int) -> bool:
 
 
 def place_boxes(
-    rng: np.random.Generator, count: int, size_wh: tuple[int, int], gap: int = 2
+    rng: np.random.Generator,
+    count: int,
+    size_wh: tuple[int, int],
+    fractions: tuple[float, float] = (MIN_FRACTION, MAX_FRACTION),
+    gap: int = 2,
 ) -> list[tuple[int, int, int, int]]:
     """Up to ``count`` square pixel boxes ``(x0, y0, x1, y1)``, ``gap`` pixels apart, inside the image."""
     width, height = size_wh
     shorter = min(width, height)
-    low, high = max(4, round(MIN_FRACTION * shorter)), max(4, round(MAX_FRACTION * shorter))
+    low, high = max(4, round(fractions[0] * shorter)), max(4, round(fractions[1] * shorter))
     boxes: list[tuple[int, int, int, int]] = []
     for _ in range(100 * count):
         if len(boxes) == count:
@@ -117,15 +121,16 @@ def place_boxes(
 
 def draw_scene(rng: np.random.Generator, max_objects: int = 3, backgrounds: Sequence[str] = BACKGROUNDS,
                sizes_wh: Sequence[tuple[int, int]] = SIZES_WH, shapes: Sequence[str] = SHAPES,
-               colours: Mapping[str, tuple[int, int, int]] = COLOURS) -> Scene:  # fmt: skip
-    """One scene drawn from ``rng``: 1 to ``max_objects`` shapes of ``shapes`` in ``colours`` (name to RGB) on
-    one of ``backgrounds``."""
+               colours: Mapping[str, tuple[int, int, int]] = COLOURS,
+               fractions: tuple[float, float] = (MIN_FRACTION, MAX_FRACTION)) -> Scene:  # fmt: skip
+    """One scene drawn from ``rng``: 1 to ``max_objects`` shapes of ``shapes`` in ``colours`` (name to RGB),
+    their sides ``fractions`` of the image's shorter side, on one of ``backgrounds``."""
     names = list(colours)
     size_wh = tuple(sizes_wh[int(rng.integers(len(sizes_wh)))])
     background = backgrounds[int(rng.integers(len(backgrounds)))]
     pixels = background_pixels(rng, background, size_wh)
     objects = []
-    for box in place_boxes(rng, int(rng.integers(1, max_objects + 1)), size_wh):
+    for box in place_boxes(rng, int(rng.integers(1, max_objects + 1)), size_wh, fractions):
         shape, colour = shapes[int(rng.integers(len(shapes)))], names[int(rng.integers(len(names)))]
         mask = shape_mask(shape, box, size_wh)
         pixels[mask] = np.asarray(colours[colour]) + rng.integers(-15, 16, 3)
