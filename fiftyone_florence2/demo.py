@@ -5,7 +5,7 @@ the Hub reachable (or a local ``--model``) it labels six drawn street-sign
 scenes with captions, objects and text regions. With the Hub out of reach it
 says so, names the option for a local checkpoint, and labels drawn shapes
 with the shipped ``florence2-seeing-tiny`` model instead, the one kind of
-image that model learnt: real boxes with confidences, and short captions.
+image that model learnt: real boxes with confidences.
 
 The images live in a folder the demo owns, under FiftyOne's default dataset
 directory (the same one from any working directory), and the demo's dataset
@@ -24,7 +24,7 @@ from .checkpoints import hub_reachable, looks_like_path
 from .options import DEFAULT_LABEL_PREFIX
 
 DEMO_TASKS = ["caption", "detection", "ocr_with_region"]
-SEEING_TASKS = ["detection", "caption"]
+SEEING_TASKS = ["detection"]  # the one task it learnt
 SEEING_FIELD = "seeing"
 SEEING_IMAGES, SEEING_SEED = 8, 7
 # Marks a dataset the demo made: only such a dataset may have its samples replaced by a later run.
@@ -131,7 +131,7 @@ def run_demo(args: argparse.Namespace) -> int:
         paths = draw_shape_images(args.images_dir or demo_folder() / "shapes")
         print(SEEING_NOTE.format(count=len(paths), field=SEEING_FIELD))
         checkpoint, tasks, field = str(seeing_checkpoint()), SEEING_TASKS, SEEING_FIELD
-        budget = {"max_new_tokens": 64}  # its answers are a few boxes or a dozen words
+        budget = {"max_new_tokens": 64}  # its answers are a few boxes
     dataset = demo_dataset(args.dataset_name, paths)
     model = load_model(tasks, model=checkpoint, device=args.device, num_beams=1, **budget)
     summary = label_samples(dataset, model, label_field=field, overwrite=True, progress=True)
