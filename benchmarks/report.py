@@ -174,11 +174,14 @@ def publish(lines: list[str], output: str | Path | None, key: str) -> None:
 
 
 def write_section(path: str | Path, key: str, body: str) -> None:
-    """Puts ``body`` in the section ``key`` of the markdown file, keeping other sections."""
+    """Puts ``body`` in the section ``key`` of the markdown file: in place where the section is, else at the end;
+    everything else in the file stays as it is (a new file starts with the suite's introduction)."""
     path = Path(path)
-    old = path.read_text() if path.exists() else ""
-    sections = dict(re.findall(r"<!-- benchmark-run: (\S+) -->\n(.*?)\n<!-- /benchmark-run: \1 -->", old, re.S))
-    sections[key] = body.strip()
-    blocks = [f"<!-- benchmark-run: {k} -->\n{v}\n<!-- /benchmark-run: {k} -->" for k, v in sorted(sections.items())]
+    block = f"<!-- benchmark-run: {key} -->\n{body.strip()}\n<!-- /benchmark-run: {key} -->"
+    old = path.read_text() if path.exists() else INTRO
+    pattern = re.compile(
+        rf"<!-- benchmark-run: {re.escape(key)} -->\n.*?\n<!-- /benchmark-run: {re.escape(key)} -->", re.S
+    )
+    new = pattern.sub(lambda _: block, old, count=1) if pattern.search(old) else old.rstrip() + "\n\n" + block + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(INTRO + "\n" + "\n\n".join(blocks) + "\n")
+    path.write_text(new)

@@ -28,6 +28,8 @@ _LAZY = {
     "DEFAULT_CHECKPOINT": "core.checkpoints",
     "NATIVE_CHECKPOINTS": "core.checkpoints",
     "Florence2Error": "core.errors",
+    "SEEING_NAME": "core.seeing",
+    "seeing_checkpoint": "core.seeing",
 }
 
 __all__ = ["TASKS", "TASK_NAMES", "Task", "get_task", "__version__", *_LAZY]

@@ -81,7 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="label a few generated images offline and show how to open them")
     demo.add_argument("--model", default=DEFAULT_CHECKPOINT, help="a Hub id or a local checkpoint directory")
     demo.add_argument("--dataset-name", default="florence2-demo", metavar="NAME")
-    demo.add_argument("--images-dir", default="florence2-demo-images", metavar="DIR")
+    demo.add_argument(
+        "--images-dir",
+        default=None,
+        metavar="DIR",
+        help="where to draw the images (default: florence2-demo/ in FiftyOne's dataset directory)",
+    )
     demo.add_argument("--device", default=None)
     return parser
 
@@ -312,7 +317,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from fiftyone_florence2.demo import run_demo
 
-            return run_demo(args)
+            try:
+                return run_demo(args)
+            except ValueError as e:
+                raise UsageError(str(e)) from None
         return run_label(args)
     except (UsageError, CheckpointError, AppError) as e:
         print(f"florence2: error: {for_route(e, 'cli')}", file=sys.stderr)

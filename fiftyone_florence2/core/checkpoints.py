@@ -10,6 +10,7 @@ import urllib.request
 from pathlib import Path
 
 from fiftyone_florence2.core.errors import CheckpointError
+from fiftyone_florence2.core.seeing import SEEING_DIR, SEEING_NAME
 
 DEFAULT_CHECKPOINT = "florence-community/Florence-2-base-ft"
 # transformers' native Florence-2 format, safetensors weights, no remote code.
@@ -27,10 +28,13 @@ def looks_like_path(name: str) -> bool:
 
 
 def resolve_checkpoint(name: str | os.PathLike | None) -> str:
-    """Returns a local checkpoint as an absolute, checked directory, or a Hub id unchanged."""
+    """Returns a local checkpoint as an absolute, checked directory, or a Hub id unchanged; the shipped model's
+    name (``florence2-seeing-tiny``) gives its directory."""
     name = os.fspath(name).strip() if name is not None else ""
     if not name:
         raise CheckpointError("No checkpoint given: pass a Hub id or a local directory.")
+    if name == SEEING_NAME:
+        name = str(SEEING_DIR)
     if not looks_like_path(name):
         return name
     path = Path(name).expanduser().resolve()

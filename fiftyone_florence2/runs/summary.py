@@ -38,13 +38,11 @@ class Summary:
         done = self.labelled + len(self.failures) + len(self.skips)
         return done / self.seconds if self.seconds > 0 else 0.0
 
-    def headline(self, label_types: dict[str, str]) -> str:
-        """One line: what was written where, how fast."""
+    def headline(self, label_types: dict[str, str], model_name: str | None = None) -> str:
+        """One line: what was written where, how fast (with ``model_name``, the model the speed belongs to)."""
         fields = ", ".join(f"{name} ({label_types[task]})" for task, name in self.label_fields.items())
-        return (
-            f"Labelled {self.labelled} of {self.targeted} sample(s) in {self.seconds:.1f} s "
-            f"({self.images_per_second:.2f} images/s) into {fields}."
-        )
+        speed = f"{self.images_per_second:.2f} images/s" + (f" with {model_name}" if model_name else "")
+        return f"Labelled {self.labelled} of {self.targeted} sample(s) in {self.seconds:.1f} s ({speed}) into {fields}."
 
     def as_dict(self, shown: int | None = None) -> dict[str, Any]:
         """The counts and reasons as JSON, as the run record and the App's result keep them (``shown``:
@@ -66,9 +64,10 @@ class Summary:
             "skips": dict(self.skips) if shown is None else dict(list(self.skips.items())[:shown]),
         }
 
-    def report(self, paths: dict[str, str], label_types: dict[str, str], shown: int = SHOWN_REASONS) -> list[str]:
+    def report(self, paths: dict[str, str], label_types: dict[str, str], shown: int = SHOWN_REASONS,
+               model_name: str | None = None) -> list[str]:  # fmt: skip
         """The lines a person reads after a run; ``paths`` maps sample ids to file paths."""
-        lines = [self.headline(label_types)]
+        lines = [self.headline(label_types, model_name)]
         if self.skipped:
             lines.append(f"Skipped {self.skipped} sample(s) that already had every label.")
         if self.deleted:
@@ -104,7 +103,8 @@ def similarity_hint(embeddings_field: str) -> str:
     )
 
 
-def describe_run(dataset: Any, summary: Summary, label_types: dict[str, str]) -> str:
-    """What a run wrote where, and what failed or was skipped and why, by file path."""
+def describe_run(dataset: Any, summary: Summary, label_types: dict[str, str], model_name: str | None = None) -> str:
+    """What a run wrote where (and with ``model_name``, which model its speed belongs to), and what failed or was
+    skipped and why, by file path."""
     paths = sample_paths(dataset, [*summary.failures, *summary.skips])
-    return "\n".join(summary.report(paths, label_types))
+    return "\n".join(summary.report(paths, label_types, model_name=model_name))
