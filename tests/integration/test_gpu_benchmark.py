@@ -35,6 +35,7 @@ _IMPORT_ALL = """
 import importlib, pkgutil, sys
 sys.modules["fiftyone"] = None
 import fiftyone_florence2.core as core, fiftyone_florence2.engine as engine
+from fiftyone_florence2.runner import Florence2Runner  # the import path earlier releases gave it
 for package in (core, engine):
     for module in pkgutil.iter_modules(package.__path__):
         importlib.import_module(f"{package.__name__}.{module.name}")
