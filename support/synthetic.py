@@ -24,7 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
+
+from fiftyone_florence2.scenes import mask_rel_xywh, shape_mask
 
 SIZE = 64
 CLASSES = ("square", "disk", "triangle")
@@ -59,26 +61,10 @@ def colours(rng: np.random.Generator, style: str, count: int) -> tuple[tuple[int
 
 def draw_shape(kind: str, xyxy: Sequence[int], size: int = SIZE) -> np.ndarray:
     """The boolean mask of one shape drawn inside the pixel box ``xyxy`` (inclusive corners)."""
-    mask = Image.new("L", (size, size), 0)
-    draw = ImageDraw.Draw(mask)
-    x0, y0, x1, y1 = xyxy
-    if kind in ("square", ONE_OBJECT_LABEL):
-        draw.rectangle([x0, y0, x1, y1], fill=255)
-    elif kind == "disk":
-        draw.ellipse([x0, y0, x1, y1], fill=255)
-    elif kind == "triangle":
-        draw.polygon([(x0, y1), (x1, y1), ((x0 + x1) / 2, y0)], fill=255)
-    else:
+    shapes = {"square": "square", ONE_OBJECT_LABEL: "square", "disk": "circle", "triangle": "triangle"}
+    if kind not in shapes:
         raise ValueError(f"Unknown shape {kind!r}.")
-    return np.asarray(mask) > 0
-
-
-def mask_rel_xywh(mask: np.ndarray) -> tuple[float, float, float, float]:
-    """The relative ``[x, y, w, h]`` extent of a mask's pixels (a pixel spans [i, i + 1))."""
-    rows, cols = np.nonzero(mask)
-    height, width = mask.shape
-    x0, x1, y0, y1 = cols.min(), cols.max() + 1, rows.min(), rows.max() + 1
-    return (float(x0 / width), float(y0 / height), float((x1 - x0) / width), float((y1 - y0) / height))
+    return shape_mask(shapes[kind], xyxy, (size, size))
 
 
 def _render(shapes: list[tuple[str, tuple[int, int, int, int]]], style: str, rng, size: int) -> Item:
