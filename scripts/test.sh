@@ -23,4 +23,5 @@ python3 -m venv .venv
 
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-.venv/bin/python -m pytest "$@"
+# One worker per core (pytest-xdist), each test file on one worker, each worker with a mongod of its own.
+.venv/bin/python -m pytest -n auto --dist loadfile "$@"

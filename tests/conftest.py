@@ -37,10 +37,18 @@ def pytest_configure(config: pytest.Config) -> None:
     if not collects_integration(config.args, config.invocation_params.dir):
         os.environ["FIFTYONE_DATABASE_URI"] = NO_DATABASE
         return
+    if _spreads_over_workers(config):
+        return  # each pytest-xdist worker starts a mongod of its own: tests read database-wide state
     from support.mongod import NoMongod, start
 
     with contextlib.suppress(NoMongod):  # then FiftyOne's own mongod, in FIFTYONE_DATABASE_DIR
         os.environ["FIFTYONE_DATABASE_URI"] = start(tempfile.mkdtemp(prefix="florence2-tests-mongod-"), remove=True)
+
+
+def _spreads_over_workers(config: pytest.Config) -> bool:
+    """Whether this process hands the tests to pytest-xdist workers (``-n 2``) instead of running them."""
+    workers = getattr(config.option, "numprocesses", None)
+    return bool(workers) and "PYTEST_XDIST_WORKER" not in os.environ
 
 
 @pytest.fixture(scope="session")
