@@ -33,6 +33,7 @@ _LAZY = {
     "review_queue": "autolabel.queue",
     "ReviewQueue": "autolabel.queue",
     "load_review_queue": "autolabel.queue",
+    "training_labels": "autolabel.loop",
 }
 
 __all__ = ["TASKS", "TASK_NAMES", "Task", "get_task", "__version__", *_LAZY]
