@@ -105,10 +105,21 @@ LAYERS = {
                     "fiftyone_florence2.runs", "fiftyone_florence2.quiet"},
         "packages": {"fiftyone", "bson", "pymongo", "numpy", "PIL", "torch", "cv2", "huggingface_hub"},
     },
+    "fiftyone_florence2.autolabel": {
+        "project": {"fiftyone_florence2.core", "fiftyone_florence2.labels", "fiftyone_florence2.runs",
+                    "fiftyone_florence2.autolabel"},
+        "packages": {"fiftyone", "bson", "numpy"},
+    },
     "fiftyone_florence2.training": None,
     "fiftyone_florence2": None,  # the facade and the adapters (cli, app, demo)
     "operators": None,
 }  # fmt: skip
+
+
+def test_training_never_imports_the_autolabel_layer():
+    training = [path for path in MODULES if _name(path).startswith("fiftyone_florence2.training")]
+    assert training and [path for path in training if any(_layer(name) == "fiftyone_florence2.autolabel"
+                                                          for name in imports_of(path))] == []  # fmt: skip
 
 
 def _layer(name: str) -> str:
