@@ -10,8 +10,9 @@ lists what it wrote, and only that is ever replaced).
 from __future__ import annotations
 
 import json
+import logging
 import os
-import shutil
+import shlex
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -32,12 +33,16 @@ from fiftyone_florence2.core.original import (
 )
 from fiftyone_florence2.core.swap import MANIFEST, read_json, write_json
 from fiftyone_florence2.engine.convert_files import (
+    cache_name,
+    cache_root,
     check_destination,
     read_config,
     source_directory,
     weights_paths,
     write_into,
 )
+
+logger = logging.getLogger(__name__)
 
 SOURCE_RECORD = "florence2-converted-from.json"
 # The names a conversion writes (and only those a conversion's manifest lists are ever replaced).
@@ -142,7 +147,10 @@ def read_weights(source: Path, name: str) -> dict[str, Any]:
         tensors.pop(key, None)
     tensors[TIED[0]] = shared
     if head.shape != shared.shape or not torch.equal(head, shared):
-        tensors["lm_head.weight"] = head  # a fine-tune's output layer that training moved: kept as it is
+        # A fine-tune's output layer that training moved: kept as it is. The native model then ties nothing
+        # (its input embeddings too follow tie_word_embeddings), so every copy is written out.
+        tensors["lm_head.weight"] = head
+        tensors.update({key: shared.clone() for key in TIED[1:3]})
     return tensors
 
 
@@ -151,7 +159,7 @@ def pad_rows(tensors: dict[str, Any], rows: int) -> dict[str, Any]:
     import torch
 
     padded = dict(tensors)
-    for key in (TIED[0], "lm_head.weight"):
+    for key in TIED:
         if key in padded:
             matrix = padded[key]
             extra = torch.zeros(rows - matrix.shape[0], *matrix.shape[1:], dtype=matrix.dtype)
@@ -268,5 +276,50 @@ def record_of(checkpoint: str | os.PathLike) -> dict[str, Any] | None:
     return read_json(Path(checkpoint) / SOURCE_RECORD) if os.path.isdir(checkpoint) else None
 
 
-def remove_tree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
+def original_source(checkpoint: str, revision: str | None = None) -> Path | None:
+    """The directory holding ``checkpoint``'s files if it is in the original format, else None (a native
+    checkpoint, or one whose config cannot be had: the ordinary loading path then says why)."""
+    if os.path.isdir(checkpoint):
+        config = read_json(Path(checkpoint) / "config.json")
+        return Path(checkpoint) if config is not None and is_original_format(config) else None
+    from huggingface_hub import hf_hub_download
+
+    from fiftyone_florence2.core.checkpoints import hub_endpoint, hub_reachable
+
+    hub = {"revision": revision, "endpoint": hub_endpoint()}
+    try:
+        path = hf_hub_download(checkpoint, "config.json", local_files_only=True, **hub)
+    except Exception:  # not cached (the Hub client's errors have no common class)
+        if not hub_reachable(checkpoint, revision):
+            return None
+        try:
+            path = hf_hub_download(checkpoint, "config.json", **hub)
+        except Exception:
+            return None
+    config = read_json(Path(path))
+    if config is None or not is_original_format(config):
+        return None
+    return source_directory(checkpoint, revision)
+
+
+def cached_conversion(checkpoint: str, revision: str | None = None) -> str | None:
+    """The native conversion of an original-format ``checkpoint``, made once into the cache and reused while
+    the source's files are unchanged; None for a native checkpoint. Two processes converting at once both
+    end with the one complete copy (each stages its own, and the first rename wins)."""
+    source = original_source(checkpoint, revision)
+    if source is None:
+        return None
+    fingerprint = weights_fingerprint(source) or ""
+    target = cache_root() / cache_name(checkpoint, fingerprint)
+    if not (target / MANIFEST).is_file():
+        try:
+            convert_checkpoint(source, target)
+        except OSError:  # another process finished the same conversion first
+            if not (target / MANIFEST).is_file():
+                raise
+        logger.warning(
+            "Converted the original-format Florence-2 checkpoint %s to transformers' native format in %s "
+            "(once: later loads reuse it). To convert ahead of time: florence2 convert %s DST",
+            checkpoint, target, shlex.quote(checkpoint),
+        )  # fmt: skip
+    return str(target)

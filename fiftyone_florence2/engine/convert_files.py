@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from fiftyone_florence2.core.checkpoints import hub_endpoint, hub_reachable, looks_like_path
+from fiftyone_florence2.core.checkpoints import BIN_ONLY, hub_endpoint, hub_reachable, looks_like_path
 from fiftyone_florence2.core.errors import CheckpointError, OptionError, literal
 from fiftyone_florence2.core.options import Option
 from fiftyone_florence2.core.swap import (
@@ -29,11 +29,6 @@ from fiftyone_florence2.core.swap import (
 # (``*.py``) and never pickles (``*.bin``).
 SOURCE_FILES = ("*.json", "*.safetensors", "*.txt")
 OVERWRITE = Option("overwrite", False, "replace an earlier conversion's output in DST", "bool", form=False)
-_BIN_ONLY = (
-    "has only pickled weights (*.bin), which are never loaded: torch.load is not a safe loader, even with "
-    "weights_only=True (CVE-2025-32434, CVE-2026-24747). Convert them to safetensors where you trust the file "
-    "(safetensors.torch.save_file), or use a revision of the checkpoint that has model.safetensors"
-)
 
 
 def read_config(path: Path, name: str) -> dict[str, Any]:
@@ -64,7 +59,7 @@ def weights_paths(source: Path, name: str) -> list[Path]:
     if found:
         return found
     if any(source.glob("*.bin")):
-        raise CheckpointError(f"Checkpoint {name!r} {_BIN_ONLY}.")
+        raise CheckpointError(f"Checkpoint {name!r} {BIN_ONLY}.")
     raise CheckpointError(f"Checkpoint {name!r} cannot be converted: it has no weights (*.safetensors).")
 
 
@@ -146,3 +141,16 @@ def write_into(staged: Path, target: Path, settings: dict[str, Any]) -> None:
     ours = set(manifest_files(target)) - {MANIFEST}
     write_json(target / JOURNAL, {"files": files, "replaces": sorted(ours), "settings": settings})
     finish_swap(target)
+
+
+def cache_root() -> Path:
+    """Where loading keeps the checkpoints it converted: ``$FLORENCE2_CACHE``, else
+    ``~/.cache/fiftyone-florence2``, under ``converted/``."""
+    root = os.environ.get("FLORENCE2_CACHE") or os.path.join("~", ".cache", "fiftyone-florence2")
+    return Path(root).expanduser() / "converted"
+
+
+def cache_name(source: str, fingerprint: str) -> str:
+    """A cache folder's name: the source's last part (readable) and its files' fingerprint (what decides)."""
+    readable = "".join(c if c.isalnum() or c in "-_." else "-" for c in Path(source.rstrip("/")).name)
+    return f"{readable or 'checkpoint'}-{fingerprint[:16]}"

@@ -89,9 +89,12 @@ def reference_model(layout: Layout) -> tuple[Any, Any]:
     config.tie_word_embeddings = config.text_config.tie_word_embeddings = not layout.untied_head
     torch.manual_seed(layout.seed)
     model = Florence2ForConditionalGeneration(config).eval()
-    if layout.untied_head:
+    if layout.untied_head:  # the original always shares its input embeddings; only lm_head moved
+        language = model.model.language_model
         with torch.no_grad():
             model.lm_head.weight.copy_(torch.randn_like(model.lm_head.weight) * 0.05)
+            language.encoder.embed_tokens.weight.copy_(language.shared.weight)
+            language.decoder.embed_tokens.weight.copy_(language.shared.weight)
     model.to(getattr(torch, layout.dtype))
     return model, native_processor(processor.image_processor, tokenizer)
 
