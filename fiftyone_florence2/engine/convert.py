@@ -323,3 +323,12 @@ def cached_conversion(checkpoint: str, revision: str | None = None) -> str | Non
             checkpoint, target, shlex.quote(checkpoint),
         )  # fmt: skip
     return str(target)
+
+
+def checkpoint_to_load(checkpoint: str, revision: str | None) -> tuple[str, str | None, dict[str, Any] | None]:
+    """``(checkpoint, revision, converted_from)`` to load: an original-format checkpoint's cached native
+    conversion (no revision: it is a local directory) and where it came from; any other checkpoint as it is."""
+    converted = cached_conversion(checkpoint, revision)
+    if converted is None:
+        return checkpoint, revision, None
+    return converted, None, {**(record_of(converted) or {}), "source": checkpoint, "revision": revision}

@@ -36,7 +36,7 @@ from fiftyone_florence2.core.options import OPTIONS
 from fiftyone_florence2.core.parsing import Generation
 from fiftyone_florence2.core.tasks import Task
 from fiftyone_florence2.engine.cache import SharedCrossAttentionCache
-from fiftyone_florence2.engine.convert import cached_conversion, record_of
+from fiftyone_florence2.engine.convert import checkpoint_to_load
 from fiftyone_florence2.engine.devices import pick_device, pick_dtype
 from fiftyone_florence2.engine.items import ImagePreprocessor
 from fiftyone_florence2.engine.weights import corrupt_weights_error, finish_cut_short_swap
@@ -92,13 +92,8 @@ class Florence2Runner:
         attn_implementation: str = "sdpa",
     ):
         self.checkpoint = resolve_checkpoint(checkpoint)
-        # An original-format checkpoint loads through its native conversion (made once, cached); the run
-        # records then name what was loaded and where it came from.
-        converted = cached_conversion(self.checkpoint, revision)
-        self.converted_from = None
-        if converted is not None:
-            self.converted_from = {**(record_of(converted) or {}), "source": self.checkpoint, "revision": revision}
-            self.checkpoint, revision = converted, None
+        # An original-format checkpoint loads through its native conversion (made once, cached).
+        self.checkpoint, revision, self.converted_from = checkpoint_to_load(self.checkpoint, revision)
         finish_cut_short_swap(self.checkpoint)
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
