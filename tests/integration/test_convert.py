@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import ROOT
 from helpers.original_layout import MARKER, Layout, write_original
 from transformers import Florence2ForConditionalGeneration, Florence2Processor
 
@@ -33,6 +33,19 @@ LAYOUTS = {
     "every copy": Layout(tied_as=None, seed=2),
 }
 IMAGE = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory) -> Path:
+    """One original-format checkpoint, written once; each test spoils its own copy."""
+    path = tmp_path_factory.mktemp("written") / "original"
+    write_original(path, Layout())
+    return path
+
+
+def _copy(written: Path, tmp_path: Path) -> Path:
+    shutil.copytree(written, tmp_path / "original")
+    return tmp_path / "original"
 
 
 def _question(task) -> str:
@@ -73,8 +86,8 @@ def test_converted_checkpoint_answers_as_the_original(tmp_path, name):
                 assert converted.generate(**ours, **settings).tolist() == want.tolist(), (task.name, beams)
 
 
-def test_conversion_records_its_source_and_owns_its_files(tmp_path):
-    write_original(tmp_path / "original", Layout())
+def test_conversion_records_its_source_and_owns_its_files(tmp_path, written):
+    _copy(written, tmp_path)
     path = convert_checkpoint(tmp_path / "original", tmp_path / "native")
     record = json.loads((path / SOURCE_RECORD).read_text())
     assert record["source"] == str(tmp_path / "original") and len(record["source_sha256"]) == 64
@@ -153,8 +166,8 @@ def _nonzero_bias(path: Path) -> None:
         (_nonzero_bias, "final_logits_bias is not all zeros"),
     ],
 )
-def test_bad_sources_are_refused_in_one_line_and_write_nothing(tmp_path, spoil, message):
-    write_original(tmp_path / "original", Layout())
+def test_bad_sources_are_refused_in_one_line_and_write_nothing(tmp_path, written, spoil, message):
+    _copy(written, tmp_path)
     spoil(tmp_path / "original")
     before = sorted(os.listdir(tmp_path))
     with pytest.raises(CheckpointError, match=message) as error:
@@ -188,8 +201,8 @@ def _under_a_file(tmp_path: Path) -> Path:
         (_under_a_file, False, "lies under the file", "lies under the file"),
     ],
 )
-def test_destinations_that_may_not_be_written(tmp_path, capsys, make, overwrite, python, cli):
-    write_original(tmp_path / "original", Layout())
+def test_destinations_that_may_not_be_written(tmp_path, written, capsys, make, overwrite, python, cli):
+    _copy(written, tmp_path)
     dst = make(tmp_path)
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and "original" not in p.parts}
     with pytest.raises(ValueError, match=python):
@@ -202,9 +215,8 @@ def test_destinations_that_may_not_be_written(tmp_path, capsys, make, overwrite,
     assert after == before
 
 
-def test_cli_converts(tmp_path, capsys):
-    write_original(tmp_path / "original", Layout())
+def test_cli_converts(tmp_path, written, capsys):
+    _copy(written, tmp_path)
     assert cli_main(["convert", str(tmp_path / "original"), str(tmp_path / "native")]) == 0
     assert "--model" in capsys.readouterr().out
     assert (tmp_path / "native" / "model.safetensors").is_file()
-    assert ROOT.is_dir()
