@@ -289,7 +289,7 @@ def _finds_instances(task: Task) -> bool:
 MODEL_OPTIONS: tuple[Option, ...] = (
     Option("task", DEFAULT_TASK, "a task name or token, or a list of them (one field each)", "task", task_names,
            choices=TASK_NAMES, group="model"),
-    Option("model", DEFAULT_CHECKPOINT, "a Hub id, or a local checkpoint directory in transformers' native format",
+    Option("model", DEFAULT_CHECKPOINT, "a Hub id or a local checkpoint folder (native, or original: converted once)",
            "text", lambda name, value: resolve_checkpoint(value), group="model", label="Checkpoint"),
     Option("revision", None, "a Hub branch, tag or commit", "text", group="model"),
     Option("prompt", None, "the text every sample's generation reads; with the task's question it must fit in "

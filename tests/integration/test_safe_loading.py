@@ -201,10 +201,10 @@ def test_pickled_weights_alone_are_refused(tiny_checkpoint, tmp_path, marker, ca
     (path / "model.safetensors").unlink()
     (path / "pytorch_model.bin").write_bytes(pickle.dumps(Evil(str(marker))))
     for attempt in (lambda: resolve_checkpoint(str(path)), lambda: load_model("caption", model=str(path))):
-        with pytest.raises(CheckpointError, match=r"lacks \*\.safetensors weights.*safetensors"):
+        with pytest.raises(CheckpointError, match=r"only pickled weights \(\*\.bin\).*not a safe loader.*safetensors"):
             attempt()
     assert main(["label", "--images", str(tmp_path), "--task", "caption", "--model", str(path)]) == 2
-    assert "lacks *.safetensors weights" in capsys.readouterr().err
+    assert "only pickled weights (*.bin)" in capsys.readouterr().err
     assert not marker.exists()
 
 
