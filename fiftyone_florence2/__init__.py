@@ -22,6 +22,7 @@ _LAZY = {
     "load_model": "runs.model",
     "label_samples": "runs.labelling",
     "train": "training.trainer",
+    "convert_checkpoint": "engine.convert",
     "TrainResult": "training.trainer",
     "Florence2Model": "runs.model",
     "Florence2ModelConfig": "runs.config",

@@ -45,7 +45,7 @@ def task_table() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="florence2", description="Florence-2 labels for FiftyOne datasets.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{tasks,label,train,runs,app,demo}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{tasks,label,train,convert,runs,app,demo}")
     sub.add_parser("tasks", help="list the tasks and the label type each writes")
 
     label = sub.add_parser("label", help="label a folder of images or a dataset")
@@ -67,6 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     for option in TRAIN_OPTIONS:
         if option.cli:
             add_option(train, option, task_required=False)
+
+    convert = sub.add_parser(
+        "convert", help="convert an original-format Florence-2 checkpoint (remote code) to the native format"
+    )
+    convert.add_argument("src", metavar="SRC", help="an original-format checkpoint: a local directory or a Hub id")
+    convert.add_argument("dst", metavar="DST", help="the directory to write the native checkpoint to")
+    convert.add_argument("--overwrite", action="store_true", help="replace an earlier conversion's output in DST")
+    convert.add_argument("--revision", default=None, help="a Hub branch, tag or commit of SRC")
 
     runs = sub.add_parser("runs", help="list the recorded runs on a dataset, their failures, or delete one")
     runs.add_argument("--dataset", required=True, metavar="NAME")
@@ -301,6 +309,18 @@ def _print_failures(dataset, key: str, reasons: dict[str, str]) -> None:
     print(f"{len(reasons)} failure(s) in run {key}.")
 
 
+def run_convert(args: argparse.Namespace) -> int:
+    """Converts SRC into DST; a refusal is one line naming this command's flags."""
+    from fiftyone_florence2.engine.convert import convert_checkpoint
+
+    try:
+        path = convert_checkpoint(args.src, args.dst, overwrite=args.overwrite, revision=args.revision)
+    except ValueError as e:  # a CheckpointError, or a destination that may not be written
+        raise UsageError(for_route(e, "cli")) from None
+    print(f"Converted {args.src} to {path}; load it with --model {shlex.quote(str(path))}.")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -314,6 +334,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_train(args)
         if args.command == "app":
             return run_app(args.dataset, args.port)
+        if args.command == "convert":
+            return run_convert(args)
         if args.command == "demo":
             from fiftyone_florence2.demo import run_demo
 

@@ -10,6 +10,7 @@ import urllib.request
 from pathlib import Path
 
 from fiftyone_florence2.core.errors import CheckpointError
+from fiftyone_florence2.core.original import is_original_format
 from fiftyone_florence2.core.seeing import SEEING_DIR, SEEING_NAME
 
 DEFAULT_CHECKPOINT = "florence-community/Florence-2-base-ft"
@@ -19,6 +20,12 @@ NATIVE_CHECKPOINTS = (
     "florence-community/Florence-2-base-ft",
     "florence-community/Florence-2-large",
     "florence-community/Florence-2-large-ft",
+)
+# Why pickled weights are refused, and what to do instead.
+BIN_ONLY = (
+    "has only pickled weights (*.bin), which are never loaded: torch.load is not a safe loader, even with "
+    "weights_only=True (CVE-2025-32434, CVE-2026-24747). Convert them to safetensors where you trust the file "
+    "(safetensors.torch.save_file), or use a revision of the checkpoint that has model.safetensors"
 )
 
 
@@ -42,6 +49,8 @@ def resolve_checkpoint(name: str | os.PathLike | None) -> str:
         raise CheckpointError(f"Local checkpoint {str(path)!r} is not a directory that exists.")
     missing = [f for f in ("config.json", "preprocessor_config.json|processor_config.json") if not _has(path, f)]
     if not any(path.glob("*.safetensors")):
+        if any(path.glob("*.bin")):
+            raise CheckpointError(f"Checkpoint {str(path)!r} {BIN_ONLY}.")
         missing.append("*.safetensors weights")
     if missing:
         raise CheckpointError(
@@ -125,11 +134,13 @@ def _has(path: Path, names: str) -> bool:
 
 
 def check_native_config(config: dict, name: str) -> None:
-    """Refuses checkpoints that need remote code or are not Florence-2."""
-    if "auto_map" in config:
+    """Refuses checkpoints that are not Florence-2, or that need remote code and are not in the original
+    Florence-2 format (which loads converted, its code never run)."""
+    if "auto_map" in config and not is_original_format(config):
         raise CheckpointError(
-            f"Checkpoint {name!r} declares remote code (auto_map), which is never run. "
-            f"Use a native checkpoint such as {DEFAULT_CHECKPOINT!r}."
+            f"Checkpoint {name!r} declares remote code (auto_map), which is never run, and is not an "
+            f"original-format Florence-2 checkpoint that could be converted. Use a checkpoint such as "
+            f"{DEFAULT_CHECKPOINT!r}."
         )
     if config.get("model_type") != "florence2":
         raise CheckpointError(f"Checkpoint {name!r} is a {config.get('model_type')!r} model, not Florence-2.")

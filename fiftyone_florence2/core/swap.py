@@ -11,6 +11,7 @@ directory; this module is here so that the model layer can finish a swap.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import shutil
@@ -41,6 +42,29 @@ def write_json(path: Path, value: dict[str, Any]) -> None:
     partial = path.with_name(path.name + ".partial")
     partial.write_text(json.dumps(value, indent=1, default=str))
     os.replace(partial, path)
+
+
+def manifest_files(path: Path) -> list[str]:
+    """The names the last finished run (or conversion) wrote into ``path`` (its manifest), and the manifest."""
+    manifest = read_json(path / MANIFEST)
+    return [*manifest.get("files", []), MANIFEST] if manifest else []
+
+
+def foreign_entries(path: Path, patterns: tuple[str, ...]) -> list[str]:
+    """Entries of ``path`` matching ``patterns`` (what a writer would put there) that no manifest lists."""
+    if not path.is_dir():
+        return []
+    ours = set(manifest_files(path))
+    matching = (name for name in os.listdir(path) if any(fnmatch.fnmatchcase(name, p) for p in patterns))
+    return sorted(name for name in matching if name not in ours)
+
+
+def file_above(path: Path) -> Path | None:
+    """The file at ``path`` or at the nearest existing folder above it, if that is a file (not a folder)."""
+    for parent in [path, *path.parents]:
+        if parent.exists():
+            return None if parent.is_dir() else parent
+    return None
 
 
 def remove_entry(entry: Path) -> None:

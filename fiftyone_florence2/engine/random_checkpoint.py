@@ -12,6 +12,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from fiftyone_florence2.core.original import FLORENCE_TOKENS, IMAGE_TOKEN
+
 # Real Florence-2-base dimensions (231M parameters), a tiny shape that keeps
 # every stage but weighs about a megabyte, and a "seeing" shape (585k
 # parameters) small enough to learn to localise boxes on a CPU in minutes: its
@@ -57,34 +59,6 @@ def image_tokens(shape: str) -> int:
     return (dims["image_px"] // reduction) ** 2 + 1
 
 
-# Florence-2's added vocabulary, in its order.
-_EXTRA_TOKENS = (
-    ["<od>", "</od>", "<ocr>", "</ocr>"]
-    + [f"<loc_{i}>" for i in range(1000)]
-    + [
-        "<cap>",
-        "</cap>",
-        "<ncap>",
-        "</ncap>",
-        "<dcap>",
-        "</dcap>",
-        "<grounding>",
-        "</grounding>",
-        "<seg>",
-        "</seg>",
-        "<sep>",
-        "<region_cap>",
-        "</region_cap>",
-        "<region_to_desciption>",
-        "</region_to_desciption>",
-        "<proposal>",
-        "</proposal>",
-        "<poly>",
-        "</poly>",
-        "<and>",
-    ]
-)
-
 _CORPUS = [
     "What does the image describe? A red car parked on a street next to a tree.",
     "Describe in detail what is shown in the image. A person holding a phone.",
@@ -111,6 +85,17 @@ _POST_PROCESSOR_KEYS = (
 )
 
 
+def native_processor(image_processor: Any, tokenizer: Any) -> Any:
+    """transformers' Florence2Processor over an image processor and a tokenizer that has ``image_token``."""
+    from transformers import Florence2Processor
+
+    return Florence2Processor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        post_processor_config={key: {} for key in _POST_PROCESSOR_KEYS},
+    )
+
+
 def _tokenizer(vocab_size: int, base_vocab: int):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import BartTokenizer
@@ -130,8 +115,8 @@ def _tokenizer(vocab_size: int, base_vocab: int):
         vocab = json.loads(Path(tmp, "vocab.json").read_text())
         lines = Path(tmp, "merges.txt").read_text().splitlines()
     merges = [tuple(line.split()) for line in lines if line and not line.startswith("#")]
-    tokenizer = BartTokenizer(vocab=vocab, merges=merges, extra_special_tokens={"image_token": "<image>"})
-    tokenizer.add_tokens(_EXTRA_TOKENS, special_tokens=True)
+    tokenizer = BartTokenizer(vocab=vocab, merges=merges, extra_special_tokens={"image_token": IMAGE_TOKEN})
+    tokenizer.add_tokens(list(FLORENCE_TOKENS), special_tokens=True)
     return tokenizer
 
 
@@ -148,7 +133,6 @@ def random_model(shape: str = "tiny", seed: int = 0, vocab_size: int | None = No
         CLIPImageProcessor,
         Florence2Config,
         Florence2ForConditionalGeneration,
-        Florence2Processor,
         Florence2VisionConfig,
     )
     from transformers.utils import logging as hf_logging
@@ -156,7 +140,7 @@ def random_model(shape: str = "tiny", seed: int = 0, vocab_size: int | None = No
     if shape not in SHAPES:
         raise ValueError(f"Unknown shape {shape!r}; choose one of {', '.join(SHAPES)}.")
     dims = SHAPES[shape]
-    tokenizer = _tokenizer(len(_EXTRA_TOKENS), base_vocab=2000 if dims["image_px"] >= 768 else 400)
+    tokenizer = _tokenizer(len(FLORENCE_TOKENS), base_vocab=2000 if dims["image_px"] >= 768 else 400)
     px = dims["image_px"]
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the PIL-backend notice, once per build
@@ -169,11 +153,7 @@ def random_model(shape: str = "tiny", seed: int = 0, vocab_size: int | None = No
         )
     finally:
         hf_logging.set_verbosity(verbosity)
-    processor = Florence2Processor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        post_processor_config={key: {} for key in _POST_PROCESSOR_KEYS},
-    )
+    processor = native_processor(image_processor, tokenizer)
     text = dims["text"]
     config = Florence2Config(
         vision_config=Florence2VisionConfig(**dims["vision"], drop_path_rate=0.0),

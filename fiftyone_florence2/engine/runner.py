@@ -36,6 +36,7 @@ from fiftyone_florence2.core.options import OPTIONS
 from fiftyone_florence2.core.parsing import Generation
 from fiftyone_florence2.core.tasks import Task
 from fiftyone_florence2.engine.cache import SharedCrossAttentionCache
+from fiftyone_florence2.engine.convert import checkpoint_to_load
 from fiftyone_florence2.engine.devices import pick_device, pick_dtype
 from fiftyone_florence2.engine.items import ImagePreprocessor
 from fiftyone_florence2.engine.weights import corrupt_weights_error, finish_cut_short_swap
@@ -91,6 +92,8 @@ class Florence2Runner:
         attn_implementation: str = "sdpa",
     ):
         self.checkpoint = resolve_checkpoint(checkpoint)
+        # An original-format checkpoint loads through its native conversion (made once, cached).
+        self.checkpoint, revision, self.converted_from = checkpoint_to_load(self.checkpoint, revision)
         finish_cut_short_swap(self.checkpoint)
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
@@ -129,6 +132,7 @@ class Florence2Runner:
         runner = cls.__new__(cls)
         runner.checkpoint, runner.timings = checkpoint, Timings()
         runner.weights_stat = runner.weights_sha256 = None  # weights in memory, not read from files
+        runner.converted_from = None
         weight = next(model.parameters())
         runner.device, runner.dtype = weight.device, weight.dtype
         runner._attach(model, processor, None)
@@ -152,6 +156,9 @@ class Florence2Runner:
         # The encoder reads the image tokens, then <s>, the question and </s>.
         self.question_room = self.max_text_positions - self.processor.num_image_tokens - 2
         self._default_no_repeat = int(self.model.generation_config.no_repeat_ngram_size or 0)
+        # Tokens generation never emits (a conversion's <image> and padding rows, which the original model
+        # lacked): scoring leaves them out too, so confidences are over the vocabulary the model answers from.
+        self._suppressed = sorted(set(self.model.generation_config.suppress_tokens or ()))
         self._cross_attention = self._cross_attention_modules()
 
     def _hub_kwargs(self, revision: str | None) -> dict[str, Any]:
@@ -370,6 +377,8 @@ class Florence2Runner:
                 decoder_input_ids=decoder_inputs[part],
                 **({"cache": self._decoder_cache(cross, rows=part)} if cross is not None else {"use_cache": False}),
             ).logits.float()
+            if self._suppressed:
+                logits[..., self._suppressed] = float("-inf")
             # log_softmax gathered at the targets, without a second vocabulary-sized tensor
             picked = logits.gather(-1, targets[part].unsqueeze(-1)).squeeze(-1)
             chunks.append(picked - torch.logsumexp(logits, dim=-1))

@@ -55,6 +55,8 @@ def run_settings(config: Florence2ModelConfig, runner: Any) -> dict[str, Any]:
     settings["revision"] = getattr(runner, "revision", None) or config.revision
     # Tells two versions of one checkpoint directory apart (None for a Hub id: its revision does).
     settings["weights_sha256"] = getattr(runner, "weights_sha256", None)
+    # An original-format checkpoint loads converted: the fingerprint is the conversion's, and this its source.
+    settings["converted_from"] = getattr(runner, "converted_from", None)
     generation = settings["generation"]
     generation["device"] = str(getattr(runner, "device", config.device))
     generation["dtype"] = str(getattr(runner, "dtype", config.dtype)).replace("torch.", "")

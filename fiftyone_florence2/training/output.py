@@ -15,7 +15,6 @@ the run, host and pid holding the directory. No torch here.
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import os
 import shutil
 from collections.abc import Iterable
@@ -28,7 +27,10 @@ from fiftyone_florence2.core.swap import (
     MANIFEST,
     STAGED_MODEL,
     STAGING,
+    file_above,
     finish_swap,
+    foreign_entries,
+    manifest_files,
     read_json,
     remove_entry,
     write_json,
@@ -59,29 +61,9 @@ def _refusal(template: str) -> OptionError:
     return OptionError(template, *(TRAIN[name] for name in ("output_dir", "overwrite", "resume")))
 
 
-def manifest_files(path: Path) -> list[str]:
-    """The names the last finished run wrote into ``path`` (its manifest), and the manifest itself."""
-    manifest = read_json(path / MANIFEST)
-    return [*manifest.get("files", []), MANIFEST] if manifest else []
-
-
-def _checkpoint_name(name: str) -> bool:
-    return any(fnmatch.fnmatchcase(name, pattern) for pattern in CHECKPOINT_NAMES)
-
-
 def in_the_way(path: Path) -> list[str]:
     """Entries of ``path`` that a run would write over but no run of ours wrote (no manifest lists them)."""
-    if not path.is_dir():
-        return []
-    ours = set(manifest_files(path))
-    return sorted(name for name in os.listdir(path) if _checkpoint_name(name) and name not in ours)
-
-
-def _file_above(path: Path) -> Path | None:
-    for parent in [path, *path.parents]:
-        if parent.exists():
-            return None if parent.is_dir() else parent
-    return None
+    return foreign_entries(path, CHECKPOINT_NAMES)
 
 
 def media_dirs(samples: Any) -> set[Path]:
@@ -94,7 +76,7 @@ def check_output_dir(output_dir: str, overwrite: bool, resume: bool, media: Iter
     control to change. ``media``: the folders of the collection's media, which a run never writes into."""
     path = Path(output_dir).expanduser().resolve()
     named = "{output_dir:name} " + literal(repr(str(path)))
-    blocker = _file_above(path)
+    blocker = file_above(path)
     if blocker is not None:
         what = "is a file" if blocker == path else f"lies under the file {str(blocker)!r}"
         raise _refusal(f"{named} {literal(what)}: choose a directory.")
