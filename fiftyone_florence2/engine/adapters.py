@@ -10,8 +10,11 @@ conversion is (staged, then moved into place, its manifest listing what it wrote
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
+import shlex
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -28,15 +31,57 @@ from fiftyone_florence2.core.adapters import (
 from fiftyone_florence2.core.checkpoints import looks_like_path, weights_fingerprint
 from fiftyone_florence2.core.errors import CheckpointError
 from fiftyone_florence2.core.original import TIED, TRANSPOSED, is_original_format, native_key
-from fiftyone_florence2.core.swap import write_json
-from fiftyone_florence2.engine.convert import CONVERTED_NAMES, SOURCE_RECORD, _scratch_parent, write_native
+from fiftyone_florence2.core.swap import MANIFEST, write_json
+from fiftyone_florence2.engine.convert import (
+    CONVERTED_NAMES,
+    SOURCE_RECORD,
+    _scratch_parent,
+    checkpoint_to_load,
+    record_of,
+    write_native,
+)
 from fiftyone_florence2.engine.convert_files import (
+    cache_name,
+    cache_root,
     check_destination,
     read_config,
     source_directory,
     weights_paths,
     write_into,
 )
+
+logger = logging.getLogger(__name__)
+
+
+def adapter_to_load(checkpoint: str) -> tuple[str, dict[str, Any]] | None:
+    """``(merged checkpoint, where it came from)`` for a local adapter directory, merged once into the cache
+    (beside the conversions) and reused while the adapter and a local base are unchanged; None otherwise."""
+    if not is_adapter(checkpoint):
+        return None
+    folder = Path(checkpoint).resolve()
+    settings = read_adapter_settings(folder, str(folder))
+    base = base_directory(settings["base_model_name_or_path"], folder, str(folder))
+    digest = hashlib.sha256(f"{weights_fingerprint(str(folder))}:{weights_fingerprint(str(base))}".encode())
+    target = cache_root() / cache_name(str(folder), digest.hexdigest())
+    if not (target / MANIFEST).is_file():
+        try:
+            merge_adapter(folder, target)
+        except OSError:  # another process finished the same merge first
+            if not (target / MANIFEST).is_file():
+                raise
+        logger.warning(
+            "Merged the LoRA adapter %s into its base %s, as a native checkpoint in %s (once: later loads reuse "
+            "it). To merge ahead of time: fiftyone_florence2.merge_adapter(%s, DST)",
+            folder, settings["base_model_name_or_path"], target, shlex.quote(str(folder)),
+        )  # fmt: skip
+    return str(target), {**(record_of(target) or {}), "source": str(folder)}
+
+
+def native_to_load(checkpoint: str, revision: str | None) -> tuple[str, str | None, dict[str, Any] | None]:
+    """``(checkpoint, revision, converted_from)`` to load: an adapter's cached merge, an original-format
+    checkpoint's cached conversion, or any other checkpoint as it is (see ``convert.checkpoint_to_load``)."""
+    merged = adapter_to_load(checkpoint)
+    return (merged[0], None, merged[1]) if merged is not None else checkpoint_to_load(checkpoint, revision)
 
 
 def is_adapter(path: str | os.PathLike) -> bool:

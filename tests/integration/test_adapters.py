@@ -133,3 +133,24 @@ def test_an_existing_destination_is_refused_unless_overwrite_which_keeps_other_f
         merge_adapter(tmp_path / "adapter", tmp_path / "merged")
     assert merge_adapter(tmp_path / "adapter", tmp_path / "merged", overwrite=True) == first
     assert (first / "notes.txt").read_text() == "mine" and (first / "model.safetensors").read_bytes() == before
+
+
+def test_an_adapter_directory_loads_as_a_checkpoint_merged_once_into_the_cache(
+    tiny_checkpoint, tmp_path, monkeypatch, caplog, dataset, tokenizer
+):
+    from helpers import force
+
+    from fiftyone_florence2 import load_model
+    from fiftyone_florence2.runs.labelling import label_samples
+
+    monkeypatch.setenv("FLORENCE2_CACHE", str(tmp_path / "cache"))
+    expected = _peft_adapter(tiny_checkpoint, tmp_path / "adapter")
+    with caplog.at_level("WARNING"):
+        first = load_model("detection", model=str(tmp_path / "adapter"), generate_kwargs=force(tokenizer, "car"))
+        again = load_model("detection", model=str(tmp_path / "adapter"))
+    assert [r.message.startswith("Merged the LoRA adapter") for r in caplog.records].count(True) == 1
+    assert first.runner.checkpoint == again.runner.checkpoint != str(tmp_path / "adapter")
+    loaded = first.runner.model.state_dict()
+    assert [key for key in expected if not torch.equal(loaded[key], expected[key])] == []
+    assert first.runner.converted_from["source"] == str(tmp_path / "adapter")
+    assert label_samples(dataset, first, "det").labelled == 5
