@@ -23,6 +23,7 @@ _LAZY = {
     "label_samples": "runs.labelling",
     "train": "training.trainer",
     "convert_checkpoint": "engine.convert",
+    "merge_adapter": "engine.adapters",
     "TrainResult": "training.trainer",
     "Florence2Model": "runs.model",
     "Florence2ModelConfig": "runs.config",

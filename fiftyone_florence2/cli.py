@@ -40,7 +40,7 @@ class UsageError(Florence2Error):
 def task_table() -> str:
     """The tasks, their tokens, inputs and label types, as aligned text."""
     rows = [("task", "token", "input", "label", "description")]
-    rows += [(t.name, t.token, t.input, t.label_type, t.description) for t in TASKS]
+    rows += [(t.name, t.shown_token, t.input, t.label_type, t.description) for t in TASKS]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths)) + "  " + row[4] for row in rows)
 

@@ -8,6 +8,7 @@ help and choices come from the option declarations
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import fiftyone.core.fields as fof
@@ -16,7 +17,7 @@ import fiftyone.core.sample as fos
 import fiftyone.operators.types as types
 
 from fiftyone_florence2.core.options import AUTO, OPTIONS, Option, default_label_field
-from fiftyone_florence2.core.tasks import TASKS
+from fiftyone_florence2.core.tasks import TASKS, get_tasks
 from fiftyone_florence2.labels.convert import PROMPT_LABELS
 from fiftyone_florence2.training.record import finished_checkpoints
 
@@ -125,10 +126,10 @@ def _tasks_input(inputs: types.Object, option: Option, plan: Plan) -> None:
     tasks_input(inputs, plan.tasks, "What Florence-2 does for each image: one or more tasks, one output field each")
 
 
-def tasks_input(inputs: types.Object, chosen: Any, description: str) -> None:
-    """A multi-select ``tasks`` of the task table, ``chosen`` selected."""
+def tasks_input(inputs: types.Object, chosen: Any, description: str, offered: Sequence[str] | None = None) -> None:
+    """A multi-select ``tasks`` of the task table (or the tasks named in ``offered``), ``chosen`` selected."""
     view = types.DropdownView(label="Tasks", description=description)
-    for task in TASKS:
+    for task in TASKS if offered is None else get_tasks(list(offered)):
         view.add_choice(task.name, label=task_choice(task))
     inputs.list("tasks", types.String(), default=[task.name for task in chosen], view=view)
 

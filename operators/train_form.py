@@ -145,7 +145,8 @@ def _label_field_input(inputs: types.Object, option: Any, plan: TrainPlan) -> No
 
 
 def _tasks(inputs: types.Object, option: Any, plan: TrainPlan) -> None:
-    tasks_input(inputs, plan.tasks, "What Florence-2 learns: one or more tasks, each from its own labels")
+    tasks_input(inputs, plan.tasks, "What Florence-2 learns: one or more tasks, each from its own labels",
+                TRAIN["task"].choices)  # fmt: skip
 
 
 def _caption_field_input(inputs: types.Object, option: Any, plan: TrainPlan) -> None:

@@ -251,6 +251,13 @@ def _polygons(task: Task, answer: object) -> str:
     return instances[0] if len(instances) == 1 else "".join(f"<poly>{rings}</poly>" for rings in instances)
 
 
+def _free(task: Task, answer: object) -> str:
+    raise ValueError(
+        f"Task {task.name!r} sends a fine-tune's own prompt, whose answers have no fixed shape to learn: "
+        "fine-tune with the task the checkpoint was trained for."
+    )
+
+
 _WRITERS = {
     "text": _text,
     "boxes": _named_boxes,
@@ -259,6 +266,7 @@ _WRITERS = {
     "quads": _quads,
     "polygons": _polygons,
     "boxes_or_polygons": _phrases,
+    "free": _free,
 }
 
 

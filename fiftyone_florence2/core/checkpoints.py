@@ -9,6 +9,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from fiftyone_florence2.core.adapters import ADAPTER_CONFIG
 from fiftyone_florence2.core.errors import CheckpointError
 from fiftyone_florence2.core.original import is_original_format
 from fiftyone_florence2.core.seeing import SEEING_DIR, SEEING_NAME
@@ -47,6 +48,8 @@ def resolve_checkpoint(name: str | os.PathLike | None) -> str:
     path = Path(name).expanduser().resolve()
     if not path.is_dir():
         raise CheckpointError(f"Local checkpoint {str(path)!r} is not a directory that exists.")
+    if (path / ADAPTER_CONFIG).is_file():  # a LoRA adapter: merged into its base when it loads
+        return str(path)
     missing = [f for f in ("config.json", "preprocessor_config.json|processor_config.json") if not _has(path, f)]
     if not any(path.glob("*.safetensors")):
         if any(path.glob("*.bin")):

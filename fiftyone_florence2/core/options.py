@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from fiftyone_florence2.core.checkpoints import DEFAULT_CHECKPOINT, resolve_checkpoint
 from fiftyone_florence2.core.errors import OptionError, literal, named
-from fiftyone_florence2.core.prompts import check_prompt
+from fiftyone_florence2.core.prompts import check_prompt, prompt_string, task_prompt
 from fiftyone_florence2.core.tasks import DEFAULT_TASK, TASK_NAMES, Task, get_tasks
 
 Kind = Literal["task", "text", "int", "float", "bool", "choice", "texts", "field", "shard", "any"]
@@ -151,6 +151,16 @@ def texts(name: str, value: Any) -> list[str]:
     if not isinstance(value, (list, tuple)) or not value:
         raise ValueError(f"{name} must be a non-empty list of texts, got {value!r}.")
     return list(dict.fromkeys(check_prompt(text) for text in value))
+
+
+def check_task_prompts(tasks: Sequence[Task], prompt: str | None) -> None:
+    """Refuses a fixed prompt that one of ``tasks`` cannot send, naming the option."""
+    for task in tasks if prompt is not None else ():
+        if task.input == "text":
+            try:
+                task_prompt(task, prompt)
+            except ValueError as e:
+                raise OptionError(f"{named('prompt')}: {literal(str(e))}", OPTIONS["prompt"]) from None
 
 
 def shard(name: str, value: Any) -> tuple[int, int]:
@@ -293,8 +303,8 @@ MODEL_OPTIONS: tuple[Option, ...] = (
            "text", lambda name, value: resolve_checkpoint(value), group="model", label="Checkpoint"),
     Option("revision", None, "a Hub branch, tag or commit", "text", group="model"),
     Option("prompt", None, "the text every sample's generation reads; with the task's question it must fit in "
-           f"{PROMPT_ROOM} tokens on the released checkpoints", "text",
-           lambda name, value: check_prompt(value), _takes_text, group="input"),
+           f"{PROMPT_ROOM} tokens on the released checkpoints (a free prompt is sent exactly as written)", "text",
+           lambda name, value: prompt_string(value), _takes_text, group="input"),
     Option("prompt_field", None, "a field with each sample's text: text, a list of texts, or labels", "field",
            field_name, _takes_text, group="input"),
     Option("classes", None, "texts (or one comma-separated text), one generation each, labelled by its class",

@@ -198,13 +198,16 @@ def _box_from_bins(bins: Sequence[int]) -> XYWH:
     return points_to_rel_xywh([(x1, y1), (x2, y2)])
 
 
-def parse_boxes(pieces: list[Piece], labelled: bool = True, banned: frozenset[str] = frozenset()) -> list[Box]:
+def parse_boxes(
+    pieces: list[Piece], labelled: bool = True, banned: frozenset[str] = frozenset(), keep_unnamed: bool = False
+) -> list[Box]:
     """Boxes from ``label<loc><loc><loc><loc>...`` runs.
 
     A label applies to every box that follows it until the next text. With
     ``labelled``, boxes before any label are dropped (as Florence-2's own
-    parser does); without it every label is ``None``. Lone trailing locations,
-    degenerate boxes and boxes whose label is in ``banned`` are dropped.
+    parser does) unless ``keep_unnamed`` (their label is then ``None``);
+    without it every label is ``None``. Lone trailing locations, degenerate
+    boxes and boxes whose label is in ``banned`` are dropped.
     """
     boxes: list[Box] = []
     label: str | None = None
@@ -219,13 +222,30 @@ def parse_boxes(pieces: list[Piece], labelled: bool = True, banned: frozenset[st
             run.append(piece)
             if len(run) == 4:
                 box = _box_from_bins([p.bin for p in run])
-                keep = not is_degenerate(box) and (label is not None or not labelled) and label not in banned
+                named = label is not None or not labelled or keep_unnamed
+                keep = not is_degenerate(box) and named and label not in banned
                 if keep:
                     boxes.append(Box(label, box, label_span + tuple((p.start, p.end) for p in run)))
                 run = []
         elif piece.value not in _FILLER:
             label, label_span, run = None, (), []
     return boxes
+
+
+def parse_raw_text(pieces: list[Piece]) -> TextAnswer:
+    """The answer as written, locations and other tokens included, without the decoder's start, end and
+    padding tokens: a free prompt's text, which nothing is dropped from."""
+    kept = [p for p in pieces if p.value not in _FILLER]
+    text = "".join(p.value for p in kept)
+    return TextAnswer(text.strip(), tuple((p.start, p.end) for p in kept if p.value.strip()))
+
+
+def parse_free(pieces: list[Piece]) -> TextAnswer | list[Box]:
+    """A free prompt's answer: labelled boxes if it holds locations (a box with no label before it is
+    kept, unnamed), else its text as written."""
+    if any(p.kind == "loc" for p in pieces):
+        return parse_boxes(pieces, labelled=True, keep_unnamed=True)
+    return parse_raw_text(pieces)
 
 
 def parse_quads(pieces: list[Piece]) -> list[Box]:
@@ -308,6 +328,8 @@ def parse(task: Task, text: str) -> Answer:
     pieces = tokenize(text)
     if task.answer == "text":
         return parse_text(pieces)
+    if task.answer == "free":
+        return parse_free(pieces)
     if task.answer == "quads":
         return parse_quads(pieces)
     if task.answer == "polygons":

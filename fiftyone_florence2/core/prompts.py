@@ -12,7 +12,7 @@ from fiftyone_florence2.core.tasks import BINS, TASKS, VOCABULARY_TOKENS, Task
 _SPECIAL_TOKEN = re.compile(
     "|".join(
         [r"<loc_\d+>"]
-        + [re.escape(task.token) for task in TASKS]
+        + [re.escape(task.token) for task in TASKS if task.token]
         + [rf"</?{re.escape(name)}>" for name in VOCABULARY_TOKENS]
     )
 )
@@ -20,17 +20,41 @@ _SPECIAL_TOKEN = re.compile(
 _MAX_EXTENT = 1.5
 
 
-def check_prompt(text: object) -> str:
-    """Returns ``text`` stripped, or raises ``ValueError`` if it cannot be a prompt."""
+def prompt_string(text: object) -> str:
+    """Returns ``text`` as given if it is a string that is not blank, else raises ``ValueError``."""
     if not isinstance(text, str):
         raise ValueError(f"A prompt must be a string, not {type(text).__name__}.")
-    stripped = " ".join(text.split())
-    if not stripped:
+    if not text.strip():
         raise ValueError("The prompt is empty.")
+    return text
+
+
+def check_prompt(text: object) -> str:
+    """Returns ``text`` stripped, or raises ``ValueError`` if it cannot be a prompt."""
+    stripped = " ".join(prompt_string(text).split())
     token = find_special_token(stripped)
     if token:
         raise ValueError(f"The prompt must not contain Florence-2 tokens such as {token!r}.")
     return stripped
+
+
+def check_free_prompt(text: object) -> str:
+    """Returns ``text`` exactly as given (a fine-tune's prompt, e.g. ``<DocVQA>What is the total?``), or
+    raises ``ValueError`` if it is not text, is blank, or holds a task token of the table (``<OD>``), which
+    Florence-2 was trained to read as its question, never as written."""
+    text = prompt_string(text)
+    task = next((task for task in TASKS if task.token and task.token in text), None)
+    if task is not None:
+        raise ValueError(
+            f"The prompt holds {task.token!r}, the token of task {task.name!r}, which Florence-2 reads as its "
+            f"question: run task {task.name!r} instead (a free prompt is sent exactly as written)."
+        )
+    return text
+
+
+def task_prompt(task: Task, text: object) -> str:
+    """The prompt as ``task`` sends it: a free prompt as given, any other checked and its spaces collapsed."""
+    return check_free_prompt(text) if task.free else check_prompt(text)
 
 
 def find_special_token(text: str) -> str | None:
@@ -95,7 +119,7 @@ def build_question(task: Task, text: str | None = None, rel_xywh: Sequence[float
     if task.input == "text":
         if text is None:
             raise ValueError(f"Task {task.name!r} needs a prompt.")
-        return task.question.format(input=check_prompt(text))
+        return task.question.format(input=task_prompt(task, text))
     if rel_xywh is None:
         raise ValueError(f"Task {task.name!r} needs a region.")
     return task.question.format(input=region_tokens(rel_xywh))

@@ -14,10 +14,12 @@ from typing import Literal
 Input = Literal["none", "text", "region"]
 # How the generated text is parsed (see ``parsing.py``): text; labelled boxes; boxes with no
 # names (proposals); boxes named by caption phrases (pronouns and generic words dropped);
-# text with a quad; polygons; boxes, or polygons in ``<poly>`` groups.
-Answer = Literal["text", "boxes", "unnamed_boxes", "phrase_boxes", "quads", "polygons", "boxes_or_polygons"]
-# The FiftyOne label type a task writes.
-LabelType = Literal["Classification", "Detections", "Polylines"]
+# text with a quad; polygons; boxes, or polygons in ``<poly>`` groups; free: a fine-tune's own answer,
+# text or labelled boxes, whichever it holds.
+Answer = Literal["text", "boxes", "unnamed_boxes", "phrase_boxes", "quads", "polygons", "boxes_or_polygons", "free"]
+# The FiftyOne label type a task writes; a free prompt's field is typed by its existing type, else its first
+# answer (see ``labels.convert``).
+LabelType = Literal["Classification", "Detections", "Polylines", "Classification or Detections"]
 
 
 @dataclass(frozen=True)
@@ -26,9 +28,10 @@ class Task:
 
     Attributes:
         name: the name users type (``detection``)
-        token: Florence-2's task token (``<OD>``)
+        token: Florence-2's task token (``<OD>``); empty for the free prompt,
+            which has none
         question: the text the model was trained on; ``{input}`` marks where
-            the prompt or region goes
+            the prompt or region goes (the free prompt's is ``{input}`` alone)
         input: what the task needs besides the image: ``none``, ``text``
             (a prompt) or ``region`` (one box per generation)
         answer: the shape of the generated text
@@ -61,14 +64,31 @@ class Task:
 
     @property
     def structured(self) -> bool:
-        """Whether the answer holds locations (region tasks echo theirs): no n-gram blocking then."""
+        """Whether the answer holds locations (region tasks echo theirs), or may (a free prompt's): no n-gram
+        blocking then."""
         return self.answer != "text" or self.input == "region"
+
+    @property
+    def shown_token(self) -> str:
+        """The token as tables show it: the free prompt's is the user's own prompt."""
+        return self.token or "(your prompt)"
+
+    @property
+    def free(self) -> bool:
+        """Whether the task sends the user's prompt as given, and reads whatever the answer holds."""
+        return self.answer == "free"
+
+    @property
+    def label_types(self) -> tuple[str, ...]:
+        """The FiftyOne label types the task's field may hold (two for the free prompt)."""
+        return tuple(self.label_type.split(" or "))
 
     @property
     def finds_instances(self) -> bool:
         """Whether the model finds the boxes or polygons itself (from the image, or the image and a text):
-        these can be tiled and suppressed; region tasks answer about boxes they are given."""
-        return self.answer != "text" and self.input != "region"
+        these can be tiled and suppressed; region tasks answer about boxes they are given (and a free
+        prompt's answer may be text)."""
+        return self.answer not in ("text", "free") and self.input != "region"
 
     @property
     def boxes_per_region(self) -> bool:
@@ -127,6 +147,8 @@ TASKS: tuple[Task, ...] = (
          "region", "text", "Detections", 64, "description of each input box"),
     Task("region_to_ocr", "<REGION_TO_OCR>", "What text is in the region {input}?",
          "region", "text", "Detections", 256, "text inside each input box"),
+    Task("free_prompt", "", "{input}", "text", "free", "Classification or Detections", 1023,
+         "a fine-tune's own prompt, sent as given: text, or labelled boxes", unnamed_label="object"),
 )  # fmt: skip
 
 TASK_NAMES: tuple[str, ...] = tuple(task.name for task in TASKS)
@@ -144,7 +166,7 @@ VOCABULARY_TOKENS: tuple[str, ...] = (
     "region_cap", "region_to_desciption", "proposal", "poly", "and",
 )  # fmt: skip
 
-_BY_KEY = {task.name: task for task in TASKS} | {task.token: task for task in TASKS}
+_BY_KEY = {task.name: task for task in TASKS} | {task.token: task for task in TASKS if task.token}
 
 
 def get_task(name_or_token: str | Task) -> Task:

@@ -35,8 +35,8 @@ from fiftyone_florence2.core.errors import OptionError, literal
 from fiftyone_florence2.core.options import OPTIONS
 from fiftyone_florence2.core.parsing import Generation
 from fiftyone_florence2.core.tasks import Task
+from fiftyone_florence2.engine.adapters import native_to_load
 from fiftyone_florence2.engine.cache import SharedCrossAttentionCache
-from fiftyone_florence2.engine.convert import checkpoint_to_load
 from fiftyone_florence2.engine.devices import pick_device, pick_dtype
 from fiftyone_florence2.engine.items import ImagePreprocessor
 from fiftyone_florence2.engine.weights import corrupt_weights_error, finish_cut_short_swap
@@ -92,8 +92,9 @@ class Florence2Runner:
         attn_implementation: str = "sdpa",
     ):
         self.checkpoint = resolve_checkpoint(checkpoint)
-        # An original-format checkpoint loads through its native conversion (made once, cached).
-        self.checkpoint, revision, self.converted_from = checkpoint_to_load(self.checkpoint, revision)
+        # An original-format checkpoint loads through its native conversion, a LoRA adapter through its merge
+        # into its base (each made once, cached).
+        self.checkpoint, revision, self.converted_from = native_to_load(self.checkpoint, revision)
         finish_cut_short_swap(self.checkpoint)
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)

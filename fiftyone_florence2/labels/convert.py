@@ -19,7 +19,10 @@ from fiftyone_florence2.core.parsing import (
     Polygon,
     TextAnswer,
     parse,
+    parse_free,
+    parse_raw_text,
     span_confidence,
+    tokenize,
 )
 from fiftyone_florence2.core.tasks import Task, get_task
 from fiftyone_florence2.core.tiling import (
@@ -72,7 +75,8 @@ def build_label(
     masks: bool = False,
     image_wh: tuple[int, int] | None = None,
     nms_iou: float | None = None,
-) -> fol.Label:
+    as_type: str | None = None,
+) -> fol.Label | None:
     """Merges the generations made for one sample and ``task`` into one label.
 
     Answers about tiles are put back in whole-image coordinates, and instances
@@ -89,7 +93,14 @@ def build_label(
             this size, else on the 1000 x 1000 location grid
         nms_iou (None): drop each box or polygon whose IoU with a more
             confident one of the same label is above this
+        as_type (None): for a free prompt, the label type its field holds
+            (``Classification`` or ``Detections``); None: the answer's own
+            (see :func:`free_label`)
     """
+    if task.free:
+        if len(results) != 1:
+            raise ValueError(f"Task {task.name!r} makes one label per sample, got {len(results)} answers.")
+        return free_label(task, results[0].generation, as_type)
     if task.label_type == "Classification":
         if len(results) != 1:
             raise ValueError(f"Task {task.name!r} makes one classification per sample, got {len(results)}.")
@@ -108,6 +119,29 @@ def build_label(
         return fol.Detections(detections=[d for r in results for d in _region_answer(task, r)])
     found = [d for r in results for d in _detections(task, r, image_wh)]
     return fol.Detections(detections=merge_instances(found, tiled, nms_iou, frame_wh))
+
+
+def free_label(task: Task, generation: Generation, as_type: str | None = None) -> fol.Label | None:
+    """A free prompt's answer as a label of type ``as_type``, or, when None, of its own kind: ``Detections``
+    when it holds locations, else a ``Classification`` of its text. Nothing of the answer is lost: a
+    ``Classification`` holds the answer as written, locations included, and ``Detections`` keep it in their
+    ``answer`` attribute. An empty answer with no type to follow is None (it says nothing of the type)."""
+    pieces = tokenize(generation.text)
+    raw = parse_raw_text(pieces)
+    answer = parse_free(pieces)
+    if as_type is None and not raw.text:
+        return None
+    if (as_type or ("Detections" if isinstance(answer, list) else "Classification")) == "Classification":
+        return _text_classification(raw, generation)
+    detections = [
+        fol.Detection(
+            label=box.label or task.unnamed_label,
+            bounding_box=list(box.rel_xywh),
+            confidence=span_confidence(box.spans, generation),
+        )
+        for box in (answer if isinstance(answer, list) else [])
+    ]
+    return fol.Detections(detections=detections, answer=raw.text)
 
 
 def _parsed(task: Task, text: str, kind: type) -> Any:

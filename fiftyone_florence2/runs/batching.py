@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import fiftyone.core.labels as fol
 
 from fiftyone_florence2.core.errors import NothingToRead, SampleError
-from fiftyone_florence2.core.prompts import build_question, check_prompt
+from fiftyone_florence2.core.prompts import build_question, task_prompt
 from fiftyone_florence2.core.tasks import Task
 from fiftyone_florence2.core.tiling import XYXY
 from fiftyone_florence2.engine.items import Item
@@ -97,7 +97,19 @@ def label_items(
                 outcomes[i].failed.append(f"{task.name}: generation failed ({errors[0]})")
                 continue
             results = [Result(g, r.prompt, r.region, r.tile) for r, g in answers]
-            label = build_label(task, results, masks=config.masks, image_wh=items[i].image_wh, nms_iou=config.nms_iou)
+            label = build_label(
+                task,
+                results,
+                masks=config.masks,
+                image_wh=items[i].image_wh,
+                nms_iou=config.nms_iou,
+                as_type=config.answer_types.get(task.name),
+            )
+            if label is None:  # a free prompt's empty answer, before any answer typed its field
+                outcomes[i].skipped.append(f"{task.name}: the answer is empty")
+                continue
+            if task.free:  # the first answer types a new field; later answers follow it
+                config.answer_types.setdefault(task.name, type(label).__name__)
             outcomes[i].labels[task.name] = threshold(label, config.confidence_thresh)
     if not config.skip_failures:
         for item, outcome in zip(items, outcomes):
@@ -179,7 +191,9 @@ def _requests(config: Florence2ModelConfig, runner: Runner, task: Task, item: It
         texts = _texts(config, item)
         if not texts:
             raise ValueError(f"no prompt in field {config.prompt_field!r}")
-        requests = [Request(row, build_question(task, text=t), prompt=check_prompt(t)) for t in texts]
+        if task.free and len(texts) > 1:
+            raise ValueError(f"field {config.prompt_field!r} holds {len(texts)} prompts; task {task.name!r} sends one")
+        requests = [Request(row, build_question(task, text=t), prompt=task_prompt(task, t)) for t in texts]
     else:
         requests = _region_requests(config, task, item.regions, row)
     for request in requests:

@@ -18,7 +18,14 @@ from fiftyone import ViewField as F
 from fiftyone_florence2.core.errors import OptionError, literal
 from fiftyone_florence2.core.options import OPTIONS, RUN_OPTIONS, check_existing_policy, field_name, refuse_unmet
 from fiftyone_florence2.runs.config import Florence2ModelConfig
-from fiftyone_florence2.runs.patches import check_patches, is_patches, labelled_patch_ids, source_paths
+from fiftyone_florence2.runs.patches import (
+    attribute_path,
+    check_patches,
+    is_patches,
+    labelled_patch_ids,
+    patch_fields,
+    source_paths,
+)
 
 _RESERVED = frozenset({"id", "filepath", "tags", "metadata", "created_at", "last_modified_at", "media_type", "frames"})
 
@@ -192,7 +199,7 @@ def check_fields(
         expected = config.label_types[task]
         if name in schema:
             have = label_class(schema[name])
-            if have is None or have.__name__ != expected:
+            if have is None or not config.writes(task, have.__name__):
                 kind = have.__name__ if have else type(schema[name]).__name__
                 raise ValueError(
                     f"Field {name!r} already holds {kind}, but task {task!r} writes {expected}. "
@@ -204,6 +211,23 @@ def check_fields(
             raise ValueError("embeddings_field stores whole-image embeddings: label without tiles to store them.")
     check_inputs(samples, config)
     return fields
+
+
+def existing_types(samples: Any, config: Florence2ModelConfig, fields: dict[str, str]) -> dict[str, str]:
+    """The label type each free-prompt task's field already holds (by class name), for the fields that exist:
+    such a field keeps its type, whatever a run's answers hold."""
+    found = {}
+    schema = None if is_patches(samples) else label_dataset(samples).get_field_schema()
+    for task in (t for t in config.tasks if t.free):
+        name = fields[task.name]
+        if schema is not None:
+            have = schema.get(name)
+        else:  # a patches view writes an attribute of each patch's labels
+            have = next((samples.get_field(attribute_path(samples, f, name)) for f in patch_fields(samples)), None)
+        kind = label_class(have)
+        if kind is not None:
+            found[task.name] = kind.__name__
+    return found
 
 
 def check_inputs(samples: Any, config: Florence2ModelConfig) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import fiftyone.core.config as foc
 
 from fiftyone_florence2.core.errors import OptionError, named
-from fiftyone_florence2.core.options import MODEL_OPTIONS, OPTIONS, given, refuse_unmet
+from fiftyone_florence2.core.options import MODEL_OPTIONS, OPTIONS, check_task_prompts, given, refuse_unmet
 from fiftyone_florence2.core.tasks import Task, get_tasks
 from fiftyone_florence2.core.tiling import Tiling
 
@@ -33,6 +33,9 @@ class Florence2ModelConfig(foc.Config):
         for option in MODEL_OPTIONS:
             setattr(self, option.name, option.read(self.parse_raw(d, option.name, default=None)))
         self.tasks: tuple[Task, ...] = get_tasks(self.task)
+        # The label type a free-prompt task's field holds, once known: the field's existing type
+        # (label_samples reads it), else the run's first answer's; answers of the other kind follow it.
+        self.answer_types: dict[str, str] = {}
         self._check_inputs()
 
     def _check_inputs(self) -> None:
@@ -44,6 +47,7 @@ class Florence2ModelConfig(foc.Config):
                     f"{named(option.name)} was given, but none of the tasks ({self._names()}) reads it.", option
                 )
         refuse_unmet(MODEL_OPTIONS, values)
+        check_task_prompts(self.tasks, self.prompt)
         text_tasks = [t.name for t in self.tasks if t.input == "text"]
         sources = [name for name in _TEXT_SOURCES if getattr(self, name) is not None]
         if text_tasks and not sources:
@@ -80,7 +84,12 @@ class Florence2ModelConfig(foc.Config):
     @property
     def label_types(self) -> dict[str, str]:
         """The FiftyOne label type each task writes, with ``masks`` taken into account."""
-        return {t.name: "Detections" if self.masks and t.can_mask else t.label_type for t in self.tasks}
+        types = {t.name: "Detections" if self.masks and t.can_mask else t.label_type for t in self.tasks}
+        return types | {name: kind for name, kind in self.answer_types.items() if name in types}
+
+    def writes(self, task: str, label_type: str) -> bool:
+        """Whether ``task``'s field may hold ``label_type`` (a class name) in this run."""
+        return label_type in self.label_types[task].split(" or ")
 
     def label_fields(self, label_field: str) -> dict[str, str]:
         """The field each task writes: ``label_field``, or ``<label_field>_<task>`` for several tasks."""

@@ -27,6 +27,7 @@ from fiftyone_florence2.runs.checks import (
     check_run,
     check_sample_ids,
     check_vector_length,
+    existing_types,
     frames_to_label,
     shard_ids,
     target_ids,
@@ -100,6 +101,7 @@ def label_samples(
     shard_ids([], shard)  # validates the shard before anything is checked or locked
     samples = frames_to_label(samples, fps, frame_step)
     fields = check_run(samples, config, label_field, skip_existing, overwrite, shard, embeddings_field)
+    config.answer_types = existing_types(samples, config, fields)
     if embeddings_field is not None:
         check_vector_length(samples, embeddings_field, model.embedding_dim)
     run_key = run_key or new_run_key(label_field)

@@ -154,7 +154,7 @@ def check_patches(samples: Any, config: Any, fields: dict[str, str], embeddings_
                 raise ValueError(f"{name!r} is one of {own.__name__}'s own attributes; choose another label field.")
             have = samples.get_field(attribute_path(samples, field, name))
             kind = getattr(have, "document_type", None)
-            if have is not None and getattr(kind, "__name__", None) != config.label_types[task]:
+            if have is not None and not config.writes(task, getattr(kind, "__name__", "")):
                 raise ValueError(
                     f"The labels of {field!r} already have an attribute {name!r} holding "
                     f"{getattr(kind, '__name__', type(have).__name__)}, but task {task!r} writes "

@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from fiftyone_florence2.core.errors import OptionError, named
+from fiftyone_florence2.core.errors import OptionError, literal, named
 from fiftyone_florence2.core.options import (
     OPTIONS,
     Kind,
@@ -25,7 +25,7 @@ from fiftyone_florence2.core.options import (
     whole_number,
 )
 from fiftyone_florence2.core.swap import RESUME_DIR
-from fiftyone_florence2.core.tasks import DEFAULT_TRAIN_TASK, Task, get_tasks
+from fiftyone_florence2.core.tasks import DEFAULT_TRAIN_TASK, TASKS, Task, get_tasks
 
 SCHEDULES = ("linear", "cosine", "constant", "constant_with_warmup")
 DEFAULT_GT_FIELD = "ground_truth"
@@ -90,7 +90,8 @@ def _shared(name: str, help: str | None = None, **changes: Any) -> Option:
 
 
 TRAIN_OPTIONS: tuple[Option, ...] = (
-    _shared("task", "the task(s) to train, each from its own labels", default=DEFAULT_TRAIN_TASK),
+    _shared("task", "the task(s) to train, each from its own labels", default=DEFAULT_TRAIN_TASK,
+            choices=tuple(task.name for task in TASKS if not task.free)),
     Option("label_field", DEFAULT_GT_FIELD, "the field of corrected labels to learn, or task=field pairs, "
            "comma-separated, one field per task", "text", label_fields, group="input", label="Label field"),
     Option("output_dir", None, "where the fine-tuned checkpoint is written (its resumable checkpoints go in "
@@ -221,6 +222,13 @@ def read_train_options(values: Mapping[str, Any]) -> TrainOptions:
             TRAIN["overwrite"],
         )
     tasks = get_tasks(read["task"])
+    free = [task.name for task in tasks if task.free]
+    if free:
+        raise OptionError(
+            f"{named('task')} {literal(', '.join(free))} cannot be fine-tuned: a free prompt's answers have no "
+            "fixed shape to learn; train the task the checkpoint answers (caption, detection, ...) instead.",
+            TRAIN["task"],
+        )
     read["label_field"] = task_fields(tasks, read["label_field"])
     _check_text_inputs(tasks, read)
     return TrainOptions(**read)

@@ -24,7 +24,7 @@ BOX = locs(100, 200, 500, 900)
 
 def answer(task: str, question: str) -> str:
     """What the forced decoder says for each task; text tasks echo their prompt."""
-    if task in ("caption", "detailed_caption", "more_detailed_caption", "ocr"):
+    if task in ("caption", "detailed_caption", "more_detailed_caption", "ocr", "free_prompt"):
         return "A red car."
     if task == "ocr_with_region":
         return "STOP" + locs(100, 100, 200, 100, 200, 150, 100, 150)
@@ -49,6 +49,7 @@ INPUTS = {
     "region_to_category": {"regions_field": "gt"},
     "region_to_description": {"regions_field": "gt"},
     "region_to_ocr": {"regions_field": "gt"},
+    "free_prompt": {"prompt": "<DocVQA>What is it?"},
 }
 
 
@@ -75,7 +76,8 @@ def load(checkpoint, tokenizer, task, **options):
 def test_every_task_writes_its_label_type(labelled, tiny_checkpoint, tokenizer, task):
     model = load(tiny_checkpoint, tokenizer, task, **INPUTS.get(task, {}))
     labelled.apply_model(model, label_field="out", batch_size=3)
-    expected = {t.name: t.label_type for t in TASKS}[task]
+    # a free prompt's field is typed by its first answer: text here
+    expected = {t.name: t.label_types[0] for t in TASKS}[task]
     values = labelled.values("out")
     if get_task(task).input == "region":
         # The sample with no regions has nothing to read: it is skipped with a reason, not given an empty label.

@@ -27,10 +27,11 @@ ISSUE_TABLE = {
     "region_to_category": "<REGION_TO_CATEGORY>",
     "region_to_description": "<REGION_TO_DESCRIPTION>",
     "region_to_ocr": "<REGION_TO_OCR>",
+    "free_prompt": "",
 }
 
 
-def test_all_fifteen_tasks_with_their_tokens():
+def test_the_fifteen_florence2_tasks_with_their_tokens_and_the_free_prompt():
     assert {t.name: t.token for t in TASKS} == ISSUE_TABLE
     assert tuple(ISSUE_TABLE) == TASK_NAMES
 
@@ -40,7 +41,7 @@ def test_task_table_matches_transformers_processor(tiny_checkpoint):
     from transformers import Florence2Processor
 
     processor = Florence2Processor.from_pretrained(tiny_checkpoint)
-    for task in TASKS:
+    for task in (task for task in TASKS if not task.free):
         if task.input == "none":
             assert processor.task_prompts_without_inputs[task.token] == task.question
         else:
@@ -114,6 +115,17 @@ def test_get_tasks(names, expected, error):
         ("region_to_category", None, [0.1, 0.1, 0.0, 0.3], None, "no area"),
         ("region_to_category", None, [0.1, 0.1, 0.3], None, "must be"),
         ("region_to_category", None, [math.nan, 0.1, 0.2, 0.3], None, "finite"),
+        # a free prompt is sent exactly as written: a fine-tune's own tokens, locations and spacing kept
+        ("free_prompt", "<DocVQA>What is the total?", None, "<DocVQA>What is the total?", None),
+        ("free_prompt", "<GENERATE_TAGS>", None, "<GENERATE_TAGS>", None),
+        ("free_prompt", " two  spaces <loc_5><od>", None, " two  spaces <loc_5><od>", None),
+        ("free_prompt", "{input} {0}", None, "{input} {0}", None),
+        ("free_prompt", None, None, None, "needs a prompt"),
+        ("free_prompt", " \n ", None, None, "empty"),
+        ("free_prompt", "", None, None, "empty"),
+        ("free_prompt", ["<OD>"], None, None, "must be a string"),
+        ("free_prompt", "<OD>", None, None, "task 'detection'"),
+        ("free_prompt", "<CAPTION_TO_PHRASE_GROUNDING>a car", None, None, "task 'phrase_grounding'"),
     ],
 )
 def test_build_question(task, text, region, expected, error):
