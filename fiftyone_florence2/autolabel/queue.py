@@ -21,9 +21,8 @@ from fiftyone import ViewField as F
 from fiftyone_florence2.autolabel.reading import check_reviewed_field, label_path, read_labels
 from fiftyone_florence2.core.review import Band, bands_as_value, label_band, read_bands, uncertainty
 from fiftyone_florence2.core.thresholds import Thresholds, read_thresholds
-from fiftyone_florence2.runs.records import new_run_key, now_iso, register_running, save_results
+from fiftyone_florence2.runs.records import REVIEW_METHOD, new_run_key, now_iso, register_running, save_results
 
-REVIEW_METHOD = "florence2_review"
 REVIEWED = ("reviewed",)
 
 

@@ -110,7 +110,10 @@ def label_items(
                 continue
             if task.free:  # the first answer types a new field; later answers follow it
                 config.answer_types.setdefault(task.name, type(label).__name__)
-            outcomes[i].labels[task.name] = threshold(label, config.confidence_thresh)
+            try:
+                outcomes[i].labels[task.name] = threshold(label, config.confidence_thresh)
+            except ValueError as e:  # a class with no threshold (apply_model sets thresholds unchecked)
+                outcomes[i].failed.append(f"{task.name}: {e}")
     if not config.skip_failures:
         for item, outcome in zip(items, outcomes):
             if outcome.failed:
