@@ -155,15 +155,23 @@ def read_weights(source: Path, name: str) -> dict[str, Any]:
 
 
 def pad_rows(tensors: dict[str, Any], rows: int) -> dict[str, Any]:
-    """The vocabulary-sized matrices with zero rows appended up to ``rows`` (``<image>``, then padding)."""
+    """The vocabulary-sized matrices with rows appended up to ``rows`` (``<image>``, then padding), each the
+    mean of the matrix's own rows.
+
+    Generation suppresses those rows, but beam search normalises before it suppresses, so their probability
+    still counts. A mean row's logit is the mean of the original logits, so by Jensen's inequality the ``n``
+    added rows hold at most ``n / (V + n)`` of the probability for any input (about 0.08% for Florence-2-base);
+    zero rows (logit 0) have no such bound and can hold most of it where every original logit is negative.
+    As inputs the rows are never read: the image features replace ``<image>``, and padding has no token.
+    """
     import torch
 
     padded = dict(tensors)
     for key in TIED:
         if key in padded:
             matrix = padded[key]
-            extra = torch.zeros(rows - matrix.shape[0], *matrix.shape[1:], dtype=matrix.dtype)
-            padded[key] = torch.cat([matrix, extra])
+            mean = matrix.float().mean(0).to(matrix.dtype)
+            padded[key] = torch.cat([matrix, mean.expand(rows - matrix.shape[0], *matrix.shape[1:])])
     return padded
 
 
