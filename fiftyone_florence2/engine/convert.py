@@ -36,6 +36,7 @@ from fiftyone_florence2.engine.convert_files import (
     cache_name,
     cache_root,
     check_destination,
+    made_once,
     read_config,
     source_directory,
     weights_paths,
@@ -76,7 +77,7 @@ def convert_checkpoint(
         write_native(source, staged, name)
         record = {"source": name, "revision": revision, "source_sha256": weights_fingerprint(source)}
         write_json(staged / SOURCE_RECORD, record)
-        write_into(staged, target, {"converted_from": record})
+        write_into(staged, target, {"converted_from": record}, replace=overwrite)
     return target
 
 
@@ -319,12 +320,7 @@ def cached_conversion(checkpoint: str, revision: str | None = None) -> str | Non
         return None
     fingerprint = weights_fingerprint(source) or ""
     target = cache_root() / cache_name(checkpoint, fingerprint)
-    if not (target / MANIFEST).is_file():
-        try:
-            convert_checkpoint(source, target)
-        except OSError:  # another process finished the same conversion first
-            if not (target / MANIFEST).is_file():
-                raise
+    if made_once(target, lambda path: convert_checkpoint(source, path)):
         logger.warning(
             "Converted the original-format Florence-2 checkpoint %s to transformers' native format in %s "
             "(once: later loads reuse it). To convert ahead of time: florence2 convert %s DST",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -124,11 +125,16 @@ def check_destination(dst: Path, overwrite: bool, names: tuple[str, ...]) -> Pat
     return path
 
 
-def write_into(staged: Path, target: Path, settings: dict[str, Any]) -> None:
+def write_into(staged: Path, target: Path, settings: dict[str, Any], replace: bool = False) -> None:
     """Moves the complete checkpoint ``staged`` into ``target``: a new directory appears whole (one rename);
-    an earlier conversion's files are replaced through the journal that fine-tuning's swaps use, and any other
-    file in ``target`` stays."""
+    with ``replace``, an earlier conversion's files are replaced through the journal that fine-tuning's swaps
+    use, and any other file in ``target`` stays."""
     files = sorted(os.listdir(staged))
+    if not replace and target.is_dir() and any(target.iterdir()):
+        # Written since the destination was checked (another process converting the same source): theirs
+        # stays, never swapped under a process that may be loading it.
+        shown = literal(repr(str(target)))
+        raise _refusal(f"The destination {shown} was written meanwhile: pass {{overwrite}} to replace it, or use it.")
     if not target.exists():
         write_json(staged / MANIFEST, {"files": files, "settings": settings})
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -141,6 +147,21 @@ def write_into(staged: Path, target: Path, settings: dict[str, Any]) -> None:
     ours = set(manifest_files(target)) - {MANIFEST}
     write_json(target / JOURNAL, {"files": files, "replaces": sorted(ours), "settings": settings})
     finish_swap(target)
+
+
+def made_once(target: Path, make: Callable[[Path], object]) -> bool:
+    """Makes the cache entry ``target`` with ``make`` unless a complete one (its manifest written) is there;
+    whether this call made it. Processes making one entry at once each stage their own copy: the first moved
+    into place stays, and the others end using it."""
+    if (target / MANIFEST).is_file():
+        return False
+    try:
+        make(target)
+    except (OSError, ValueError):  # a refusal, or a failed rename: fine if another process finished first
+        if not (target / MANIFEST).is_file():
+            raise
+        return False
+    return True
 
 
 def cache_root() -> Path:
