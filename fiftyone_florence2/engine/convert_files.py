@@ -76,7 +76,9 @@ def source_directory(name: str, revision: str | None = None) -> Path:
 
     hub = {"revision": revision, "allow_patterns": list(SOURCE_FILES), "endpoint": hub_endpoint()}
     try:
-        return Path(snapshot_download(name, local_files_only=True, **hub))
+        cached = Path(snapshot_download(name, local_files_only=True, **hub))
+        if _has_weights(cached, name):  # a snapshot whose config.json alone was fetched is not enough
+            return cached
     except Exception:  # not in the cache (the Hub client's errors have no common class)
         pass
     if not hub_reachable(name, revision):
@@ -89,6 +91,13 @@ def source_directory(name: str, revision: str | None = None) -> Path:
     except Exception as e:
         reason = " ".join(str(e).split()) or type(e).__name__
         raise CheckpointError(f"Downloading {name!r} failed ({reason}).") from None
+
+
+def _has_weights(path: Path, name: str) -> bool:
+    try:
+        return (path / "config.json").is_file() and bool(weights_paths(path, name))
+    except CheckpointError:
+        return False
 
 
 def _refusal(template: str) -> OptionError:
