@@ -31,7 +31,7 @@ from fiftyone_florence2.core.adapters import (
 from fiftyone_florence2.core.checkpoints import looks_like_path, weights_fingerprint
 from fiftyone_florence2.core.errors import CheckpointError
 from fiftyone_florence2.core.original import TIED, TRANSPOSED, is_original_format, native_key
-from fiftyone_florence2.core.swap import MANIFEST, write_json
+from fiftyone_florence2.core.swap import write_json
 from fiftyone_florence2.engine.convert import (
     CONVERTED_NAMES,
     SOURCE_RECORD,
@@ -44,6 +44,7 @@ from fiftyone_florence2.engine.convert_files import (
     cache_name,
     cache_root,
     check_destination,
+    made_once,
     read_config,
     source_directory,
     weights_paths,
@@ -63,12 +64,7 @@ def adapter_to_load(checkpoint: str) -> tuple[str, dict[str, Any]] | None:
     base = base_directory(settings["base_model_name_or_path"], folder, str(folder))
     digest = hashlib.sha256(f"{weights_fingerprint(str(folder))}:{weights_fingerprint(str(base))}".encode())
     target = cache_root() / cache_name(str(folder), digest.hexdigest())
-    if not (target / MANIFEST).is_file():
-        try:
-            merge_adapter(folder, target)
-        except OSError:  # another process finished the same merge first
-            if not (target / MANIFEST).is_file():
-                raise
+    if made_once(target, lambda path: merge_adapter(folder, path)):
         logger.warning(
             "Merged the LoRA adapter %s into its base %s, as a native checkpoint in %s (once: later loads reuse "
             "it). To merge ahead of time: fiftyone_florence2.merge_adapter(%s, DST)",
@@ -129,7 +125,7 @@ def merge_adapter(
             "base_sha256": weights_fingerprint(str(source)),
         }
         write_json(staged / SOURCE_RECORD, record)
-        write_into(staged, target, {"converted_from": record})
+        write_into(staged, target, {"converted_from": record}, replace=overwrite)
     return target
 
 

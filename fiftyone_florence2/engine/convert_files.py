@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +76,9 @@ def source_directory(name: str, revision: str | None = None) -> Path:
 
     hub = {"revision": revision, "allow_patterns": list(SOURCE_FILES), "endpoint": hub_endpoint()}
     try:
-        return Path(snapshot_download(name, local_files_only=True, **hub))
+        cached = Path(snapshot_download(name, local_files_only=True, **hub))
+        if _has_weights(cached, name):  # a snapshot whose config.json alone was fetched is not enough
+            return cached
     except Exception:  # not in the cache (the Hub client's errors have no common class)
         pass
     if not hub_reachable(name, revision):
@@ -88,6 +91,13 @@ def source_directory(name: str, revision: str | None = None) -> Path:
     except Exception as e:
         reason = " ".join(str(e).split()) or type(e).__name__
         raise CheckpointError(f"Downloading {name!r} failed ({reason}).") from None
+
+
+def _has_weights(path: Path, name: str) -> bool:
+    try:
+        return (path / "config.json").is_file() and bool(weights_paths(path, name))
+    except CheckpointError:
+        return False
 
 
 def _refusal(template: str) -> OptionError:
@@ -124,11 +134,16 @@ def check_destination(dst: Path, overwrite: bool, names: tuple[str, ...]) -> Pat
     return path
 
 
-def write_into(staged: Path, target: Path, settings: dict[str, Any]) -> None:
+def write_into(staged: Path, target: Path, settings: dict[str, Any], replace: bool = False) -> None:
     """Moves the complete checkpoint ``staged`` into ``target``: a new directory appears whole (one rename);
-    an earlier conversion's files are replaced through the journal that fine-tuning's swaps use, and any other
-    file in ``target`` stays."""
+    with ``replace``, an earlier conversion's files are replaced through the journal that fine-tuning's swaps
+    use, and any other file in ``target`` stays."""
     files = sorted(os.listdir(staged))
+    if not replace and target.is_dir() and any(target.iterdir()):
+        # Written since the destination was checked (another process converting the same source): theirs
+        # stays, never swapped under a process that may be loading it.
+        shown = literal(repr(str(target)))
+        raise _refusal(f"The destination {shown} was written meanwhile: pass {{overwrite}} to replace it, or use it.")
     if not target.exists():
         write_json(staged / MANIFEST, {"files": files, "settings": settings})
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -141,6 +156,21 @@ def write_into(staged: Path, target: Path, settings: dict[str, Any]) -> None:
     ours = set(manifest_files(target)) - {MANIFEST}
     write_json(target / JOURNAL, {"files": files, "replaces": sorted(ours), "settings": settings})
     finish_swap(target)
+
+
+def made_once(target: Path, make: Callable[[Path], object]) -> bool:
+    """Makes the cache entry ``target`` with ``make`` unless a complete one (its manifest written) is there;
+    whether this call made it. Processes making one entry at once each stage their own copy: the first moved
+    into place stays, and the others end using it."""
+    if (target / MANIFEST).is_file():
+        return False
+    try:
+        make(target)
+    except (OSError, ValueError):  # a refusal, or a failed rename: fine if another process finished first
+        if not (target / MANIFEST).is_file():
+            raise
+        return False
+    return True
 
 
 def cache_root() -> Path:

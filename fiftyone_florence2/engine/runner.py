@@ -36,6 +36,7 @@ from fiftyone_florence2.core.options import OPTIONS
 from fiftyone_florence2.core.parsing import Generation
 from fiftyone_florence2.core.tasks import Task
 from fiftyone_florence2.engine.adapters import native_to_load
+from fiftyone_florence2.engine.added_rows import added_rows, rows_masked
 from fiftyone_florence2.engine.cache import SharedCrossAttentionCache
 from fiftyone_florence2.engine.devices import pick_device, pick_dtype
 from fiftyone_florence2.engine.items import ImagePreprocessor
@@ -157,9 +158,11 @@ class Florence2Runner:
         # The encoder reads the image tokens, then <s>, the question and </s>.
         self.question_room = self.max_text_positions - self.processor.num_image_tokens - 2
         self._default_no_repeat = int(self.model.generation_config.no_repeat_ngram_size or 0)
-        # Tokens generation never emits (a conversion's <image> and padding rows, which the original model
-        # lacked): scoring leaves them out too, so confidences are over the vocabulary the model answers from.
+        # Tokens generation never emits: scoring leaves them out, so confidences are over the vocabulary the
+        # model answers from. The rows a conversion added (<image>, padding: the original lacked them) are masked
+        # in the logits themselves while generating, before normalisation, so that beams rank as the original's.
         self._suppressed = sorted(set(self.model.generation_config.suppress_tokens or ()))
+        self._added_rows = added_rows(self.model)
         self._cross_attention = self._cross_attention_modules()
 
     def _hub_kwargs(self, revision: str | None) -> dict[str, Any]:
@@ -278,13 +281,14 @@ class Florence2Runner:
         cross = self._cross_attention_states(hidden) if self._own_cache_allowed(settings) else None
         if cross is not None:
             settings["cache"] = self._decoder_cache(cross, expand=max(1, int(settings["num_beams"] or 1)))
-        output = self.model.generate(
-            input_ids=input_ids,
-            encoder_outputs=BaseModelOutput(last_hidden_state=hidden),
-            attention_mask=attention_mask,
-            return_dict_in_generate=True,
-            **settings,
-        )
+        with rows_masked(self.model, self._added_rows):
+            output = self.model.generate(
+                input_ids=input_ids,
+                encoder_outputs=BaseModelOutput(last_hidden_state=hidden),
+                attention_mask=attention_mask,
+                return_dict_in_generate=True,
+                **settings,
+            )
         sequences = self._trim(output.sequences)
         del output, settings  # frees the beams' cache before scoring
         self._sync()
@@ -372,14 +376,13 @@ class Florence2Runner:
         chunks = []
         for lo in range(0, len(sequences), rows):
             part = slice(lo, lo + rows)
-            logits = self.model(
-                encoder_outputs=BaseModelOutput(last_hidden_state=hidden[part]),
-                attention_mask=attention_mask[part],
-                decoder_input_ids=decoder_inputs[part],
-                **({"cache": self._decoder_cache(cross, rows=part)} if cross is not None else {"use_cache": False}),
-            ).logits.float()
-            if self._suppressed:
-                logits[..., self._suppressed] = float("-inf")
+            with rows_masked(self.model, self._suppressed):
+                logits = self.model(
+                    encoder_outputs=BaseModelOutput(last_hidden_state=hidden[part]),
+                    attention_mask=attention_mask[part],
+                    decoder_input_ids=decoder_inputs[part],
+                    **({"cache": self._decoder_cache(cross, rows=part)} if cross is not None else {"use_cache": False}),
+                ).logits.float()
             # log_softmax gathered at the targets, without a second vocabulary-sized tensor
             picked = logits.gather(-1, targets[part].unsqueeze(-1)).squeeze(-1)
             chunks.append(picked - torch.logsumexp(logits, dim=-1))

@@ -4,12 +4,13 @@ source is unchanged, converted again when it changes; the run records name what 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 import torch
 from helpers.original_layout import MARKER, Layout, write_original
 
-from fiftyone_florence2.core.checkpoints import check_native_config
+from fiftyone_florence2.core.checkpoints import check_native_config, weights_fingerprint
 from fiftyone_florence2.core.errors import CheckpointError
 from fiftyone_florence2.core.options import OPTIONS
 from fiftyone_florence2.core.tasks import get_task
@@ -100,3 +101,18 @@ def test_bin_only_directory_is_refused_where_a_checkpoint_is_named(original):
     (original / "model.safetensors").rename(original / "pytorch_model.bin")
     with pytest.raises(CheckpointError, match=r"torch\.load is not a safe loader"):
         OPTIONS["model"].check("model", str(original))
+
+
+def test_two_processes_converting_at_once_both_load_the_one_good_copy(original, tmp_path):
+    from helpers.convert_race import load_together
+
+    answers = load_together(str(original), tmp_path)
+    assert [kind for kind, _, _ in answers] == ["loaded", "loaded"], answers
+    [(_, first, fingerprint), (_, second, again)] = answers
+    assert first == second and fingerprint == again
+    cache = tmp_path / "cache" / "converted"
+    assert [p.name for p in cache.iterdir()] == [Path(first).name]  # no staging folder left beside it
+    copy = Path(first)
+    assert not [p.name for p in copy.iterdir() if p.name.startswith(".")]  # nor inside it
+    assert weights_fingerprint(str(copy)) == fingerprint
+    assert Florence2Runner(str(original), device="cpu", dtype="float32").checkpoint == first
