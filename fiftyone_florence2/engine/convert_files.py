@@ -46,7 +46,8 @@ def read_config(path: Path, name: str) -> dict[str, Any]:
 
 
 def weights_paths(source: Path, name: str) -> list[Path]:
-    """The source's safetensors files (a sharded checkpoint's from its index); refuses ``.bin``-only weights."""
+    """The source's ``model.safetensors`` (a sharded checkpoint's shards, from its index); refuses
+    ``.bin``-only weights."""
     index = source / "model.safetensors.index.json"
     if index.is_file():
         shards = sorted(set(read_config(index, name).get("weight_map", {}).values()))
@@ -56,12 +57,14 @@ def weights_paths(source: Path, name: str) -> list[Path]:
                 f"Checkpoint {name!r} cannot be converted: it lacks the shard(s) {', '.join(missing)}."
             )
         return [source / shard for shard in shards]
-    found = sorted(source.glob("*.safetensors"))
-    if found:
-        return found
+    # Only the file transformers itself loads: another *.safetensors beside it (an adapter, a training
+    # state, saved tensors) is not the model's, and reading it too would mix foreign tensors in.
+    single = source / "model.safetensors"
+    if single.is_file():
+        return [single]
     if any(source.glob("*.bin")):
         raise CheckpointError(f"Checkpoint {name!r} {BIN_ONLY}.")
-    raise CheckpointError(f"Checkpoint {name!r} cannot be converted: it has no weights (*.safetensors).")
+    raise CheckpointError(f"Checkpoint {name!r} cannot be converted: it has no weights (model.safetensors).")
 
 
 def source_directory(name: str, revision: str | None = None) -> Path:

@@ -156,7 +156,7 @@ def _nonzero_bias(path: Path) -> None:
         (_bin_only, "torch.load is not a safe loader"),
         (_no_config, "has no config.json"),
         (_not_json, "config.json does not read"),
-        (_no_weights, r"no weights \(\*.safetensors\)"),
+        (_no_weights, r"no weights \(model.safetensors\)"),
         (_corrupt, "corrupt or incomplete"),
         (_truncated, "corrupt or incomplete"),
         (_config_edit(image_feature_source=["last_frame"]), "image_feature_source"),
