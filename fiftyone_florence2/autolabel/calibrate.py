@@ -158,7 +158,8 @@ def build_calibration(key: str, settings: dict[str, Any], predictions, truths) -
     overall = class_report(ANY_CLASS, everything, sum(unscored.values()), len(truths), target, bins)
     classes = sorted({c for c in (*scored, *unscored, *counts) if c is not None and c != ANY_CLASS})
     per_class = {
-        c: fall_back(class_report(c, scored[c], unscored[c], counts[c], target, bins), overall, fewest) for c in classes
+        c: fall_back(class_report(c, scored[c], unscored[c], counts[c], target, bins), overall, fewest, scored[c], bins)
+        for c in classes
     }
     return Calibration(key, settings, overall, per_class)
 
