@@ -19,6 +19,7 @@ from fiftyone_florence2.core.calibration import (
     fit_isotonic,
     precision_interval,
     precision_recall_curve,
+    recalibrated,
     reliability_bins,
 )
 from fiftyone_florence2.core.thresholds import ANY_CLASS

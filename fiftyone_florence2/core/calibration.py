@@ -9,6 +9,7 @@ and the threshold that reaches a target precision with the most recall.
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from collections.abc import Sequence
@@ -190,7 +191,7 @@ def apply_mapping(knots: Sequence[Sequence[float]], confidence: float | None) ->
         return None
     if confidence <= knots[0][0]:
         return float(knots[0][1])
-    for (x0, y0), (x1, y1) in zip(knots, knots[1:]):
+    for (x0, y0), (x1, y1) in itertools.pairwise(knots):
         if confidence <= x1:
             return float(y0 + (y1 - y0) * (confidence - x0) / (x1 - x0)) if x1 > x0 else float(y1)
     return float(knots[-1][1])
