@@ -38,9 +38,10 @@ def pool(calibrated):
 
 
 def _labels(samples):
-    return list(zip(*(sum(column, []) for column in samples.values(
-        [f"{PATH}.label", f"{PATH}.confidence", f"{PATH}.calibrated_confidence", f"{PATH}.calibrated_by",
-         f"{PATH}.tags"]))))  # fmt: skip
+    """``(label, confidence, calibrated_confidence, calibrated_by, tags)`` of every label, sample by sample."""
+    names = ("label", "confidence", "calibrated_confidence", "calibrated_by", "tags")
+    columns = samples.values([f"{PATH}.{name}" for name in names])
+    return list(zip(*([item for row in column for item in row] for column in columns)))
 
 
 def test_calibrate_stores_a_mapping_per_class_and_reads_it_back(calibrated):
