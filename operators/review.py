@@ -85,6 +85,8 @@ class Florence2ReviewQueue(foo.Operator):
         inputs.str("reviewed_tags", label=_label("reviewed_tags"), default="reviewed",
                    description="labels and samples with this tag are never re-tagged")  # fmt: skip
         inputs.str("open_band", label="Open band", default=_open_band(ctx.params))
+        inputs.bool("overwrite", label="Overwrite", default=False,
+                    description="replace calibrated confidences another calibration wrote on these labels")  # fmt: skip
         view = types.PromptView(label="Florence-2 review queue", submit_button_label="Queue")
         return types.Property(inputs, view=view)
 
@@ -96,7 +98,7 @@ class Florence2ReviewQueue(foo.Operator):
             queue = review_queue(
                 ctx.target_view(), params.get("pred_field"), thresholds=params.get("thresholds") or None,
                 bands=params.get("bands") or None, calibration=params.get("calibration") or None,
-                reviewed_tags=tags,
+                reviewed_tags=tags, overwrite=bool(params.get("overwrite")),
             )  # fmt: skip
         except ValueError as e:
             raise ValueError(in_route_words(str(e), "app")) from None

@@ -64,7 +64,8 @@ class ReviewQueue:
     def describe(self) -> str:
         """One line: the counts per band, and the labels left alone."""
         counts = ", ".join(f"{band} {count}" for band, count in self.counts.items())
-        return f"Review queue {self.key}: {counts}; left {self.left_alone} reviewed label(s) alone."
+        by = f" (by {self.confidence})" if self.confidence != "confidence" else ""
+        return f"Review queue {self.key}{by}: {counts}; left {self.left_alone} reviewed label(s) alone."
 
 
 def view_name(pred_field: str, band: str) -> str:

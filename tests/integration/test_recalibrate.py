@@ -118,3 +118,43 @@ def test_the_queue_bands_by_the_recalibrated_confidence_and_accepts_what_the_raw
     uncertainty = dataset.values("pred_uncertainty")
     assert max(uncertainty) == 1.0  # the sample with the label of no confidence comes first
     assert f2.load_review_queue(dataset, queue.key) == queue
+
+
+def test_the_cli_recalibrates_and_refuses_in_its_flags_words(pool, capsys):
+    from fiftyone_florence2.cli import main
+
+    dataset, _ = pool
+    assert main(["recalibrate", "--dataset", dataset.name, "--field", "pred", "--calibration", "cal"]) == 0
+    assert f"Wrote calibrated_confidence on {len(dataset)} label(s) of 'pred' from calibration 'cal'" in (
+        capsys.readouterr().out)  # fmt: skip
+    f2.calibrate(dataset, "pred", "gt", key="cal2")
+    argv = ["recalibrate", "--dataset", dataset.name, "--field", "pred", "--calibration", "cal2"]
+    assert main(argv) == 2
+    assert "from calibration 'cal': pass --overwrite to replace them." in capsys.readouterr().err
+    assert main([*argv, "--overwrite"]) == 0
+    assert main(["review", "--dataset", dataset.name, "--field", "pred", "--calibration", "cal2"]) == 0
+    out = capsys.readouterr().out
+    assert "(by calibrated_confidence)" in out
+    assert main(["runs", "--dataset", dataset.name]) == 0
+    assert "with calibration cal2 (recalibrated confidences)" in capsys.readouterr().out
+
+
+def test_the_queue_operator_refuses_another_calibrations_values_unless_overwrite_is_ticked(pool, operator):
+    import asyncio
+
+    from fiftyone.operators.executor import execute_or_delegate_operator
+    from helpers.operators import PLUGIN
+
+    dataset, _ = pool
+    f2.recalibrate(dataset, "pred", "cal")
+    f2.calibrate(dataset, "pred", "gt", key="cal2")
+    uri = f"{PLUGIN}/florence2_review_queue"
+
+    def execute(**params):
+        request = {"operator_uri": uri, "dataset_name": dataset.name, "view": [], "selected": [],
+                   "params": {"pred_field": "pred", "calibration": "cal2", **params}}  # fmt: skip
+        return asyncio.run(execute_or_delegate_operator(uri, request))
+
+    assert 'pass "Overwrite" ticked to replace them.' in str(execute().error)
+    assert execute(overwrite=True).error is None
+    assert {by for *_, by, _ in _labels(dataset) if by} == {"cal2"}
