@@ -19,7 +19,6 @@ from fiftyone_florence2.core.calibration import (
     fit_isotonic,
     precision_interval,
     precision_recall_curve,
-    recalibrated,
     reliability_bins,
 )
 from fiftyone_florence2.core.thresholds import ANY_CLASS
@@ -44,8 +43,8 @@ class ClassReport:
         mapping: the recalibration mapping this class gets (isotonic, knots ``[raw, calibrated]``; its own, or the
             overall one when ``fallback``), None without labels or in a calibration recorded before mappings
         ece_recalibrated: the ECE of recalibrated confidences, cross-fitted on the slice (each fifth of its labels
-            through a mapping fitted on the other four fifths; a class that falls back: its labels through the
-            overall mapping); None with fewer than 10 labels
+            through a mapping fitted on the other four fifths; for a class that falls back, the overall mapping's
+            fifths); None with fewer than 10 labels
     """
 
     name: str
@@ -84,7 +83,7 @@ class ClassReport:
         name = "overall" if self.name == ANY_CLASS else self.name
         ece = "-" if self.ece is None else f"{self.ece:.3f}"
         if self.ece_recalibrated is not None:
-            ece += f" (recalibrated {self.ece_recalibrated:.3f}, cross-fitted)"
+            ece += f" (recalibrated {self.ece_recalibrated:.3f})"
         head = f"{name}: {self.predictions} labels, {self.right} right, {self.ground_truth} true, ECE {ece}"
         if self.fallback:
             return f"{head}; takes the overall threshold ({self.fallback})"
@@ -128,23 +127,23 @@ def class_report(name: str, scored: Sequence[Scored], unscored: int, ground_trut
 
 def _recalibration(scored: Sequence[Scored], bins: int) -> dict[str, Any]:
     """The mapping fitted on ``scored``, and the ECE of ``scored`` recalibrated out of sample (cross-fitted)."""
-    out_of_sample = cross_fitted(scored)
-    ece = expected_calibration_error(reliability_bins(out_of_sample, bins)) if out_of_sample else None
-    return {"mapping": fit_isotonic(scored), "ece_recalibrated": ece}
+    return {"mapping": fit_isotonic(scored), "ece_recalibrated": _ece_of(cross_fitted(scored), bins)}
 
 
-def fall_back(report: ClassReport, overall: ClassReport, min_per_class: int, scored: Sequence[Scored],
+def _ece_of(scored: Sequence[Scored] | None, bins: int) -> float | None:
+    return expected_calibration_error(reliability_bins(scored, bins)) if scored else None
+
+
+def fall_back(report: ClassReport, overall: ClassReport, min_per_class: int, out_of_sample: Sequence[Scored] | None,
               bins: int) -> ClassReport:  # fmt: skip
     """``report`` taking the overall threshold and mapping, when its class has fewer than ``min_per_class``
-    labels (``scored``: its labels, to measure the overall mapping on them)."""
+    labels. ``out_of_sample``: its labels recalibrated by overall mappings fitted without them (cross-fitted
+    over every class), for its recalibrated ECE."""
     if report.predictions >= min_per_class:
         return report
     reason = f"{report.predictions} labels on the slice, fewer than {min_per_class}"
-    # Through the overall mapping (fitted on these labels among many others).
-    ece = expected_calibration_error(reliability_bins(recalibrated(scored, overall.mapping), bins)) if (
-        scored and overall.mapping) else None  # fmt: skip
     return dataclasses.replace(report, threshold=overall.threshold, fallback=reason, mapping=overall.mapping,
-                               ece_recalibrated=ece)  # fmt: skip
+                               ece_recalibrated=_ece_of(out_of_sample, bins))  # fmt: skip
 
 
 @dataclass

@@ -203,16 +203,18 @@ def recalibrated(scored: Sequence[Scored], knots: Sequence[Sequence[float]]) -> 
 
 
 def cross_fitted(scored: Sequence[Scored], folds: int = 5) -> list[Scored] | None:
-    """``scored`` recalibrated out of sample: each of ``folds`` parts (a fixed shuffle) through a mapping fitted
-    on the others. On its own slice a mapping is calibrated by construction (ECE 0), which says nothing; this
-    is what the slice can say about unseen labels. None with fewer than two labels a part."""
+    """``scored`` recalibrated out of sample, in the same order: each of ``folds`` parts (a fixed shuffle)
+    through a mapping fitted on the others. On its own slice a mapping is calibrated by construction (ECE 0),
+    which says nothing; this is what the slice can say about unseen labels. None with fewer than two labels a
+    part."""
     if len(scored) < 2 * folds:
         return None
     order = list(range(len(scored)))
     random.Random(0).shuffle(order)
     part = {index: position % folds for position, index in enumerate(order)}
-    out: list[Scored] = []
+    out: list[Scored] = list(scored)
     for fold in range(folds):
         knots = fit_isotonic([item for i, item in enumerate(scored) if part[i] != fold])
-        out.extend(recalibrated([item for i, item in enumerate(scored) if part[i] == fold], knots))
+        for i in (i for i in range(len(scored)) if part[i] == fold):
+            out[i] = (apply_mapping(knots, scored[i][0]), scored[i][1])
     return out
