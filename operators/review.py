@@ -79,7 +79,9 @@ class Florence2ReviewQueue(foo.Operator):
                     default=fields[0] if fields else None)  # fmt: skip
         inputs.str("thresholds", label=_label("thresholds"),
                    description="0.7, or per class: car=0.8,*=0.6 (where each class's accept band starts)")  # fmt: skip
-        inputs.str("calibration", label=_label("calibration"), description="or the key of a calibration run")
+        inputs.str("calibration", label=_label("calibration"),
+                   description="or the key of a calibration run: its thresholds, and its recalibrated confidences "
+                   "to band and order by")  # fmt: skip
         inputs.str("bands", label=_label("bands"), default=DEFAULT_BANDS_TEXT,
                    description="NAME=LOW-HIGH bands tiling 0-1, for a threshold at the top band's low")  # fmt: skip
         inputs.str("reviewed_tags", label=_label("reviewed_tags"), default="reviewed",
