@@ -26,6 +26,7 @@ _LAZY = {
     "merge_adapter": "engine.adapters",
     "calibrate": "autolabel.calibrate",
     "load_calibration": "autolabel.calibrate",
+    "recalibrate": "autolabel.recalibrate",
     "Calibration": "autolabel.report",
     "TrainResult": "training.trainer",
     "Florence2Model": "runs.model",

@@ -363,7 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_app(args.dataset, args.port)
         if args.command == "convert":
             return run_convert(args)
-        if args.command in ("review", "training-labels"):
+        if args.command in ("review", "recalibrate", "training-labels"):
             from fiftyone_florence2.cli_autolabel import run as run_autolabel
 
             return run_autolabel(args)

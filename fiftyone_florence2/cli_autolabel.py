@@ -1,6 +1,8 @@
-"""``florence2 review`` and ``florence2 training-labels``: the review queue and the labels to fine-tune on.
+"""``florence2 review``, ``florence2 recalibrate`` and ``florence2 training-labels``: the review queue, the
+recalibrated confidences and the labels to fine-tune on.
 
-Thin adapters over :func:`~fiftyone_florence2.autolabel.queue.review_queue` and
+Thin adapters over :func:`~fiftyone_florence2.autolabel.queue.review_queue`,
+:func:`~fiftyone_florence2.autolabel.recalibrate.recalibrate` and
 :func:`~fiftyone_florence2.autolabel.loop.training_labels`; refusals name the
 flags.
 """
@@ -33,7 +35,16 @@ def add_parsers(sub: Any) -> None:
     )  # fmt: skip
     review.add_argument("--reviewed-field", metavar="FIELD", help="a sample field or label attribute marking reviewed")
     review.add_argument("--key", metavar="RUN_KEY", help="the run key to record the queue under (default: a new one)")
-    review.add_argument("--overwrite", action="store_true", help="replace the review queue recorded under --key")
+    review.add_argument("--overwrite", action="store_true", help="replace the review queue recorded under --key, "
+                        "and calibrated confidences another calibration wrote")  # fmt: skip
+
+    recalibrate = sub.add_parser(
+        "recalibrate", help="write each label's recalibrated confidence (calibrated_confidence) from a calibration"
+    )
+    _common(recalibrate, reviewed=False)
+    recalibrate.add_argument("--calibration", required=True, metavar="KEY", help="the calibration whose mapping to use")
+    recalibrate.add_argument("--overwrite", action="store_true", help="replace calibrated confidences another "
+                             "calibration wrote")  # fmt: skip
 
     labels = sub.add_parser("training-labels", help="copy reviewed and accepted labels into a new field to train on")
     _common(labels)
@@ -43,13 +54,13 @@ def add_parsers(sub: Any) -> None:
     labels.add_argument("--overwrite", action="store_true", help="replace a field this command wrote before")
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def _common(parser: argparse.ArgumentParser, reviewed: bool = True) -> None:
     parser.add_argument("--dataset", required=True, metavar="NAME", help="the FiftyOne dataset")
     parser.add_argument("--field", required=True, metavar="FIELD", help="the predictions field (e.g. predictions)")
     parser.add_argument("--view", metavar="NAME", help="a saved view of the dataset to work on (default: all of it)")
-    parser.add_argument(
-        "--reviewed-tag", action="append", metavar="TAG", help="tag marking what a person reviewed (default: reviewed)"
-    )
+    if reviewed:
+        parser.add_argument("--reviewed-tag", action="append", metavar="TAG",
+                            help="tag marking what a person reviewed (default: reviewed)")  # fmt: skip
 
 
 def _samples(args: argparse.Namespace) -> Any:
@@ -65,12 +76,13 @@ def _samples(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Runs ``review`` or ``training-labels``; a refusal is raised as one line in the flags' words."""
+    """Runs ``review``, ``recalibrate`` or ``training-labels``; a refusal is raised as one line in the flags' words."""
     from fiftyone_florence2.autolabel.wording import in_route_words
 
     samples = _samples(args)
+    commands = {"review": _review, "recalibrate": _recalibrate, "training-labels": _training_labels}
     try:
-        return _review(samples, args) if args.command == "review" else _training_labels(samples, args)
+        return commands[args.command](samples, args)
     except ValueError as e:
         raise AutolabelUsageError(in_route_words(str(e), "cli")) from None
 
@@ -87,6 +99,15 @@ def _review(samples: Any, args: argparse.Namespace) -> int:
     for band, name in queue.views.items():
         print(f"  {band:<10} {queue.counts[band]:>6} label(s)  saved view {name!r} (least certain first)")
     print(f"Least certain first over the whole dataset: sort by {queue.uncertainty_field!r}, highest first.")
+    return 0
+
+
+def _recalibrate(samples: Any, args: argparse.Namespace) -> int:
+    from fiftyone_florence2.autolabel.recalibrate import CALIBRATED, recalibrate
+
+    written = recalibrate(samples, args.field, args.calibration, overwrite=args.overwrite)
+    print(f"Wrote {CALIBRATED} on {written} label(s) of {args.field!r} from calibration {args.calibration!r} "
+          "(confidence kept as it was).")  # fmt: skip
     return 0
 
 
@@ -117,6 +138,8 @@ def autolabel_run_lines(dataset: Any) -> list[str]:
         results = load_results(dataset, key) if config.status != "running" else None
         counts = ", ".join(f"{band} {n}" for band, n in (getattr(results, "counts", None) or {}).items())
         source = f"calibration {config.calibration_key}" if config.calibration_key else "typed thresholds"
+        if getattr(config, "confidence", None) == "calibrated_confidence":
+            source += " (recalibrated confidences)"
         started = (config.started_at or "-")[:19].replace("T", " ")
         lines.append(
             f"{key}  {started}  {config.status:<11} queues {config.pred_field} with {source} "

@@ -14,6 +14,7 @@ From Python::
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import fiftyone.operators as foo
@@ -49,6 +50,13 @@ def _label_fields(ctx: Any) -> list[str]:
     if ctx.dataset is None:
         return []
     return [name for kind in LABEL_TYPES for name in ctx.dataset.get_field_schema(embedded_doc_type=kind)]
+
+
+def report_markdown(text: str) -> str:
+    """The report's lines as a Markdown list, which wraps in the output panel (a code block does not: its
+    long lines were cut off on the right), with Markdown's own characters escaped."""
+    escaped = re.sub(r"([\\`*_\[\]<>#|])", r"\\\1", text)
+    return "\n".join(f"- {line}" for line in escaped.splitlines())
 
 
 class Florence2Calibrate(foo.Operator):
@@ -95,7 +103,7 @@ class Florence2Calibrate(foo.Operator):
         return {
             "key": result.key,
             "thresholds": result.thresholds,
-            "report": "```\n" + result.describe() + "\n```",
+            "report": report_markdown(result.describe()),
             "diagram": result.png_data_uri(),
         }
 

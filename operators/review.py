@@ -79,12 +79,16 @@ class Florence2ReviewQueue(foo.Operator):
                     default=fields[0] if fields else None)  # fmt: skip
         inputs.str("thresholds", label=_label("thresholds"),
                    description="0.7, or per class: car=0.8,*=0.6 (where each class's accept band starts)")  # fmt: skip
-        inputs.str("calibration", label=_label("calibration"), description="or the key of a calibration run")
+        inputs.str("calibration", label=_label("calibration"),
+                   description="or the key of a calibration run: its thresholds, and its recalibrated confidences "
+                   "to band and order by")  # fmt: skip
         inputs.str("bands", label=_label("bands"), default=DEFAULT_BANDS_TEXT,
                    description="NAME=LOW-HIGH bands tiling 0-1, for a threshold at the top band's low")  # fmt: skip
         inputs.str("reviewed_tags", label=_label("reviewed_tags"), default="reviewed",
                    description="labels and samples with this tag are never re-tagged")  # fmt: skip
         inputs.str("open_band", label="Open band", default=_open_band(ctx.params))
+        inputs.bool("overwrite", label="Overwrite", default=False,
+                    description="replace calibrated confidences another calibration wrote on these labels")  # fmt: skip
         view = types.PromptView(label="Florence-2 review queue", submit_button_label="Queue")
         return types.Property(inputs, view=view)
 
@@ -96,7 +100,7 @@ class Florence2ReviewQueue(foo.Operator):
             queue = review_queue(
                 ctx.target_view(), params.get("pred_field"), thresholds=params.get("thresholds") or None,
                 bands=params.get("bands") or None, calibration=params.get("calibration") or None,
-                reviewed_tags=tags,
+                reviewed_tags=tags, overwrite=bool(params.get("overwrite")),
             )  # fmt: skip
         except ValueError as e:
             raise ValueError(in_route_words(str(e), "app")) from None

@@ -16,7 +16,7 @@ import fiftyone.core.labels as fol
 
 from fiftyone_florence2.autolabel.plot import check_plot_path
 from fiftyone_florence2.autolabel.report import Calibration, class_report, fall_back
-from fiftyone_florence2.core.calibration import Scored
+from fiftyone_florence2.core.calibration import Scored, cross_fitted
 from fiftyone_florence2.core.calibration_options import CALIBRATE, CALIBRATE_OPTIONS
 from fiftyone_florence2.core.errors import OptionError, literal, named
 from fiftyone_florence2.core.thresholds import ANY_CLASS
@@ -155,11 +155,15 @@ def build_calibration(key: str, settings: dict[str, Any], predictions, truths) -
             scored[label].append((float(confidence), bool(right)))
     counts = Counter(truths)
     everything = [item for items in scored.values() for item in items]
+    names = [name for name, items in scored.items() for _ in items]
     overall = class_report(ANY_CLASS, everything, sum(unscored.values()), len(truths), target, bins)
+    out_of_sample = cross_fitted(everything) or []
     classes = sorted({c for c in (*scored, *unscored, *counts) if c is not None and c != ANY_CLASS})
-    per_class = {
-        c: fall_back(class_report(c, scored[c], unscored[c], counts[c], target, bins), overall, fewest) for c in classes
-    }
+    per_class = {}
+    for c in classes:
+        own = [item for item, name in zip(out_of_sample, names) if name == c]
+        per_class[c] = fall_back(class_report(c, scored[c], unscored[c], counts[c], target, bins), overall, fewest,
+                                 own, bins)  # fmt: skip
     return Calibration(key, settings, overall, per_class)
 
 

@@ -1,6 +1,7 @@
 """The calibration diagram: a reliability diagram (accuracy against mean confidence per bin, the
-diagonal, the count in each bin) beside precision and recall against the threshold, with the chosen
-threshold and the target marked, as a PNG (matplotlib), which the App's operator output shows too.
+diagonal, the count in each bin, the recalibration mapping) beside precision and recall against the
+threshold, with the chosen threshold and the target marked; beneath, a small reliability diagram per
+class. A PNG (matplotlib), which the App's operator output shows too.
 
 It draws a :class:`~fiftyone_florence2.autolabel.report.Calibration` (``calibration``), whose ``overall`` is
 a ``ClassReport`` (``report``); they import this module, so it names them only in words.
@@ -15,6 +16,9 @@ from typing import Any
 
 _TITLE = "Reliability: accuracy per confidence bin"
 _CURVE_TITLE = "Accepting labels at or above a threshold"
+# Per-class panels: beyond eight the panels grow too small to read; the rest are named under the figure.
+MAX_CLASS_PANELS = 8
+_PER_ROW = 4
 
 
 def check_plot_path(path: Any, overwrite: bool) -> str:
@@ -65,22 +69,60 @@ def png_data_uri(calibration: Any) -> str:
     return "data:image/png;base64," + base64.b64encode(png_bytes(calibration)).decode("ascii")
 
 
+def _reliability(axes: Any, report: Any, title: str, small: bool = False) -> None:
+    """One reliability diagram: a bar per bin at its accuracy, the diagonal, the counts, and the recalibration
+    mapping (when the calibration has one) as a line."""
+    centres, accuracy, counts, width = _bars(report)
+    axes.bar(centres, accuracy, width=width * 0.92, color="#4c78a8", edgecolor="white", label="share right")
+    axes.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
+    if report.mapping:
+        knots = [(0.0, report.mapping[0][1]), *report.mapping, (1.0, report.mapping[-1][1])]
+        axes.plot([x for x, _ in knots], [y for _, y in knots], color="#e45756", label="recalibration (fitted)")
+    if not small:
+        for x, y, n in zip(centres, accuracy, counts):
+            if n:
+                axes.annotate(f"n={n}", (x, y), ha="center", va="bottom", fontsize=8, xytext=(0, 2),
+                              textcoords="offset points")  # fmt: skip
+    axes.set(xlim=(0, 1), ylim=(0, 1.08))
+    axes.set_title(title, fontsize=8 if small else 10)
+    if small:
+        axes.tick_params(labelsize=7)
+    else:
+        axes.set(xlabel="confidence", ylabel="share right")
+        axes.legend(loc="upper left", fontsize=8)
+
+
+def _class_title(report: Any) -> str:
+    ece = "-" if report.ece is None else f"{report.ece:.2f}"
+    own = "overall threshold" if report.fallback else f"threshold {report.threshold:.2f}"
+    return f"{report.name}: n={report.predictions}, ECE {ece}, {own}"
+
+
+def shown_classes(calibration: Any) -> tuple[list[Any], list[str]]:
+    """The class reports drawn (the ``MAX_CLASS_PANELS`` with the most labels) and the names left out."""
+    ordered = sorted(calibration.per_class.values(), key=lambda r: (-r.predictions, r.name))
+    return ordered[:MAX_CLASS_PANELS], [r.name for r in ordered[MAX_CLASS_PANELS:]]
+
+
+def _left_out_note(left_out: list[str]) -> str:
+    named = ", ".join(left_out[:12]) + (f" and {len(left_out) - 12} more" if len(left_out) > 12 else "")
+    return f"Not drawn ({len(left_out)} class(es) with fewer labels): {named}; the report lists every class."
+
+
 def png_bytes(calibration: Any) -> bytes:
-    """The overall diagram as PNG bytes: the reliability diagram and the precision/recall panel."""
+    """The diagram as PNG bytes: overall reliability and precision/recall on top, then a small reliability
+    panel per class (the most labelled first, at most ``MAX_CLASS_PANELS``; the others named beneath)."""
     from matplotlib.figure import Figure
 
     report = calibration.overall
-    figure = Figure(figsize=(11, 4.6))  # not pyplot: no global state, safe in the App server's threads
-    left, right = figure.subplots(1, 2)
-    centres, accuracy, counts, width = _bars(report)
-    left.bar(centres, accuracy, width=width * 0.92, color="#4c78a8", edgecolor="white", label="accuracy")
-    left.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
-    for x, y, n in zip(centres, accuracy, counts):
-        if n:
-            left.annotate(f"n={n}", (x, y), ha="center", va="bottom", fontsize=8, xytext=(0, 2),
-                          textcoords="offset points")  # fmt: skip
-    left.set(xlim=(0, 1), ylim=(0, 1.08), xlabel="confidence", ylabel="share right", title=_TITLE)
-    left.legend(loc="upper left", fontsize=8)
+    shown, left_out = shown_classes(calibration)
+    rows = -(-len(shown) // _PER_ROW)
+    height = 4.6 + 2.6 * rows + (0.3 if left_out else 0)
+    # not pyplot: no global state, safe in the App server's threads
+    figure = Figure(figsize=(11, height), layout="constrained")
+    grid = figure.add_gridspec(1 + rows, 2 * _PER_ROW, height_ratios=[4.2] + [2.4] * rows)
+    left, right = figure.add_subplot(grid[0, :_PER_ROW]), figure.add_subplot(grid[0, _PER_ROW:])
+    _reliability(left, report, _TITLE)
     thresholds = [p.threshold for p in report.curve]
     right.plot(thresholds, [p.precision for p in report.curve], color="#f58518", label="precision")
     right.plot(thresholds, [p.recall or 0 for p in report.curve], color="#54a24b", label="recall")
@@ -88,8 +130,12 @@ def png_bytes(calibration: Any) -> bytes:
     right.axvline(report.threshold, color="black", linestyle="--", label=f"threshold {report.threshold:.3f}")
     right.set(xlim=(0, 1), ylim=(0, 1.05), xlabel="threshold", ylabel="on the slice", title=_CURVE_TITLE)
     right.legend(loc="lower left", fontsize=8)
+    for i, class_report in enumerate(shown):
+        row, col = 1 + i // _PER_ROW, 2 * (i % _PER_ROW)
+        _reliability(figure.add_subplot(grid[row, col : col + 2]), class_report, _class_title(class_report), True)
     figure.suptitle(_title(calibration), fontsize=10)
-    figure.tight_layout()
+    if left_out:
+        figure.supxlabel(_left_out_note(left_out), fontsize=8)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110)
     return buffer.getvalue()

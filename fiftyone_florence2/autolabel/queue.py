@@ -10,7 +10,6 @@ write; a refusal writes nothing.
 
 from __future__ import annotations
 
-import importlib
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -18,9 +17,17 @@ from typing import Any
 
 from fiftyone import ViewField as F
 
-from fiftyone_florence2.autolabel.reading import check_reviewed_field, label_path, read_labels
-from fiftyone_florence2.core.review import Band, bands_as_value, label_band, read_bands, uncertainty
-from fiftyone_florence2.core.thresholds import Thresholds, read_thresholds
+from fiftyone_florence2.autolabel.reading import LabelFacts, check_reviewed_field, label_path, read_labels
+from fiftyone_florence2.autolabel.recalibrate import (
+    CALIBRATED,
+    calibrated_confidence,
+    calibrated_values,
+    check_owner,
+    read_calibration,
+    write_calibrated,
+)
+from fiftyone_florence2.core.review import Band, bands_as_value, calibrated_band, label_band, read_bands, uncertainty
+from fiftyone_florence2.core.thresholds import ANY_CLASS, Thresholds, read_thresholds
 from fiftyone_florence2.runs.records import REVIEW_METHOD, new_run_key, now_iso, register_running, save_results
 
 REVIEWED = ("reviewed",)
@@ -36,6 +43,10 @@ class ReviewQueue:
         views: ``{band: saved view name}``, each ordered least certain first
         left_alone: how many labels it did not touch because a person had reviewed them
         uncertainty_field: the sample field holding 1 - the lowest confidence of its unreviewed labels
+        confidence: the label attribute banded and ordered by: ``confidence``, or ``calibrated_confidence`` when
+            the calibration has a recalibration mapping (then written on each banded label)
+        band_thresholds: where each class's accept band starts in that attribute's terms (the thresholds through
+            the mapping; acceptance itself still needs the raw confidence to clear the raw threshold)
     """
 
     key: str
@@ -47,11 +58,14 @@ class ReviewQueue:
     thresholds: float | dict[str, float]
     calibration_key: str | None = None
     bands: dict[str, list[float]] = field(default_factory=dict)
+    confidence: str = "confidence"
+    band_thresholds: float | dict[str, float] | None = None
 
     def describe(self) -> str:
         """One line: the counts per band, and the labels left alone."""
         counts = ", ".join(f"{band} {count}" for band, count in self.counts.items())
-        return f"Review queue {self.key}: {counts}; left {self.left_alone} reviewed label(s) alone."
+        by = f" (by {self.confidence})" if self.confidence != "confidence" else ""
+        return f"Review queue {self.key}{by}: {counts}; left {self.left_alone} reviewed label(s) alone."
 
 
 def view_name(pred_field: str, band: str) -> str:
@@ -64,27 +78,24 @@ def uncertainty_field_of(pred_field: str) -> str:
     return f"{pred_field}_uncertainty"
 
 
-def resolve_thresholds(samples: Any, thresholds: Any, calibration: Any) -> tuple[Thresholds, str | None]:
-    """The thresholds to band with, and the calibration key they came from (None for typed thresholds)."""
+def resolve_thresholds(samples: Any, thresholds: Any, calibration: Any) -> tuple[Thresholds, Any]:
+    """The thresholds to band with, and the calibration they came from (None for typed thresholds)."""
     if thresholds is None and calibration is None:
         raise ValueError("Give thresholds= (e.g. 0.7 or {'car': 0.8, '*': 0.6}) or calibration= (a calibration key).")
     if thresholds is not None and calibration is not None:
         raise ValueError("Give thresholds= or calibration=, not both: a calibration brings its own thresholds.")
     if thresholds is not None:
         return read_thresholds("thresholds", thresholds), None
-    if isinstance(calibration, str):
-        calibration = _load_calibration(samples._root_dataset, calibration)
-    if not hasattr(calibration, "thresholds"):
-        raise ValueError(f"calibration must be a calibration key or what calibrate() returned, got {calibration!r}.")
-    return read_thresholds("calibration thresholds", calibration.thresholds), getattr(calibration, "key", None)
+    found = read_calibration(samples, calibration)
+    return read_thresholds("calibration thresholds", found.thresholds), found
 
 
-def _load_calibration(dataset: Any, key: str) -> Any:
-    try:
-        module = importlib.import_module("fiftyone_florence2.autolabel.calibrate")
-    except ModuleNotFoundError:  # an install without calibrate(): no key can name a calibration
-        raise ValueError(f"No calibration {key!r} on {dataset.name!r}: calibrate first.") from None
-    return module.load_calibration(dataset, key)
+def calibrated_thresholds(thresholds: Thresholds, mappings: dict[str, Any]) -> Thresholds:
+    """Each class's threshold through its class's mapping (monotone: the same cut, in calibrated space)."""
+    value = thresholds.as_value()
+    mapped = {name: calibrated_confidence(mappings, name, t) for name, t in value.items()} if isinstance(
+        value, dict) else {ANY_CLASS: calibrated_confidence(mappings, None, value)}  # fmt: skip
+    return read_thresholds("calibrated thresholds", mapped)
 
 
 def _reviewed_tags(value: Any, bands: tuple[Band, ...]) -> tuple[str, ...]:
@@ -120,14 +131,26 @@ def _band_filter(band: str, reviewed_tags: tuple[str, ...], reviewed_field: str 
 
 
 def band_view(samples: Any, pred_field: str, path: str, band: str, reviewed_tags: tuple[str, ...],
-              reviewed_field: str | None = None, where: str | None = None) -> Any:  # fmt: skip
-    """The samples with unreviewed labels of ``band``, those labels only, the least certain first."""
+              reviewed_field: str | None = None, where: str | None = None,
+              confidence: str = "confidence") -> Any:  # fmt: skip
+    """The samples with unreviewed labels of ``band``, those labels only, the least certain first (by the label
+    attribute ``confidence``: the raw one, or the recalibrated one)."""
     view = samples.match_tags(list(reviewed_tags), bool=False) if reviewed_tags else samples
     if where == "sample":
         view = view.match(~(F(reviewed_field).exists() & ~F(reviewed_field).is_in([False, 0, ""])))
     view = view.filter_labels(pred_field, _band_filter(band, reviewed_tags, reviewed_field, where))
-    lowest = F(path).map(F("confidence")).min() if path != pred_field else F(f"{path}.confidence")
+    lowest = F(path).map(F(confidence)).min() if path != pred_field else F(f"{path}.{confidence}")
     return view.sort_by(lowest)
+
+
+def _band(fact: LabelFacts, calibrated: dict[tuple[str, str], float], thresholds: Thresholds,
+          band_thresholds: Thresholds, bands: tuple[Band, ...]) -> str:  # fmt: skip
+    """A label's band: by its raw confidence, or by its recalibrated one (``calibrated`` has it)."""
+    if not calibrated:
+        return label_band(fact.confidence, fact.label, thresholds, bands)
+    value = calibrated.get((fact.sample_id, fact.label_id))
+    return calibrated_band(fact.confidence, value, thresholds.for_class(fact.label),
+                           band_thresholds.for_class(fact.label), bands)  # fmt: skip
 
 
 def review_queue(
@@ -151,17 +174,22 @@ def review_queue(
             threshold is where its accept band starts
         bands (None): ``{name: (low, high)}`` tiling 0-1, written for a threshold equal to the top band's low
             bound; default accepted 0.7-1, review 0.5-0.7, skim 0.3-0.5, rejected 0-0.3
-        calibration (None): a calibration key, or what ``calibrate()`` returned, whose thresholds to use
+        calibration (None): a calibration key, or what ``calibrate()`` returned, whose thresholds to use; when it
+            has a recalibration mapping, labels are banded and ordered by their recalibrated confidence
+            (written on each as ``calibrated_confidence``), the bands scaled to the thresholds through the
+            mapping, and a label is accepted exactly when its raw confidence clears its raw threshold
         reviewed_tags (("reviewed",)): label or sample tags that mark what a person has reviewed
         reviewed_field (None): a sample field or label attribute that, when set, marks reviewed
         key (None): the run key to record it under (default: a new one)
-        overwrite (False): replace the review queue run already recorded under ``key``
+        overwrite (False): replace the review queue run already recorded under ``key``, and calibrated
+            confidences another calibration wrote
 
     Returns:
         a :class:`ReviewQueue`
     """
     read = read_bands("bands", bands)
-    thresholds_read, calibration_key = resolve_thresholds(samples, thresholds, calibration)
+    thresholds_read, found = resolve_thresholds(samples, thresholds, calibration)
+    calibration_key, mappings = getattr(found, "key", None), getattr(found, "mappings", None)
     path = label_path(samples, pred_field)
     tags = _reviewed_tags(reviewed_tags, read)
     where = check_reviewed_field(samples, path, reviewed_field)
@@ -172,7 +200,11 @@ def review_queue(
     if unknown:
         raise ValueError(f"No threshold for class(es) {', '.join(map(repr, unknown))}: add them, or a default "
                          "with '*'.")  # fmt: skip
-    banded = {fact.label_id: label_band(fact.confidence, fact.label, thresholds_read, read) for fact in open_labels}
+    calibrated = calibrated_values(open_labels, mappings) if mappings else {}
+    if mappings:
+        check_owner(samples, path, (label_id for _, label_id in calibrated), calibration_key, overwrite)
+    band_thresholds = calibrated_thresholds(thresholds_read, mappings) if mappings else thresholds_read
+    banded = {fact.label_id: _band(fact, calibrated, thresholds_read, band_thresholds, read) for fact in open_labels}
     # Everything is checked: the writes start here.
     queue = ReviewQueue(
         key=run_key,
@@ -184,6 +216,8 @@ def review_queue(
         thresholds=thresholds_read.as_value(),
         calibration_key=calibration_key,
         bands=bands_as_value(read),
+        confidence=CALIBRATED if mappings else "confidence",
+        band_thresholds=band_thresholds.as_value(),
     )
     _record_start(samples, queue, tags, reviewed_field, overwrite)
     try:
@@ -193,13 +227,15 @@ def review_queue(
              "value": [tag for tag in fact.tags if tag not in names] + [banded[fact.label_id]]}
             for fact in open_labels
         ])  # fmt: skip
+        if mappings:
+            write_calibrated(samples, path, calibrated, calibration_key)
         confidences: dict[str, list[float | None]] = {sample_id: [] for sample_id in ids}
         for fact in open_labels:
-            confidences[fact.sample_id].append(fact.confidence)
+            confidences[fact.sample_id].append(calibrated.get((fact.sample_id, fact.label_id), fact.confidence))
         scores = {sample_id: uncertainty(values) for sample_id, values in confidences.items()}
         samples.set_values(queue.uncertainty_field, scores, key_field="id")
         for band in read:
-            view = band_view(samples, pred_field, path, band.name, tags, reviewed_field, where)
+            view = band_view(samples, pred_field, path, band.name, tags, reviewed_field, where, queue.confidence)
             samples._root_dataset.save_view(queue.views[band.name], view, overwrite=True)
     except Exception:
         _record_end(samples, queue, "failed")
@@ -215,7 +251,8 @@ def _record_start(samples: Any, queue: ReviewQueue, tags: tuple[str, ...], revie
         dataset.delete_run(queue.key)
     register_running(
         samples, queue.key, REVIEW_METHOD, pred_field=queue.pred_field, thresholds=queue.thresholds,
-        calibration_key=queue.calibration_key, bands=queue.bands, reviewed_tags=list(tags),
+        calibration_key=queue.calibration_key, bands=queue.bands, confidence=queue.confidence,
+        band_thresholds=queue.band_thresholds, reviewed_tags=list(tags),
         reviewed_field=reviewed_field, views=queue.views, uncertainty_field=queue.uncertainty_field,
     )  # fmt: skip
 
@@ -242,4 +279,6 @@ def load_review_queue(dataset: Any, key: str) -> ReviewQueue:
         key=key, pred_field=config.pred_field, counts=dict(results.counts), views=dict(config.views),
         left_alone=results.left_alone, uncertainty_field=config.uncertainty_field, thresholds=config.thresholds,
         calibration_key=config.calibration_key, bands=dict(config.bands),
+        confidence=getattr(config, "confidence", None) or "confidence",
+        band_thresholds=getattr(config, "band_thresholds", None) or config.thresholds,
     )  # fmt: skip

@@ -11,9 +11,12 @@ from typing import Any
 from fiftyone_florence2.core.calibration import (
     Bin,
     CurvePoint,
+    Knots,
     Scored,
     choose_threshold,
+    cross_fitted,
     expected_calibration_error,
+    fit_isotonic,
     precision_interval,
     precision_recall_curve,
     reliability_bins,
@@ -36,7 +39,12 @@ class ClassReport:
             target is not reachable); ``reached``: whether its own curve reaches the target
         precision, recall, interval: at ``threshold``, on the slice (interval: 90%, for the precision)
         best: where the target is not reached, the best precision seen (its threshold, precision, recall)
-        fallback: why this class takes the overall threshold, or None
+        fallback: why this class takes the overall threshold (and the overall mapping), or None
+        mapping: the recalibration mapping this class gets (isotonic, knots ``[raw, calibrated]``; its own, or the
+            overall one when ``fallback``), None without labels or in a calibration recorded before mappings
+        ece_recalibrated: the ECE of recalibrated confidences, cross-fitted on the slice (each fifth of its labels
+            through a mapping fitted on the other four fifths; for a class that falls back, the overall mapping's
+            fifths); None with fewer than 10 labels
     """
 
     name: str
@@ -54,6 +62,8 @@ class ClassReport:
     interval: tuple[float, float] | None
     best: CurvePoint | None
     fallback: str | None = None
+    mapping: Knots | None = None
+    ece_recalibrated: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -65,12 +75,15 @@ class ClassReport:
         d["curve"] = [CurvePoint(**p) for p in d["curve"]]
         d["best"] = CurvePoint(**d["best"]) if d["best"] else None
         d["interval"] = tuple(d["interval"]) if d["interval"] else None
+        d["mapping"] = [tuple(knot) for knot in d["mapping"]] if d.get("mapping") else None
         return cls(**d)
 
     def describe(self) -> str:
         """One line: the class's threshold and what it gives on the slice."""
         name = "overall" if self.name == ANY_CLASS else self.name
         ece = "-" if self.ece is None else f"{self.ece:.3f}"
+        if self.ece_recalibrated is not None:
+            ece += f" (recalibrated {self.ece_recalibrated:.3f})"
         head = f"{name}: {self.predictions} labels, {self.right} right, {self.ground_truth} true, ECE {ece}"
         if self.fallback:
             return f"{head}; takes the overall threshold ({self.fallback})"
@@ -108,15 +121,29 @@ def class_report(name: str, scored: Sequence[Scored], unscored: int, ground_trut
         recall=choice.recall,
         interval=precision_interval(point.right, point.accepted) if point else None,
         best=None if choice.reached else choice.best,
+        **_recalibration(scored, bins),
     )
 
 
-def fall_back(report: ClassReport, overall: ClassReport, min_per_class: int) -> ClassReport:
-    """``report`` taking the overall threshold, when its class has fewer than ``min_per_class`` labels."""
+def _recalibration(scored: Sequence[Scored], bins: int) -> dict[str, Any]:
+    """The mapping fitted on ``scored``, and the ECE of ``scored`` recalibrated out of sample (cross-fitted)."""
+    return {"mapping": fit_isotonic(scored), "ece_recalibrated": _ece_of(cross_fitted(scored), bins)}
+
+
+def _ece_of(scored: Sequence[Scored] | None, bins: int) -> float | None:
+    return expected_calibration_error(reliability_bins(scored, bins)) if scored else None
+
+
+def fall_back(report: ClassReport, overall: ClassReport, min_per_class: int, out_of_sample: Sequence[Scored] | None,
+              bins: int) -> ClassReport:  # fmt: skip
+    """``report`` taking the overall threshold and mapping, when its class has fewer than ``min_per_class``
+    labels. ``out_of_sample``: its labels recalibrated by overall mappings fitted without them (cross-fitted
+    over every class), for its recalibrated ECE."""
     if report.predictions >= min_per_class:
         return report
     reason = f"{report.predictions} labels on the slice, fewer than {min_per_class}"
-    return dataclasses.replace(report, threshold=overall.threshold, fallback=reason)
+    return dataclasses.replace(report, threshold=overall.threshold, fallback=reason, mapping=overall.mapping,
+                               ece_recalibrated=_ece_of(out_of_sample, bins))  # fmt: skip
 
 
 @dataclass
@@ -136,6 +163,15 @@ class Calibration:
     def thresholds(self) -> dict[str, float]:
         own = {name: r.threshold for name, r in sorted(self.per_class.items()) if r.fallback is None}
         return {**own, ANY_CLASS: self.overall.threshold}
+
+    @property
+    def mappings(self) -> dict[str, Knots] | None:
+        """The recalibration mappings, keyed as ``thresholds`` (the same classes fall back to ``"*"``); None
+        for a calibration recorded before mappings were fitted, or without labels."""
+        if self.overall.mapping is None:
+            return None
+        own = {name: r.mapping for name, r in sorted(self.per_class.items()) if r.fallback is None and r.mapping}
+        return {**own, ANY_CLASS: self.overall.mapping}
 
     def describe(self) -> str:
         """Lines for a person: the slice, each class, and the thresholds."""

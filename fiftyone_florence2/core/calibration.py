@@ -9,7 +9,9 @@ and the threshold that reaches a target precision with the most recall.
 
 from __future__ import annotations
 
+import itertools
 import math
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -148,3 +150,71 @@ def precision_interval(right: int, accepted: int) -> tuple[float, float] | None:
     centre = (p + z2 / (2 * n)) / (1 + z2 / n)
     half = _Z90 * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
     return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+# A recalibration mapping: knots ``(raw confidence, calibrated confidence)``, both non-decreasing; between
+# knots the calibrated value is interpolated linearly, outside them it is the nearest end's.
+Knots = list[tuple[float, float]]
+
+
+def _pooled_blocks(scored: Sequence[Scored]) -> list[list[float]]:
+    """Pool-adjacent-violators: ``[lowest raw, highest raw, labels, right]`` blocks whose share right rises
+    strictly. Equal confidences start in one block: a mapping cannot tell them apart."""
+    blocks: list[list[float]] = []
+    for confidence, right in sorted(scored, key=lambda item: item[0]):
+        if blocks and blocks[-1][1] == confidence:
+            blocks[-1][2] += 1
+            blocks[-1][3] += bool(right)
+        else:
+            blocks.append([confidence, confidence, 1, float(bool(right))])
+        # Merging equal shares too leaves the blocks' values strictly rising (fewer knots, same function).
+        while len(blocks) > 1 and blocks[-2][3] / blocks[-2][2] >= blocks[-1][3] / blocks[-1][2]:
+            low, _, count, right_count = blocks.pop(-2)
+            blocks[-1] = [low, blocks[-1][1], blocks[-1][2] + count, blocks[-1][3] + right_count]
+    return blocks
+
+
+def fit_isotonic(scored: Sequence[Scored]) -> Knots | None:
+    """The non-decreasing mapping from raw confidence to the share of labels right (isotonic regression by
+    pool-adjacent-violators, each block flat over its confidences); None without labels."""
+    check_scored(scored)
+    knots: Knots = []
+    for low, high, count, right in _pooled_blocks(scored):
+        value = round(right / count, 6)
+        knots.extend([(float(low), value)] if low == high else [(float(low), value), (float(high), value)])
+    return knots or None
+
+
+def apply_mapping(knots: Sequence[Sequence[float]], confidence: float | None) -> float | None:
+    """``confidence`` through the mapping ``knots`` (None stays None: a label without a confidence)."""
+    if confidence is None:
+        return None
+    if confidence <= knots[0][0]:
+        return float(knots[0][1])
+    for (x0, y0), (x1, y1) in itertools.pairwise(knots):
+        if confidence <= x1:
+            return float(y0 + (y1 - y0) * (confidence - x0) / (x1 - x0)) if x1 > x0 else float(y1)
+    return float(knots[-1][1])
+
+
+def recalibrated(scored: Sequence[Scored], knots: Sequence[Sequence[float]]) -> list[Scored]:
+    """``scored`` with each confidence passed through ``knots``."""
+    return [(apply_mapping(knots, confidence), right) for confidence, right in scored]
+
+
+def cross_fitted(scored: Sequence[Scored], folds: int = 5) -> list[Scored] | None:
+    """``scored`` recalibrated out of sample, in the same order: each of ``folds`` parts (a fixed shuffle)
+    through a mapping fitted on the others. On its own slice a mapping is calibrated by construction (ECE 0),
+    which says nothing; this is what the slice can say about unseen labels. None with fewer than two labels a
+    part."""
+    if len(scored) < 2 * folds:
+        return None
+    order = list(range(len(scored)))
+    random.Random(0).shuffle(order)
+    part = {index: position % folds for position, index in enumerate(order)}
+    out: list[Scored] = list(scored)
+    for fold in range(folds):
+        knots = fit_isotonic([item for i, item in enumerate(scored) if part[i] != fold])
+        for i in (i for i in range(len(scored)) if part[i] == fold):
+            out[i] = (apply_mapping(knots, scored[i][0]), scored[i][1])
+    return out

@@ -118,11 +118,13 @@ def scaled_low(band: Band, bands: tuple[Band, ...], threshold: float) -> float:
 
 
 def band_of(confidence: float | None, threshold: float, bands: tuple[Band, ...]) -> str:
-    """The name of the band ``confidence`` falls in, for a class whose threshold is ``threshold``; a label with
-    no confidence falls in the lowest band."""
-    value = 0.0 if confidence is None else confidence
+    """The name of the band ``confidence`` falls in, for a class whose threshold is ``threshold``. A label with
+    no confidence (a person or another tool wrote it) falls in the second band from the top, the careful
+    review: nothing says it is right, nor that it is wrong."""
+    if confidence is None:
+        return bands[1].name
     for band in bands:
-        if value >= scaled_low(band, bands, threshold):
+        if confidence >= scaled_low(band, bands, threshold):
             return band.name
     return bands[-1].name
 
@@ -132,8 +134,20 @@ def label_band(confidence: float | None, label: str | None, thresholds: Threshol
     return band_of(confidence, thresholds.for_class(label), bands)
 
 
+def calibrated_band(raw: float | None, calibrated: float | None, raw_threshold: float, calibrated_threshold: float,
+                    bands: tuple[Band, ...]) -> str:  # fmt: skip
+    """The band of a label by its recalibrated confidence, the bands scaled to ``calibrated_threshold`` (the
+    raw threshold through the same monotone mapping). The top band still takes exactly the labels whose raw
+    confidence clears ``raw_threshold``, as ``confidence_thresh`` would: the threshold's precision was
+    measured on raw confidences, and a flat stretch of the mapping must not let lower ones in."""
+    if raw is not None and raw >= raw_threshold:
+        return bands[0].name
+    band = band_of(calibrated, calibrated_threshold, bands)
+    return bands[1].name if band == bands[0].name else band
+
+
 def uncertainty(confidences: Iterable[float | None]) -> float | None:
     """How uncertain the least certain of ``confidences`` is: 1 minus the lowest (a missing confidence counts
-    as 0); None when there are none."""
+    as 0: nothing vouches for that label, so its sample comes first); None when there are none."""
     values = [0.0 if confidence is None else confidence for confidence in confidences]
     return round(1.0 - min(values), 6) if values else None

@@ -1,4 +1,5 @@
-"""The operator in the real FiftyOne App, driven in Debian's Chromium as a user would.
+"""The operators in the real FiftyOne App, driven in Debian's Chromium as a user would: labelling, fine-tuning,
+a dry run, calibration (its diagram, its report uncut) and the review queue (the grid shows its view).
 
 Needs the ``chromium`` Debian package and the ``playwright`` Python package
 (``scripts/test.sh`` installs both). Missing either is a failure, never a skip.
@@ -136,6 +137,40 @@ def _add_reviewed_boxes(dataset) -> None:
     dataset.set_values("pred", [pred for _, pred in pairs])
 
 
+# The elements, from one up to its dialog, whose content is wider than they are (cut off on the right).
+_CLIPPED = """e => { const clipped = [];
+  for (let n = e; n && n !== document.body; n = n.parentElement) {
+    if (n.scrollWidth > n.clientWidth + 1) clipped.push(n.tagName);
+    if (n.getAttribute('role') === 'dialog') break;
+  }
+  return clipped; }"""
+
+
+def _show_on_thumbnails(page, field: str) -> None:
+    """Ticks ``field`` in the App's sidebar, so that each thumbnail of the grid shows its value."""
+    row = f"xpath=//*[normalize-space(text())={field!r}]/ancestor::*[.//input[@type='checkbox']][1]"
+    page.locator(row).first.locator("input[type=checkbox]").first.click()
+
+
+def _queue_from_the_app(page) -> list[str]:
+    """Runs the review queue operator on ``pred`` with threshold 0.95 from the operator browser; returns the
+    uncertainty each thumbnail of the grid then shows, in the grid's order."""
+    _open_operator(page, "Florence-2: review queue", ready="Open band")
+    page.get_by_role("combobox").first.click()
+    page.get_by_role("option", name="pred", exact=True).click()
+    page.get_by_text("Entire dataset").first.click()  # a sample is still selected from the dry run
+    _input_after(page, "Thresholds").fill("0.95")
+    page.get_by_role("button", name="Queue").click()
+    page.get_by_text("Opened (least certain first)").wait_for(timeout=60_000)
+    page.get_by_text("pred-review", exact=True).wait_for()
+    page.get_by_role("button", name="Close").click()
+    page.get_by_text("3 samples").wait_for(timeout=30_000)
+    _show_on_thumbnails(page, "pred_uncertainty")
+    lookers = page.locator("[data-cy=looker]")
+    page.wait_for_function("() => [...document.querySelectorAll('[data-cy=looker]')].every(e => e.innerText)")
+    return [lookers.nth(i).inner_text().strip() for i in range(lookers.count())]
+
+
 @pytest.mark.browser
 @pytest.mark.slow
 def test_user_runs_florence2_from_the_operator_browser(app, tiny_checkpoint, tmp_path, monkeypatch):
@@ -223,6 +258,14 @@ def test_user_runs_florence2_from_the_operator_browser(app, tiny_checkpoint, tmp
             diagram.wait_for(timeout=60_000)
             assert diagram.evaluate("img => img.complete && img.naturalWidth") > 1000  # decoded, not a broken icon
             page.screenshot(path=str(ARTIFACTS / "app_florence2_calibration.png"))
+            report = page.get_by_text("Thresholds:").last
+            assert report.evaluate(_CLIPPED) == []  # the report under the diagram wraps, nothing cut off
+            page.get_by_role("button", name="Close").click()
+
+            # The review queue from the operator browser: labels tagged, and the grid shows the review band's
+            # view, least certain first (each thumbnail showing its sample's uncertainty).
+            queue_grid = _queue_from_the_app(page)
+            page.screenshot(path=str(ARTIFACTS / "app_florence2_review_queue.png"))
         except Exception:
             page.screenshot(path=str(ARTIFACTS / "app_florence2_operator_failure.png"))
             raise
@@ -235,6 +278,9 @@ def test_user_runs_florence2_from_the_operator_browser(app, tiny_checkpoint, tmp
     dataset.reload()
     [calibration] = dataset.list_runs(method="florence2_calibrate")
     assert dataset.get_run_info(calibration).config.thresholds == {"*": 0.8}  # car: too few labels for its own
+    # pred's confidences 0.9, 0.8, 0.7, 0.6, 0.3: at 0.95 the review band starts at 0.68, skim at 0.41.
+    assert dataset.values("pred.detections.tags") == [[["review"]]] * 3 + [[["skim"]], [["rejected"]]]
+    assert queue_grid == ["0.3", "0.2", "0.1"]  # the review band, least certain (lowest confidence) first
     schema = dataset.get_field_schema()
     assert schema["florence2_caption"].document_type.__name__ == "Classification"
     assert schema["florence2_detection"].document_type.__name__ == "Detections"

@@ -9,6 +9,7 @@ from fiftyone_florence2.core.review import (
     Band,
     band_of,
     bands_as_value,
+    calibrated_band,
     label_band,
     read_bands,
     uncertainty,
@@ -74,7 +75,8 @@ def test_bad_bands_are_refused_with_one_line(value, words):
         (0.3, 0.7, "skim"),
         (0.2999, 0.7, "rejected"),
         (0.0, 0.7, "rejected"),
-        (None, 0.7, "rejected"),
+        (None, 0.7, "review"),  # written by a person or another tool: reviewed, never rejected unseen
+        (None, 0.0, "review"),
         (0.35, 0.35, "accepted"),  # a low threshold: its bands shrink with it
         (0.25, 0.35, "review"),
         (0.15, 0.35, "skim"),
@@ -110,3 +112,30 @@ def test_a_class_without_a_threshold_is_refused_by_name():
 )
 def test_uncertainty_is_one_minus_the_lowest_confidence(confidences, expected):
     assert uncertainty(confidences) == expected
+
+
+@pytest.mark.parametrize(
+    ("bands", "expected"),
+    [(DEFAULT_BANDS, "review"), (TWO, "drop"), ("a=0.9-1,b=0.5-0.9,c=0-0.5", "b")],
+)
+def test_a_label_without_confidence_goes_to_the_band_below_the_top_whatever_the_bands(bands, expected):
+    assert band_of(None, 0.7, read_bands("bands", bands) if isinstance(bands, str) else bands) == expected
+
+
+# Raw threshold 0.5 maps to 0.95 (calibrated); lower bounds then 0.95, 0.679, 0.407, 0.
+@pytest.mark.parametrize(
+    ("raw", "calibrated", "band"),
+    [
+        (0.5, 0.95, "accepted"),
+        (0.9, 1.0, "accepted"),
+        (0.49, 0.95, "review"),  # a flat stretch of the mapping: the raw threshold still decides acceptance
+        (0.49, 0.99, "review"),
+        (0.45, 0.70, "review"),
+        (0.40, 0.60, "skim"),
+        (0.30, 0.40, "rejected"),
+        (0.0, 0.0, "rejected"),
+        (None, None, "review"),
+    ],
+)
+def test_calibrated_bands_scale_to_the_mapped_threshold_and_accept_only_what_clears_the_raw_one(raw, calibrated, band):
+    assert calibrated_band(raw, calibrated, 0.5, 0.95, DEFAULT_BANDS) == band
