@@ -30,6 +30,10 @@ _LAZY = {
     "Florence2Error": "core.errors",
     "SEEING_NAME": "core.seeing",
     "seeing_checkpoint": "core.seeing",
+    "review_queue": "autolabel.queue",
+    "ReviewQueue": "autolabel.queue",
+    "load_review_queue": "autolabel.queue",
+    "training_labels": "autolabel.loop",
 }
 
 __all__ = ["TASKS", "TASK_NAMES", "Task", "get_task", "__version__", *_LAZY]

@@ -13,6 +13,8 @@ import sys
 from collections.abc import Sequence
 
 from fiftyone_florence2.app import DEFAULT_PORT, AppError, app_command, run_app
+from fiftyone_florence2.cli_autolabel import AutolabelUsageError, autolabel_run_lines
+from fiftyone_florence2.cli_autolabel import add_parsers as add_autolabel_parsers
 from fiftyone_florence2.core.checkpoints import DEFAULT_CHECKPOINT
 from fiftyone_florence2.core.errors import CheckpointError, Florence2Error, for_route
 from fiftyone_florence2.core.options import (
@@ -45,7 +47,9 @@ def task_table() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="florence2", description="Florence-2 labels for FiftyOne datasets.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{tasks,label,train,runs,app,demo}")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="{tasks,label,train,review,training-labels,runs,app,demo}"
+    )
     sub.add_parser("tasks", help="list the tasks and the label type each writes")
 
     label = sub.add_parser("label", help="label a folder of images or a dataset")
@@ -67,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     for option in TRAIN_OPTIONS:
         if option.cli:
             add_option(train, option, task_required=False)
+
+    add_autolabel_parsers(sub)
 
     runs = sub.add_parser("runs", help="list the recorded runs on a dataset, their failures, or delete one")
     runs.add_argument("--dataset", required=True, metavar="NAME")
@@ -281,6 +287,8 @@ def run_runs(args: argparse.Namespace) -> int:
             f"{key}  {started_at(config)}  {config.status:<11} trains {learnt} -> {config.output_dir}  "
             f"from {short_weights(config)}{wrote}"
         )
+    for line in autolabel_run_lines(dataset):
+        print(line)
     return 0
 
 
@@ -314,6 +322,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_train(args)
         if args.command == "app":
             return run_app(args.dataset, args.port)
+        if args.command in ("review", "training-labels"):
+            from fiftyone_florence2.cli_autolabel import run as run_autolabel
+
+            return run_autolabel(args)
         if args.command == "demo":
             from fiftyone_florence2.demo import run_demo
 
@@ -322,7 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             except ValueError as e:
                 raise UsageError(str(e)) from None
         return run_label(args)
-    except (UsageError, CheckpointError, AppError) as e:
+    except (UsageError, CheckpointError, AppError, AutolabelUsageError) as e:
         print(f"florence2: error: {for_route(e, 'cli')}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

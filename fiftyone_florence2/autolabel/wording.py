@@ -1,0 +1,34 @@
+"""The auto-labelling refusals in each route's words: Python argument names become CLI flags or App form labels."""
+
+from __future__ import annotations
+
+import re
+
+# Python argument -> (CLI flag, App form label).
+CONTROLS = {
+    "pred_field": ("--field", '"Predictions field"'),
+    "gt_field": ("--gt-field", '"Checked labels field"'),
+    "thresholds": ("--thresholds", '"Thresholds"'),
+    "calibration": ("--calibration", '"Calibration"'),
+    "bands": ("--bands", '"Bands"'),
+    "reviewed_tags": ("--reviewed-tag", '"Reviewed tag"'),
+    "reviewed_field": ("--reviewed-field", '"Reviewed field"'),
+    "accepted_tags": ("--accepted-tag", '"Accepted tag"'),
+    "key": ("--key", '"Run key"'),
+    "into": ("--into", '"Into field"'),
+}
+_OVERWRITE = {"cli": "--overwrite", "app": '"Overwrite" ticked'}
+# A plain word is an argument only where it is used as one: before "=", ":", "[" or a verb about it.
+_AFTER = r"(?==|:|\[| must| needs| leave| gives)"
+
+
+def in_route_words(message: str, route: str) -> str:
+    """``message`` (Python's wording) with each argument named as ``route`` (``"cli"`` or ``"app"``) shows it."""
+    if route not in _OVERWRITE:
+        return message
+    message = message.replace("overwrite=True", _OVERWRITE[route])
+    for name, controls in CONTROLS.items():
+        control = controls[route == "app"]
+        pattern = rf"\b{name}\b" if "_" in name else rf"\b{name}{_AFTER}"
+        message = re.sub(pattern + r"=?", control, message)
+    return message
