@@ -107,21 +107,24 @@ def match_truth(pool, iou: float) -> None:
     pool.evaluate_detections(PREDICTIONS, gt_field=TRUTH, eval_key=MATCH_KEY, iou=iou)
 
 
-def accepted_flags(pool, unseen, target: float, ids: list[str], matched: list[Matched], args) -> dict:
-    """Calibrates on the reviewed slice for ``target``, accepts or queues the pool's labels, and returns which of
-    the unseen labels (``ids``) were accepted, with the thresholds and the queue's counts."""
-    from fiftyone_florence2.core.thresholds import read_thresholds
+def queue_for(pool, target: float, ids: list[str], args) -> dict:
+    """Thresholds for ``target`` from the reviewed slice, then the product's review queue over the pool; returns
+    the thresholds, the queue's counts per band (the unreviewed labels: the unseen samples') and, per unseen label
+    id in ``ids``, whether the queue accepted it."""
+    import fiftyone_florence2 as f2
 
     thresholds = stand_in_thresholds(pool.match_tags(REVIEWED_TAG), target, args.iou)
-    read = read_thresholds("thresholds", thresholds)
-    flags = [m.confidence >= read.for_class(m.label) for m in matched]
-    counts = {"accepted": sum(flags), "review": len(flags) - sum(flags), "rejected": 0}
-    return {
-        "thresholds": thresholds,
-        "flags": flags,
-        "counts": counts,
-        "accepted_ids": {i for i, ok in zip(ids, flags) if ok},
+    queue = f2.review_queue(pool, PREDICTIONS, thresholds=thresholds, reviewed_tags=(REVIEWED_TAG,),
+                            key=f"queue_{round(target * 1000)}", overwrite=True)  # fmt: skip
+    unseen = pool.match_tags(REVIEWED_TAG, bool=False)
+    bands = {
+        label_id: tags
+        for sample_ids, sample_tags in zip(
+            *unseen.values([f"{PREDICTIONS}.detections.id", f"{PREDICTIONS}.detections.tags"])
+        )
+        for label_id, tags in zip(sample_ids or [], sample_tags or [])
     }
+    return {"thresholds": thresholds, "counts": queue.counts, "flags": ["accepted" in bands[i] for i in ids]}
 
 
 def stand_in_thresholds(reviewed, target: float, iou: float) -> dict[str, float]:
@@ -132,31 +135,12 @@ def stand_in_thresholds(reviewed, target: float, iou: float) -> dict[str, float]
         ((d.confidence, d["standin"] == "tp") for ds in reviewed.values(f"{PREDICTIONS}.detections") for d in ds or []),
         reverse=True,
     )
-    best, right = 1.0 + 1e-9, 0
+    best, right = 1.0, 0
     for n, (confidence, ok) in enumerate(pairs, 1):
         right += ok
         if right / n >= target:
             best = confidence
-    return {"*": min(best, 1.0)}
-
-
-def training_labels(pool, accepted_ids: set[str]):
-    """Writes ``train_labels``: the reviewed slice's corrections, and each other sample's accepted labels when
-    none of its labels waits for review (a sample with a queued label is left out until a person sees it).
-    Returns the samples that train."""
-    import fiftyone as fo
-
-    ids, values = [], []
-    for sample_id, tags, preds, corrected in zip(*pool.values(["id", "tags", f"{PREDICTIONS}.detections", REVIEWED])):
-        if REVIEWED_TAG in tags:
-            ids.append(sample_id)
-            values.append(corrected)
-        elif preds and all(d.id in accepted_ids for d in preds):
-            ids.append(sample_id)
-            values.append(fo.Detections(detections=[fo.Detection(label=d.label, bounding_box=d.bounding_box)
-                                                    for d in preds]))  # fmt: skip
-    pool.select(ids).set_values(TRAIN, values)
-    return pool.select(ids)
+    return {"*": best}
 
 
 def run_seed(seed: int, args, work: Path) -> dict:
@@ -179,17 +163,17 @@ def run_seed(seed: int, args, work: Path) -> dict:
              "unseen_objects": objects, "reviewed_labels": slice_labels, "auroc": auroc(matched),
              "ece": expected_calibration_error(matched), "reliability": reliability(matched), "targets": {},
              "raw_precision": sum(m.right for m in matched) / len(matched) if matched else None}  # fmt: skip
-    for target in args.targets:
-        picked = accepted_flags(pool, unseen, target, ids, matched, args)
-        score = acceptance(matched, picked["flags"], objects)
+    # The fine-tuning round learns from the last queue's tags: the fine-tuning target's goes last.
+    for target in sorted(args.targets, key=lambda t: t == args.finetune_target):
+        queued = queue_for(pool, target, ids, args)
+        score = acceptance(matched, queued["flags"], objects)
         found["targets"][str(target)] = {
-            "thresholds": picked["thresholds"], "counts": picked["counts"], "accepted": score.accepted,
-            "precision": score.precision, "coverage": score.coverage, "to_review": picked["counts"]["review"],
+            "thresholds": queued["thresholds"], "counts": queued["counts"], "accepted": score.accepted,
+            "precision": score.precision, "coverage": score.coverage,
         }  # fmt: skip
-        if target == args.finetune_target:
-            accepted_ids = picked["accepted_ids"]
-    trains = training_labels(pool, accepted_ids)
+    trains = f2.training_labels(pool, PREDICTIONS, into=TRAIN, gt_field=REVIEWED, reviewed_tags=(REVIEWED_TAG,))
     found["train_samples"] = len(trains)
+    found["train_labels"] = sum(len(d or []) for d in trains.values(f"{TRAIN}.detections"))
     found["map_before"] = held_out_map(test, f2.SEEING_NAME, field="before")
     result = f2.train(trains, task="detection", label_field=TRAIN, output_dir=str(work / f"seed{seed}" / "round1"),
                       model=f2.SEEING_NAME, max_steps=args.finetune_steps, batch_size=args.batch_size,
@@ -223,12 +207,13 @@ def render(summary: dict) -> list[str]:
         "(`fiftyone_florence2.scenes`, 1-3 shapes of 12 classes; hidden truth known) are labelled by "
         "`label_samples` with `florence2-seeing-tiny` (greedy). A simulated reviewer corrects a random "
         f"{args['review_fraction']:.0%} of the pool from the hidden truth (tag `reviewed`, field `reviewed_labels`); "
-        "the thresholds are picked on that slice for each target precision, and the pool's labels accepted or "
-        "queued. Every score below is on the other samples, which the calibration never saw; a label is right "
+        "the thresholds are picked on that slice for each target precision, and `review_queue` bands the other "
+        "labels (its default bands scaled to each class's threshold: accepted, review, skim, rejected). "
+        "Every score below is on the other samples, which the calibration never saw; a label is right "
         f"when it has the true class and IoU >= {args['iou']} with a true object. Then `train()` fine-tunes the "
         f"seeing model ({args['finetune_steps']} steps, batch {args['batch_size']}, AdamW lr {args['finetune_lr']:g}, "
-        f"cosine) on the reviewed slice plus the samples whose labels were all accepted at target "
-        f"{args['finetune_target']}, and `apply_model` relabels {args['test']} held-out scenes of another seed.",
+        f"cosine) on what `training_labels` gathers: the reviewed slice's corrections plus the labels accepted at "
+        f"target {args['finetune_target']}, and `apply_model` relabels {args['test']} held-out scenes of another seed.",
         "",
         f"{summary['conditions']} {summary['machine']}. Wall time {summary['minutes']:.1f} min for the {n} seeds.",
         "",
@@ -237,13 +222,15 @@ def render(summary: dict) -> list[str]:
     ]
     rows = []
     for run in runs:
-        for target, t in run["targets"].items():
+        for target in map(str, args["targets"]):
+            t = run["targets"][target]
             rows.append([str(run["seed"]), target, describe_thresholds(t["thresholds"]),
                          f"{t['accepted']} of {run['unseen_labels']}", number(t["precision"]),
                          verdict(t["precision"], float(target)), percent(t["coverage"]),
-                         f"{t['to_review']} + {run['reviewed_labels']}"])  # fmt: skip
+                         to_review(t["counts"], run["reviewed_labels"]),
+                         str(t["counts"].get("rejected", 0))])  # fmt: skip
     headers = ["seed", "target", "thresholds", "labels accepted", "precision", "within 0.03", "coverage",
-               "labels reviewed (queue + slice)"]  # fmt: skip
+               "labels a person reviews (queue + slice)", "rejected unseen"]  # fmt: skip
     lines += [report.markdown_table(headers, rows), ""]
     lines += ["### The raw confidences", ""]
     rows = [[str(r["seed"]), str(r["unseen_labels"]), str(r["unseen_objects"]), number(r["raw_precision"]),
@@ -251,12 +238,19 @@ def render(summary: dict) -> list[str]:
     lines += [report.markdown_table(["seed", "labels", "true objects", "share right", "AUROC (right vs wrong)",
                                      "ECE (10 bins)"], rows), ""]  # fmt: skip
     lines += ["### One fine-tuning round", ""]
-    rows = [[str(r["seed"]), str(r["train_samples"]), number(r["map_before"]), number(r["map_after"]),
+    rows = [[str(r["seed"]), f"{r['train_samples']} ({r['train_labels']})", number(r["map_before"]),
+             number(r["map_after"]),
              f"{r['map_after'] - r['map_before']:+.3f}", f"{r['train_seconds']:.0f} s"] for r in runs]  # fmt: skip
-    lines += [report.markdown_table(["seed", "samples trained (slice + all accepted)", "mAP@0.5 before",
+    lines += [report.markdown_table(["seed", "samples (labels) trained", "mAP@0.5 before",
                                      "after", "change", "`train()` time"], rows), ""]  # fmt: skip
     lines += [reached(runs, args), ""]
     return lines
+
+
+def to_review(counts: dict[str, int], slice_labels: int) -> str:
+    """The labels a person looks at: every queued band but accepted and rejected, plus the reviewed slice's."""
+    queued = sum(n for band, n in counts.items() if band not in ("accepted", "rejected"))
+    return f"{queued} + {slice_labels} = {queued + slice_labels}"
 
 
 def describe_thresholds(thresholds: dict[str, float]) -> str:
