@@ -46,14 +46,14 @@ def bin_of(confidence: float, bins: int) -> int:
     return min(int(confidence * bins), bins - 1)
 
 
-def reliability(matched: Sequence[Matched], bins: int = 10) -> list[tuple[int, float, float]]:
-    """Per non-empty equal-width bin, in order: ``(count, mean confidence, share right)``."""
+def reliability(matched: Sequence[Matched], bins: int = 10) -> list[tuple[float, int, float, float]]:
+    """Per non-empty equal-width bin, in order: ``(bin's low edge, count, mean confidence, share right)``."""
     grouped: list[list[Matched]] = [[] for _ in range(bins)]
     for m in matched:
         grouped[bin_of(m.confidence, bins)].append(m)
     return [
-        (len(group), sum(m.confidence for m in group) / len(group), sum(m.right for m in group) / len(group))
-        for group in grouped
+        (i / bins, len(group), sum(m.confidence for m in group) / len(group), sum(m.right for m in group) / len(group))
+        for i, group in enumerate(grouped)
         if group
     ]
 
@@ -62,7 +62,7 @@ def expected_calibration_error(matched: Sequence[Matched], bins: int = 10) -> fl
     """The count-weighted mean gap between confidence and the share right, over equal-width bins; None if empty."""
     if not matched:
         return None
-    return sum(count * abs(conf - right) for count, conf, right in reliability(matched, bins)) / len(matched)
+    return sum(count * abs(conf - right) for _, count, conf, right in reliability(matched, bins)) / len(matched)
 
 
 @dataclass(frozen=True)

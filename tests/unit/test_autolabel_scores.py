@@ -65,7 +65,7 @@ def test_expected_calibration_error_weighs_each_bins_gap_by_its_count(pairs, exp
 
 def test_reliability_lists_only_bins_that_hold_labels_in_order():
     rows = reliability(_labels((0.95, True), (0.05, False), (0.91, False)))
-    assert rows == [(1, 0.05, 0.0), (2, pytest.approx(0.93), 0.5)]
+    assert rows == [(0.0, 1, 0.05, 0.0), (0.9, 2, pytest.approx(0.93), 0.5)]
 
 
 @pytest.mark.parametrize(
