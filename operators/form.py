@@ -205,6 +205,16 @@ def _with_the_prompt(inputs: types.Object, option: Option, plan: Plan) -> None:
     """Offered by :func:`_text_inputs`, as one choice of text input."""
 
 
+def _thresholds_input(inputs: types.Object, option: Option, plan: Plan) -> None:
+    """Text (``0.4,car=0.7``) as the App sends it; a number where a Python caller passed one."""
+    value = plan.values[option.name]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        inputs.float(option.name, label=option.form_label, description=option.description)
+    else:
+        view = types.TextFieldView(placeholder="e.g. 0.4 or 0.4,car=0.7 (empty: keep every label)")
+        inputs.str(option.name, label=option.form_label, description=option.description, view=view)
+
+
 def _regions_input(inputs: types.Object, option: Option, plan: Plan) -> None:
     choices = regions_field_choices(plan.samples)
     view = _dropdown(option.form_label, option.description, [(n, n) for n in choices])
@@ -242,6 +252,7 @@ _PLACED = {
     "prompt_field": _with_the_prompt,
     "classes": _with_the_prompt,
     "regions_field": _regions_input,
+    "confidence_thresh": _thresholds_input,
     "label_field": _label_field_input,
     "overwrite": _overwrite_input,
     "fps": _video_input,

@@ -18,8 +18,9 @@ from fiftyone_florence2.core.checkpoints import DEFAULT_CHECKPOINT, resolve_chec
 from fiftyone_florence2.core.errors import OptionError, literal, named
 from fiftyone_florence2.core.prompts import check_prompt
 from fiftyone_florence2.core.tasks import DEFAULT_TASK, TASK_NAMES, Task, get_tasks
+from fiftyone_florence2.core.thresholds import read_thresholds
 
-Kind = Literal["task", "text", "int", "float", "bool", "choice", "texts", "field", "shard", "any"]
+Kind = Literal["task", "text", "int", "float", "bool", "choice", "texts", "field", "shard", "thresholds", "any"]
 # Where an option is recorded in a run's settings: beside the tasks, or under "generation".
 Group = Literal["model", "input", "generation", "run", "training"]
 
@@ -244,7 +245,7 @@ class Option:
             raise
         except ValueError as e:  # "<name> must be ...": each route names the option its own way
             text = str(e)
-            if type(e) is not ValueError or not text.startswith(self.name + " "):
+            if type(e) is not ValueError or not re.match(re.escape(self.name) + r"[ \[:]", text):
                 raise
             raise OptionError(named(self.name) + literal(text[len(self.name) :]), self) from None
 
@@ -307,8 +308,9 @@ MODEL_OPTIONS: tuple[Option, ...] = (
            "generate call, read", "int", whole_number),
     Option("num_beams", 3, "beam search width; 1 (greedy) is fastest", "int", whole_number, label="Beams"),
     Option("max_new_tokens", None, "a token budget for every task instead of each task's own", "int", whole_number),
-    Option("confidence_thresh", None, "drop boxes and polygons whose confidence is lower (0 to 1)", "float",
-           fraction, label="Confidence threshold"),
+    Option("confidence_thresh", None, "drop labels whose confidence is lower: a number from 0 to 1 for every "
+           "class, or CLASS=NUMBER pairs with a bare number (or *=NUMBER) for the other classes, e.g. 0.4,car=0.7",
+           "thresholds", read_thresholds, label="Confidence threshold"),
     Option("tiles", 1, "split each image into an N x N grid of overlapping tiles, each seen at the model's full "
            "resolution, and merge their boxes: finds small objects in large images, for N x N the work (1: off)",
            "int", tile_grid, _finds_instances),

@@ -9,9 +9,11 @@ Calibration results give the mapping form, which can be passed straight back.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from fiftyone_florence2.core.tasks import Task
 
 ANY_CLASS = "*"
 
@@ -113,3 +115,33 @@ def read_thresholds(name: str, value: Any) -> Thresholds | None:
         default = _threshold(name, ANY_CLASS, value[ANY_CLASS]) if ANY_CLASS in value else None
         return Thresholds(default, per_class)
     return Thresholds(_threshold(name, ANY_CLASS, value), {})
+
+
+def known_classes(tasks: Sequence[Task], values: Mapping[str, Any]) -> list[str] | None:
+    """The classes every label of ``tasks`` will carry, when the run fixes them (``classes``, or one
+    ``prompt``, of tasks that label by the prompt); None when some task names its own classes."""
+    fixed = values.get("classes") or ([values["prompt"]] if values.get("prompt") else None)
+    if not tasks or fixed is None or not all(task.labelled_by_prompt for task in tasks):
+        return None
+    return list(fixed)
+
+
+def uncovered_classes(thresholds: Thresholds | None, tasks: Sequence[Task], values: Mapping[str, Any]) -> str | None:
+    """Why per-class thresholds with no default do not cover every class the run can write, or None.
+
+    Where the run fixes its classes, each needs a threshold; where a task names its own (detection,
+    captions, a prompt field), a default is needed, since a label with no threshold would be dropped
+    or kept by a rule nobody chose.
+    """
+    if thresholds is None or thresholds.default is not None:
+        return None
+    classes = known_classes(tasks, values)
+    if classes is None:
+        names = ", ".join(task.name for task in tasks)
+        return (f"names no threshold for the classes it does not list, and {names} can write any class: add a "
+                f"default for them (a bare number, or {ANY_CLASS}=NUMBER), e.g. 0.4,car=0.7")  # fmt: skip
+    unknown = thresholds.unknown_classes(classes)
+    if unknown:
+        return (f"has no threshold for class(es) {', '.join(map(repr, unknown))} of the classes asked for: "
+                f"add one for each, or a default for them (a bare number, or {ANY_CLASS}=NUMBER)")  # fmt: skip
+    return None

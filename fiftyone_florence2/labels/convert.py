@@ -22,6 +22,7 @@ from fiftyone_florence2.core.parsing import (
     span_confidence,
 )
 from fiftyone_florence2.core.tasks import Task, get_task
+from fiftyone_florence2.core.thresholds import Thresholds, read_thresholds
 from fiftyone_florence2.core.tiling import (
     XYXY,
     points_to_image,
@@ -205,17 +206,27 @@ def _box_in_image(box: Box, tile: XYXY | None) -> Box:
     return replace(box, rel_xywh=xywh_to_image(box.rel_xywh, tile), points=points)
 
 
-def threshold(label: fol.Label, confidence_thresh: float | None) -> fol.Label:
-    """Drops the instances whose confidence is below ``confidence_thresh`` (a classification is emptied)."""
-    if confidence_thresh is None:
+def threshold(label: fol.Label, confidence_thresh: Any) -> fol.Label:
+    """Drops the instances whose confidence is below their class's threshold (a classification below
+    its own is emptied).
+
+    ``confidence_thresh`` is anything :func:`~fiftyone_florence2.core.thresholds.read_thresholds` reads
+    (``apply_model(confidence_thresh=...)`` sets it unchecked). A class with no threshold and no default
+    raises ``ValueError`` naming it (the sample fails with that reason): nothing is dropped or kept by a
+    rule nobody chose.
+    """
+    thresholds = read_thresholds("confidence_thresh", confidence_thresh)
+    if thresholds is None:
         return label
     name = _INSTANCES.get(type(label))
     if name is not None:
-        label[name] = [x for x in label[name] if x.confidence is not None and x.confidence >= confidence_thresh]
+        label[name] = [x for x in label[name] if _reaches(x, thresholds)]
         return label
-    if label.confidence is None or label.confidence < confidence_thresh:
-        return fol.Classification()
-    return label
+    return label if _reaches(label, thresholds) else fol.Classification()
+
+
+def _reaches(label: fol.Label, thresholds: Thresholds) -> bool:
+    return label.confidence is not None and label.confidence >= thresholds.for_class(label.label)
 
 
 def texts_from_value(value: object) -> list[str]:

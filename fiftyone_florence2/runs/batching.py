@@ -98,7 +98,10 @@ def label_items(
                 continue
             results = [Result(g, r.prompt, r.region, r.tile) for r, g in answers]
             label = build_label(task, results, masks=config.masks, image_wh=items[i].image_wh, nms_iou=config.nms_iou)
-            outcomes[i].labels[task.name] = threshold(label, config.confidence_thresh)
+            try:
+                outcomes[i].labels[task.name] = threshold(label, config.confidence_thresh)
+            except ValueError as e:  # a class with no threshold (apply_model sets thresholds unchecked)
+                outcomes[i].failed.append(f"{task.name}: {e}")
     if not config.skip_failures:
         for item, outcome in zip(items, outcomes):
             if outcome.failed:

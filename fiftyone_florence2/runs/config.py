@@ -7,9 +7,10 @@ from typing import Any
 
 import fiftyone.core.config as foc
 
-from fiftyone_florence2.core.errors import OptionError, named
+from fiftyone_florence2.core.errors import OptionError, literal, named
 from fiftyone_florence2.core.options import MODEL_OPTIONS, OPTIONS, given, refuse_unmet
 from fiftyone_florence2.core.tasks import Task, get_tasks
+from fiftyone_florence2.core.thresholds import Thresholds, uncovered_classes
 from fiftyone_florence2.core.tiling import Tiling
 
 _TEXT_SOURCES = ("prompt", "prompt_field", "classes")
@@ -44,6 +45,9 @@ class Florence2ModelConfig(foc.Config):
                     f"{named(option.name)} was given, but none of the tasks ({self._names()}) reads it.", option
                 )
         refuse_unmet(MODEL_OPTIONS, values)
+        reason = uncovered_classes(self.confidence_thresh, self.tasks, values)
+        if reason:
+            raise OptionError(f"{named('confidence_thresh')} {literal(reason)}.", OPTIONS["confidence_thresh"])
         text_tasks = [t.name for t in self.tasks if t.input == "text"]
         sources = [name for name in _TEXT_SOURCES if getattr(self, name) is not None]
         if text_tasks and not sources:
@@ -107,7 +111,10 @@ class Florence2ModelConfig(foc.Config):
             if option.name == "task":
                 continue
             value = getattr(self, option.name)
-            value = value if value is None or isinstance(value, (str, int, float, bool, list)) else repr(value)
+            if isinstance(value, Thresholds):
+                value = value.as_value()  # the JSON form, which confidence_thresh takes back
+            elif value is not None and not isinstance(value, (str, int, float, bool, list)):
+                value = repr(value)
             (generation if option.group == "generation" else record)[option.name] = value
         record["checkpoint"] = record.pop("model")
         return {**record, "generation": generation}

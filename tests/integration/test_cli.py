@@ -70,6 +70,32 @@ def test_labels_a_folder(tmp_path, image_dir, tiny_checkpoint):
         (["label", "--images", "{images}", "--task", "caption", "--confidence-thresh", "5"], "from 0 to 1"),
         (["label", "--images", "{images}", "--task", "caption", "--confidence-thresh", "nan"], "from 0 to 1"),
         (["label", "--images", "{images}", "--task", "caption", "--confidence-thresh", "-1"], "from 0 to 1"),
+        (
+            ["label", "--images", "{images}", "--task", "caption", "--confidence-thresh", "high"],
+            "--confidence-thresh must be a number from 0 to 1",
+        ),
+        (
+            ["label", "--images", "{images}", "--task", "caption", "--confidence-thresh", "car=2"],
+            "--confidence-thresh['car'] must be from 0 to 1",
+        ),
+        (
+            ["label", "--images", "{images}", "--task", "detection", "--confidence-thresh", "car=0.7"],
+            "--confidence-thresh names no threshold for the classes it does not list",
+        ),
+        (
+            [
+                "label",
+                "--images",
+                "{images}",
+                "--task",
+                "open_vocabulary_detection",
+                "--classes",
+                "car,bus",
+                "--confidence-thresh",
+                "car=0.7",
+            ],
+            "--confidence-thresh has no threshold for class(es) 'bus'",
+        ),
         (["label", "--images", "{images}", "--task", "caption", "--device", "gpu"], "device must be one of"),
         (["label", "--images", "{images}", "--task", "caption", "--prompt", "hi"], "none of the tasks"),
         (["label", "--images", "{images}", "--task", "phrase_grounding"], "need text"),
@@ -95,6 +121,22 @@ def test_bad_arguments_fail_cleanly(args, message, image_dir, capsys):
     assert code == 2
     assert message in err
     assert "Traceback" not in err
+
+
+def test_a_per_class_threshold_is_recorded_in_its_json_form(image_dir, tiny_checkpoint, capsys):
+    import fiftyone as fo
+
+    name = f"cli-thresh-{uuid.uuid4().hex[:8]}"
+    args = ["label", "--images", str(image_dir), "--dataset-name", name, "--task", "detection", "--model",
+            str(tiny_checkpoint), "--num-beams", "1", "--max-new-tokens", "4",
+            "--confidence-thresh", "0.4, car=0.7"]  # fmt: skip
+    assert main(args) == 0, capsys.readouterr().err
+    dataset = fo.load_dataset(name)
+    try:
+        [key] = dataset.list_runs()
+        assert dataset.get_run_info(key).config.generation["confidence_thresh"] == {"car": 0.7, "*": 0.4}
+    finally:
+        dataset.delete()
 
 
 @pytest.mark.parametrize("device", ["cuda", "cuda:1", "mps"])

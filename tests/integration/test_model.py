@@ -193,6 +193,40 @@ def test_confidence_thresh_is_honoured(labelled, tiny_checkpoint, tokenizer):
     assert model.config.confidence_thresh is None  # restored after the run
 
 
+@pytest.mark.parametrize(
+    ("task", "options", "thresh", "kept"),
+    [
+        ("detection", {}, {"wheel": 0, "*": 1}, ["wheel"]),
+        ("detection", {}, "1,car=0", ["car"]),
+        ("detection", {}, "0", ["car", "wheel"]),
+        ("detection", {}, {"*": 1}, []),
+        ("open_vocabulary_detection", {"classes": ["car", "bus"]}, "car=0,bus=1", ["car"]),
+        ("open_vocabulary_detection", {"classes": ["car", "bus"]}, {"car": 1, "bus": 0}, ["bus"]),
+        ("caption", {}, "1,A red car.=0", ["A red car."]),
+        ("caption", {}, "0.5,A blue car.=0", [None]),
+    ],
+)
+def test_a_per_class_threshold_is_applied_per_class(labelled, tiny_checkpoint, tokenizer, task, options, thresh, kept):
+    model = load(tiny_checkpoint, tokenizer, task, confidence_thresh=thresh, **options)
+    labelled.apply_model(model, label_field="out", batch_size=5)
+    label = labelled.first()["out"]
+    names = [x.label for x in label.detections] if task != "caption" else [label.label]
+    assert sorted(names, key=str) == kept
+    assert not model.failures
+
+
+def test_a_class_with_no_threshold_fails_its_sample_with_the_reason(labelled, tiny_checkpoint, tokenizer):
+    """apply_model(confidence_thresh=...) sets the threshold unchecked: a class it misses is never silently
+    dropped or kept."""
+    model = load(tiny_checkpoint, tokenizer, "detection")
+    labelled.apply_model(model, label_field="out", batch_size=5, confidence_thresh={"car": 0.0})
+    assert not labelled.has_field("out")
+    assert set(model.failures.values()) == {
+        "detection: No threshold for class 'wheel' (thresholds are set for: car); add one for it, or a default "
+        "with '*'."
+    }
+
+
 def test_empty_prompt_field_value_fails_that_sample_only(labelled, tiny_checkpoint, tokenizer):
     first = labelled.first()
     first["caption"] = None
@@ -217,7 +251,15 @@ def test_empty_prompt_field_value_fails_that_sample_only(labelled, tiny_checkpoi
         ({"task": "caption", "confidence_thresh": float("nan")}, "confidence_thresh must be a number from 0 to 1"),
         ({"task": "caption", "confidence_thresh": -0.1}, "confidence_thresh must be from 0 to 1"),
         ({"task": "caption", "confidence_thresh": 5}, "confidence_thresh must be from 0 to 1"),
-        ({"task": "caption", "confidence_thresh": "0.5"}, "confidence_thresh must be a number"),
+        ({"task": "caption", "confidence_thresh": "high"}, "confidence_thresh must be a number"),
+        ({"task": "detection", "confidence_thresh": "car=0.5"}, "detection can write any class"),
+        ({"task": "caption", "confidence_thresh": {"car": 0.5}}, "caption can write any class"),
+        ({"task": "open_vocabulary_detection", "prompt_field": "p", "confidence_thresh": "car=0.5"}, "any class"),
+        (
+            {"task": "open_vocabulary_detection", "classes": ["car", "bus"], "confidence_thresh": "car=0.5"},
+            "no threshold for class\\(es\\) 'bus'",
+        ),
+        ({"task": ["segmentation", "detection"], "prompt": "car", "confidence_thresh": "car=0.5"}, "any class"),
         ({"task": "caption", "device": "gpu"}, "device must be one of"),
         ({"task": "caption", "dtype": "int8"}, "dtype must be one of"),
         ({"task": "caption", "batch_size": True}, "batch_size must be a whole number"),

@@ -184,6 +184,26 @@ def test_dry_run_previews_the_open_sample_and_applies_the_threshold(boxes, tiny_
     assert [(r["sample_id"], r["labels"], r["confidences"]) for r in result["rows"]] == [(ids[4], "0 boxes", [])]
 
 
+@pytest.mark.parametrize(
+    ("thresh", "labels"), [("1, car=0", "1 box: car"), ("dog=0,*=1", "1 box: dog"), ("0", "2 boxes: car, dog")]
+)
+def test_the_form_takes_a_threshold_per_class(dry_run_operator, boxes, tiny_checkpoint, forced, thresh, labels):
+    ids = boxes.values("id")
+    params = {"task": "detection", "model": str(tiny_checkpoint), "num_beams": 1, "confidence_thresh": thresh}
+    assert (
+        "CLASS=NUMBER" in dry_run_form(dry_run_operator, boxes, ids[:1], **params)["confidence_thresh"].view.description
+    )
+    [row] = dry_run(boxes, ids[:1], **params).result["rows"]
+    assert row["labels"] == labels
+
+
+def test_the_form_refuses_per_class_thresholds_that_leave_classes_out(dry_run_operator, boxes, tiny_checkpoint):
+    params = {"task": "detection", "model": str(tiny_checkpoint), "confidence_thresh": "car=0.5"}
+    problem = dry_run_form(dry_run_operator, boxes, boxes.values("id")[:1], **params)["problem"]
+    assert problem.invalid
+    assert problem.error_message.startswith('"Confidence threshold" names no threshold for the classes it does not')
+
+
 def test_dry_run_reports_a_sample_it_cannot_read(boxes, tiny_checkpoint, forced):
     first = boxes.first()
     first.filepath = "/no/such/image.jpg"

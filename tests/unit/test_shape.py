@@ -105,6 +105,11 @@ LAYERS = {
                     "fiftyone_florence2.runs", "fiftyone_florence2.quiet"},
         "packages": {"fiftyone", "bson", "pymongo", "numpy", "PIL", "torch", "cv2", "huggingface_hub"},
     },
+    "fiftyone_florence2.autolabel": {
+        "project": {"fiftyone_florence2.core", "fiftyone_florence2.labels", "fiftyone_florence2.runs",
+                    "fiftyone_florence2.autolabel"},
+        "packages": {"fiftyone", "bson", "numpy", "matplotlib", "plotly"},
+    },
     "fiftyone_florence2.training": None,
     "fiftyone_florence2": None,  # the facade and the adapters (cli, app, demo)
     "operators": None,

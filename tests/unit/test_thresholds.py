@@ -90,3 +90,74 @@ def test_a_class_without_a_threshold_or_a_default_is_named():
 )
 def test_thresholds_describe_themselves(value, line):
     assert read_thresholds("t", value).describe() == line
+
+
+@pytest.mark.parametrize(
+    ("tasks", "values", "thresh", "words"),
+    [
+        (["detection"], {}, None, None),
+        (["detection"], {}, 0.5, None),
+        (["detection"], {}, "car=0.5,*=0.2", None),
+        (["detection"], {}, "car=0.5", "detection can write any class"),
+        (["caption"], {}, {"a cat": 0.5}, "caption can write any class"),
+        (["open_vocabulary_detection"], {"classes": ["car", "bus"]}, "car=0.5,bus=0.1", None),
+        (["open_vocabulary_detection"], {"classes": ["car", "bus"]}, "car=0.5", "class(es) 'bus'"),
+        (["open_vocabulary_detection"], {"prompt": "car"}, "car=0.5", None),
+        (["open_vocabulary_detection"], {"prompt_field": "p"}, "car=0.5", "can write any class"),
+        (["segmentation", "open_vocabulary_detection"], {"classes": ["a"]}, "a=0.5", None),
+        (["segmentation", "phrase_grounding"], {"prompt": "a"}, "a=0.5", "segmentation, phrase_grounding"),
+    ],
+)
+def test_thresholds_without_a_default_must_cover_every_class_a_run_can_write(tasks, values, thresh, words):
+    from fiftyone_florence2.core.tasks import get_tasks
+    from fiftyone_florence2.core.thresholds import uncovered_classes
+
+    reason = uncovered_classes(read_thresholds("confidence_thresh", thresh), get_tasks(tasks), values)
+    assert reason is None if words is None else words in reason
+
+
+def _detections(*pairs):
+    import fiftyone.core.labels as fol
+
+    return fol.Detections(detections=[fol.Detection(label=label, confidence=c) for label, c in pairs])
+
+
+@pytest.mark.parametrize(
+    ("pairs", "thresh", "kept"),
+    [
+        ([], "car=0.5", []),
+        ([("car", 0.6), ("dog", 0.6), ("car", 0.4)], None, [("car", 0.6), ("dog", 0.6), ("car", 0.4)]),
+        ([("car", 0.6), ("dog", 0.6), ("car", 0.4)], "0.5", [("car", 0.6), ("dog", 0.6)]),
+        ([("car", 0.6), ("dog", 0.6), ("car", 0.4)], {"dog": 0.7, "*": 0.3}, [("car", 0.6), ("car", 0.4)]),
+        ([("car", 0.5), ("car", 0.49)], {"car": 0.5}, [("car", 0.5)]),
+        ([("car", None)], 0, []),
+        ([("car", 0.2)], {"dog": 0.1}, ValueError),
+    ],
+)
+def test_a_label_keeps_the_instances_that_reach_their_class_threshold(pairs, thresh, kept):
+    from fiftyone_florence2.labels.convert import threshold
+
+    if kept is ValueError:
+        with pytest.raises(ValueError, match="No threshold for class 'car'"):
+            threshold(_detections(*pairs), thresh)
+        return
+    label = threshold(_detections(*pairs), thresh)
+    assert [(d.label, d.confidence) for d in label.detections] == kept
+
+
+@pytest.mark.parametrize(
+    ("label", "confidence", "thresh", "kept"),
+    [
+        ("a cat", 0.6, "0.9,a cat=0.5", True),
+        ("a cat", 0.6, "0.5,a cat=0.9", False),
+        ("a dog", 0.6, "0.9,a cat=0.5", False),
+        (None, None, {"a cat": 0.5}, False),
+    ],
+)
+def test_a_classification_is_emptied_below_its_class_threshold(label, confidence, thresh, kept):
+    import fiftyone.core.labels as fol
+
+    from fiftyone_florence2.labels.convert import threshold
+
+    result = threshold(fol.Classification(label=label, confidence=confidence), thresh)
+    assert (result.label, result.confidence) == ((label, confidence) if kept else (None, None))
