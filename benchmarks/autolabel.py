@@ -29,7 +29,7 @@ from pathlib import Path
 from support import mongod
 
 from . import report
-from .autolabel_scores import Matched, acceptance, auroc, expected_calibration_error, reliability
+from .autolabel_scores import Matched, acceptance, auroc, raw_calibration_error, scored
 
 REVIEWED_TAG = "reviewed"
 TRUTH, PREDICTIONS, REVIEWED, TRAIN = "ground_truth", "predictions", "reviewed_labels", "train_labels"
@@ -138,19 +138,16 @@ def queue_for(pool, target: float, ids: list[str], args) -> dict:
 
 
 def stand_in_thresholds(reviewed, target: float, iou: float) -> dict[str, float]:
-    """One threshold for every class: the lowest confidence whose labels above reach ``target`` precision on the
-    reviewed slice (until the product's ``calibrate`` lands)."""
+    """One threshold for every class, the product's choice (``core/calibration.py``) on the reviewed slice's
+    labels matched to its corrections (until the product's ``calibrate`` lands)."""
+    from fiftyone_florence2.core.calibration import choose_threshold, precision_recall_curve
+
     reviewed.evaluate_detections(PREDICTIONS, gt_field=REVIEWED, eval_key="standin", iou=iou)
-    pairs = sorted(
-        ((d.confidence, d["standin"] == "tp") for ds in reviewed.values(f"{PREDICTIONS}.detections") for d in ds or []),
-        reverse=True,
-    )
-    best, right = 1.0, 0
-    for n, (confidence, ok) in enumerate(pairs, 1):
-        right += ok
-        if right / n >= target:
-            best = confidence
-    return {"*": best}
+    pairs = [
+        (d.confidence, d["standin"] == "tp") for ds in reviewed.values(f"{PREDICTIONS}.detections") for d in ds or []
+    ]
+    objects = sum(len(ds or []) for ds in reviewed.values(f"{REVIEWED}.detections"))
+    return {"*": choose_threshold(precision_recall_curve(pairs, objects), target).threshold}
 
 
 def finetune(samples, label_field: str, output_dir: Path, seed: int, args):
@@ -182,7 +179,7 @@ def run_seed(seed: int, args, work: Path) -> dict:
     found = {"seed": seed, "pool": len(pool), "reviewed_samples": len(reviewed), "unseen_samples": len(unseen),
              "labelled": labelled.labelled, "label_seconds": labelled.seconds, "unseen_labels": len(matched),
              "unseen_objects": objects, "reviewed_labels": slice_labels, "auroc": auroc(matched),
-             "ece": expected_calibration_error(matched), "targets": {},
+             "ece": raw_calibration_error(matched), "targets": {},
              "matched": [[m.label, m.confidence, m.right] for m in matched],
              "raw_precision": sum(m.right for m in matched) / len(matched) if matched else None}  # fmt: skip
     # The fine-tuning round learns from the last queue's tags: the fine-tuning target's goes last.
@@ -217,6 +214,8 @@ def verdict(precision: float | None, target: float, tolerance: float = 0.03) -> 
 
 def render(summary: dict) -> list[str]:
     """The BENCHMARKS.md section of a run: every seed, every target."""
+    from fiftyone_florence2.core.calibration import reliability_bins
+
     from .autolabel_scores import number, percent
 
     args, runs = summary["args"], summary["runs"]
@@ -260,8 +259,8 @@ def render(summary: dict) -> list[str]:
                                      "ECE (10 bins)"], rows), ""]  # fmt: skip
     everything = [Matched(*m) for r in runs for m in r["matched"]]
     lines += [f"Reliability of the raw confidences, all {n} seeds' unseen labels together:", ""]
-    rows = [[f"{low:.1f}-{low + 0.1:.1f}", str(count), number(conf), number(right)]
-            for low, count, conf, right in reliability(everything)]  # fmt: skip
+    rows = [[f"{b.lower:.1f}-{b.upper:.1f}", str(b.count), number(b.mean_confidence), number(b.accuracy)]
+            for b in reliability_bins(scored(everything), 10) if b.count]  # fmt: skip
     lines += [report.markdown_table(["confidence", "labels", "mean confidence", "share right"], rows), ""]
     lines += ["### One fine-tuning round", ""]
     rows = [[str(r["seed"]), f"{r['train_samples']} ({r['train_labels']})", number(r["map_before"]),

@@ -1,8 +1,9 @@
-"""The auto-labelling benchmark's scores, from matched labels: pure Python, no FiftyOne.
+"""The auto-labelling benchmark's scores, from matched labels: no FiftyOne.
 
 A matched label is one predicted label with its confidence and whether it matched a true object (IoU at least
 the benchmark's, same class). From a list of them: the AUROC of confidence for right against wrong, the expected
-calibration error of the raw confidences, and what a set of accepted labels gives (precision, coverage).
+calibration error of the raw confidences (the product's own, ``core/calibration.py``), and what a set of
+accepted labels gives (precision, coverage).
 """
 
 from __future__ import annotations
@@ -41,28 +42,16 @@ def auroc(matched: Sequence[Matched]) -> float | None:
     return (rank_sum - right * (right + 1) / 2) / (right * wrong)
 
 
-def bin_of(confidence: float, bins: int) -> int:
-    """The equal-width bin of ``confidence`` in [0, 1] (1.0 falls in the last bin)."""
-    return min(int(confidence * bins), bins - 1)
+def raw_calibration_error(matched: Sequence[Matched], bins: int = 10) -> float | None:
+    """The product's expected calibration error of the raw confidences, over ``bins`` equal-width bins."""
+    from fiftyone_florence2.core.calibration import expected_calibration_error, reliability_bins
+
+    return expected_calibration_error(reliability_bins(scored(matched), bins))
 
 
-def reliability(matched: Sequence[Matched], bins: int = 10) -> list[tuple[float, int, float, float]]:
-    """Per non-empty equal-width bin, in order: ``(bin's low edge, count, mean confidence, share right)``."""
-    grouped: list[list[Matched]] = [[] for _ in range(bins)]
-    for m in matched:
-        grouped[bin_of(m.confidence, bins)].append(m)
-    return [
-        (i / bins, len(group), sum(m.confidence for m in group) / len(group), sum(m.right for m in group) / len(group))
-        for i, group in enumerate(grouped)
-        if group
-    ]
-
-
-def expected_calibration_error(matched: Sequence[Matched], bins: int = 10) -> float | None:
-    """The count-weighted mean gap between confidence and the share right, over equal-width bins; None if empty."""
-    if not matched:
-        return None
-    return sum(count * abs(conf - right) for _, count, conf, right in reliability(matched, bins)) / len(matched)
+def scored(matched: Sequence[Matched]) -> list[tuple[float, bool]]:
+    """The ``(confidence, right)`` pairs of ``fiftyone_florence2.core.calibration``."""
+    return [(m.confidence, m.right) for m in matched]
 
 
 @dataclass(frozen=True)

@@ -28,5 +28,5 @@ def test_the_loop_runs_and_reports_every_target(tmp_path, capsys):
     summary = json.loads((tmp_path / "autolabel.json").read_text())
     for run in summary["runs"]:
         assert run["pool"] == 10 and run["reviewed_samples"] == 1 and run["unseen_samples"] == 9
-        assert run["labelled"] == 10 and run["train_samples"] >= 2  # at least the reviewed slice trains
-        assert 0 <= run["map_before"] <= 1 and 0 <= run["map_after"] <= 1
+        assert run["labelled"] == 10 and run["train_samples"] >= 1  # at least the reviewed slice trains
+        assert all(0 <= run[key] <= 1 for key in ("map_before", "map_after", "map_ceiling"))
