@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from fiftyone_florence2.app import DEFAULT_PORT, AppError, app_command, run_app
 from fiftyone_florence2.cli_autolabel import AutolabelUsageError, autolabel_run_lines
 from fiftyone_florence2.cli_autolabel import add_parsers as add_autolabel_parsers
+from fiftyone_florence2.cli_calibrate import add_calibrate_parser, run_calibrate
+from fiftyone_florence2.core.calibration_options import CALIBRATE_OPTIONS
 from fiftyone_florence2.core.checkpoints import DEFAULT_CHECKPOINT
 from fiftyone_florence2.core.errors import CheckpointError, Florence2Error, for_route
 from fiftyone_florence2.core.options import (
@@ -48,7 +50,7 @@ def task_table() -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="florence2", description="Florence-2 labels for FiftyOne datasets.")
     sub = parser.add_subparsers(
-        dest="command", required=True, metavar="{tasks,label,train,review,training-labels,runs,app,demo}"
+        dest="command", required=True, metavar="{tasks,label,train,calibrate,review,training-labels,runs,app,demo}"
     )
     sub.add_parser("tasks", help="list the tasks and the label type each writes")
 
@@ -72,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         if option.cli:
             add_option(train, option, task_required=False)
 
+    add_calibrate_parser(sub, add_option)
     add_autolabel_parsers(sub)
 
     runs = sub.add_parser("runs", help="list the recorded runs on a dataset, their failures, or delete one")
@@ -194,12 +197,9 @@ def run_label(args: argparse.Namespace) -> int:
     return EXIT_FAILED if (summary.failures or summary.skips) and not summary.labelled else 0
 
 
-def run_train(args: argparse.Namespace) -> int:
-    """Fine-tunes on a dataset (or one of its saved views); every check runs before any weights load."""
+def samples_of(args: argparse.Namespace):
+    """The dataset ``--dataset`` names, or its saved view ``--view``."""
     import fiftyone as fo
-
-    from fiftyone_florence2.runs.summary import reason_lines, sample_paths
-    from fiftyone_florence2.training.trainer import train
 
     if not fo.dataset_exists(args.dataset):
         raise UsageError(f"No FiftyOne dataset named {args.dataset!r}.")
@@ -207,7 +207,16 @@ def run_train(args: argparse.Namespace) -> int:
     if args.view is not None and not dataset.has_saved_view(args.view):
         views = ", ".join(dataset.list_saved_views()) or "none"
         raise UsageError(f"Dataset {args.dataset!r} has no saved view {args.view!r}; saved views: {views}.")
-    samples = dataset.load_saved_view(args.view) if args.view else dataset
+    return dataset.load_saved_view(args.view) if args.view else dataset
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Fine-tunes on a dataset (or one of its saved views); every check runs before any weights load."""
+    from fiftyone_florence2.runs.summary import reason_lines, sample_paths
+    from fiftyone_florence2.training.trainer import train
+
+    samples = samples_of(args)
+    dataset = samples._root_dataset
     options = _options(args, TRAIN_OPTIONS)
     try:
         result = train(samples, progress=True, **options)
@@ -243,6 +252,7 @@ def run_runs(args: argparse.Namespace) -> int:
     import fiftyone as fo
 
     from fiftyone_florence2.runs.records import (
+        CALIBRATE_METHOD,
         TRAIN_METHOD,
         delete_run,
         list_runs,
@@ -278,6 +288,11 @@ def run_runs(args: argparse.Namespace) -> int:
             f"{key}  {started_at(config)}  {config.status:<11} {tasks} -> {config.label_field}  "
             f"{short_weights(config)}{counts}"
         )
+    for key in list_runs(dataset, CALIBRATE_METHOD):
+        config = dataset.get_run_info(key).config
+        thresholds = ",".join(f"{name}={value:.4g}" for name, value in config.thresholds.items())
+        print(f"{key}  {started_at(config)}  {config.status:<11} calibrates {config.pred_field} against "
+              f"{config.gt_field} on {config.samples} sample(s) -> {thresholds}")  # fmt: skip
     for key in list_runs(dataset, TRAIN_METHOD):
         config = dataset.get_run_info(key).config
         learnt = ", ".join(f"{task} from {field}" for task, field in config.label_field.items())
@@ -320,6 +335,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_runs(args)
         if args.command == "train":
             return run_train(args)
+        if args.command == "calibrate":
+            return run_calibrate(samples_of(args), _options(args, CALIBRATE_OPTIONS), UsageError)
         if args.command == "app":
             return run_app(args.dataset, args.port)
         if args.command in ("review", "training-labels"):

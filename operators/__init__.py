@@ -1,11 +1,12 @@
 """The App side of fiftyone-florence2: FiftyOne operators, thin adapters over the library."""
 
 from .apply import ApplyFlorence2
+from .calibrate import Florence2Calibrate
 from .dry_run import Florence2DryRun
 from .status import Florence2Runs
 from .train import Florence2Train
 
-OPERATORS = (ApplyFlorence2, Florence2DryRun, Florence2Runs, Florence2Train)
+OPERATORS = (ApplyFlorence2, Florence2DryRun, Florence2Runs, Florence2Train, Florence2Calibrate)
 
 
 def register(plugin) -> None:

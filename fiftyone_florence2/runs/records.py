@@ -15,6 +15,7 @@ logger = logging.getLogger(__name__)
 
 METHOD = "florence2"
 TRAIN_METHOD = "florence2_train"  # training runs (train_record.py)
+CALIBRATE_METHOD = "florence2_calibrate"  # calibrations (autolabel/calibrate.py)
 _UTC = datetime.timezone.utc
 _last_start = datetime.datetime.min.replace(tzinfo=_UTC)
 _start_lock = threading.Lock()
@@ -192,10 +193,10 @@ def check_run_key(dataset: Any, run_key: str) -> str:
     """Returns the method of this project's run ``run_key`` (labelling or training); raises ``ValueError``
     naming the runs there are for any other key."""
     dataset.reload()
-    for method in (METHOD, TRAIN_METHOD):
+    for method in (METHOD, TRAIN_METHOD, CALIBRATE_METHOD):
         if run_key in dataset.list_runs(method=method):
             return method
-    keys = [*list_runs(dataset), *list_runs(dataset, TRAIN_METHOD)]
+    keys = [*list_runs(dataset), *list_runs(dataset, TRAIN_METHOD), *list_runs(dataset, CALIBRATE_METHOD)]
     raise ValueError(f"No Florence-2 run {run_key!r} on {dataset.name!r}; runs: {', '.join(keys) or 'none'}.")
 
 
