@@ -117,37 +117,38 @@ def match_truth(pool, iou: float) -> None:
     pool.evaluate_detections(PREDICTIONS, gt_field=TRUTH, eval_key=MATCH_KEY, iou=iou)
 
 
-def queue_for(pool, target: float, ids: list[str], args) -> dict:
-    """Thresholds for ``target`` from the reviewed slice, then the product's review queue over the pool; returns
-    the thresholds, the queue's counts per band (the unreviewed labels: the unseen samples') and, per unseen label
-    id in ``ids``, whether the queue accepted it."""
+def queue_for(pool, target: float, ids: list[str], args, plot: Path | None = None) -> dict:
+    """The product's ``calibrate`` on the reviewed slice for ``target``, then its ``review_queue`` over the pool
+    with that calibration; returns what the slice said, the queue's counts per band (the unreviewed labels: the
+    unseen samples') and, per unseen label id in ``ids``, whether the queue accepted it."""
     import fiftyone_florence2 as f2
 
-    thresholds = stand_in_thresholds(pool.match_tags(REVIEWED_TAG), target, args.iou)
-    queue = f2.review_queue(pool, PREDICTIONS, thresholds=thresholds, reviewed_tags=(REVIEWED_TAG,),
-                            key=f"queue_{round(target * 1000)}", overwrite=True)  # fmt: skip
+    tag = round(target * 1000)
+    calibration = f2.calibrate(pool.match_tags(REVIEWED_TAG), PREDICTIONS, REVIEWED, iou=args.iou,
+                               target_precision=target, key=f"calibration_{tag}", plot_path=plot)  # fmt: skip
+    queue = f2.review_queue(pool, PREDICTIONS, calibration=calibration, reviewed_tags=(REVIEWED_TAG,),
+                            key=f"queue_{tag}", overwrite=True)  # fmt: skip
     unseen = pool.match_tags(REVIEWED_TAG, bool=False)
+    paths = [f"{PREDICTIONS}.detections.id", f"{PREDICTIONS}.detections.tags"]
     bands = {
         label_id: tags
-        for sample_ids, sample_tags in zip(
-            *unseen.values([f"{PREDICTIONS}.detections.id", f"{PREDICTIONS}.detections.tags"])
-        )
+        for sample_ids, sample_tags in zip(*unseen.values(paths))
         for label_id, tags in zip(sample_ids or [], sample_tags or [])
     }
-    return {"thresholds": thresholds, "counts": queue.counts, "flags": ["accepted" in bands[i] for i in ids]}
+    overall = calibration.overall
+    return {
+        "thresholds": calibration.thresholds,
+        "counts": queue.counts,
+        "flags": ["accepted" in bands[i] for i in ids],
+        "slice": {"reached": overall.reached, "precision": overall.precision, "interval": overall.interval,
+                  "accepted": at_or_above(overall, overall.threshold), "ece": overall.ece,
+                  "best": overall.best.precision if overall.best else None},
+    }  # fmt: skip
 
 
-def stand_in_thresholds(reviewed, target: float, iou: float) -> dict[str, float]:
-    """One threshold for every class, the product's choice (``core/calibration.py``) on the reviewed slice's
-    labels matched to its corrections (until the product's ``calibrate`` lands)."""
-    from fiftyone_florence2.core.calibration import choose_threshold, precision_recall_curve
-
-    reviewed.evaluate_detections(PREDICTIONS, gt_field=REVIEWED, eval_key="standin", iou=iou)
-    pairs = [
-        (d.confidence, d["standin"] == "tp") for ds in reviewed.values(f"{PREDICTIONS}.detections") for d in ds or []
-    ]
-    objects = sum(len(ds or []) for ds in reviewed.values(f"{REVIEWED}.detections"))
-    return {"*": choose_threshold(precision_recall_curve(pairs, objects), target).threshold}
+def at_or_above(report, threshold: float) -> int:
+    """How many of the slice's labels a threshold accepts (the calibration's curve)."""
+    return max((p.accepted for p in report.curve if p.threshold >= threshold), default=0)
 
 
 def finetune(samples, label_field: str, output_dir: Path, seed: int, args):
@@ -183,11 +184,12 @@ def run_seed(seed: int, args, work: Path) -> dict:
              "matched": [[m.label, m.confidence, m.right] for m in matched],
              "raw_precision": sum(m.right for m in matched) / len(matched) if matched else None}  # fmt: skip
     # The fine-tuning round learns from the last queue's tags: the fine-tuning target's goes last.
-    for target in sorted(args.targets, key=lambda t: t == args.finetune_target):
-        queued = queue_for(pool, target, ids, args)
+    for i, target in enumerate(sorted(args.targets, key=lambda t: t == args.finetune_target)):
+        queued = queue_for(pool, target, ids, args, plot=work / f"reliability-seed{seed}.png" if i == 0 else None)
         score = acceptance(matched, queued["flags"], objects)
         found["targets"][str(target)] = {
             "thresholds": queued["thresholds"], "counts": queued["counts"], "accepted": score.accepted,
+            "slice": queued["slice"],
             "precision": score.precision, "coverage": score.coverage,
         }  # fmt: skip
     trains = f2.training_labels(pool, PREDICTIONS, into=TRAIN, gt_field=REVIEWED, reviewed_tags=(REVIEWED_TAG,))
@@ -227,7 +229,8 @@ def render(summary: dict) -> list[str]:
         "(`fiftyone_florence2.scenes`, 1-3 shapes of 12 classes; hidden truth known) are labelled by "
         "`label_samples` with `florence2-seeing-tiny` (greedy). A simulated reviewer corrects a random "
         f"{args['review_fraction']:.0%} of the pool from the hidden truth (tag `reviewed`, field `reviewed_labels`); "
-        "the thresholds are picked on that slice for each target precision, and `review_queue` bands the other "
+        "`calibrate` picks thresholds on that slice for each target precision (per class where a class has 50 "
+        "labels there, else the overall one), and `review_queue` bands the other "
         "labels (its default bands scaled to each class's threshold: accepted, review, skim, rejected). "
         "Every score below is on the other samples, which the calibration never saw; a label is right "
         f"when it has the true class and IoU >= {args['iou']} with a true object. Then `train()` fine-tunes the "
@@ -244,13 +247,14 @@ def render(summary: dict) -> list[str]:
     for run in runs:
         for target in map(str, args["targets"]):
             t = run["targets"][target]
-            rows.append([str(run["seed"]), target, describe_thresholds(t["thresholds"]),
+            rows.append([str(run["seed"]), target, describe_thresholds(t["thresholds"]), on_slice(t["slice"]),
                          f"{t['accepted']} of {run['unseen_labels']}", number(t["precision"]),
                          verdict(t["precision"], float(target)), percent(t["coverage"]),
                          to_review(t["counts"], run["reviewed_labels"]),
                          str(t["counts"].get("rejected", 0))])  # fmt: skip
-    headers = ["seed", "target", "thresholds", "labels accepted", "precision", "within 0.03", "coverage",
-               "labels a person reviews (queue + slice)", "rejected unseen"]  # fmt: skip
+    headers = ["seed", "target", "thresholds", "on the slice: precision (90% interval), labels", "accepted unseen",
+               "precision", "within 0.03", "coverage", "labels a person reviews (queue + slice)",
+               "rejected unseen"]  # fmt: skip
     lines += [report.markdown_table(headers, rows), ""]
     lines += ["### The raw confidences", ""]
     rows = [[str(r["seed"]), str(r["unseen_labels"]), str(r["unseen_objects"]), number(r["raw_precision"]),
@@ -278,6 +282,15 @@ def to_review(counts: dict[str, int], slice_labels: int) -> str:
     """The labels a person looks at: every queued band but accepted and rejected, plus the reviewed slice's."""
     queued = sum(n for band, n in counts.items() if band not in ("accepted", "rejected"))
     return f"{queued} + {slice_labels} = {queued + slice_labels}"
+
+
+def on_slice(found: dict) -> str:
+    """What the calibration saw on the slice at its threshold: ``0.667 (0.33-0.89), 6`` or ``not reachable``."""
+    if not found["reached"]:
+        best = "n/a" if found["best"] is None else f"{found['best']:.3f}"
+        return f"not reachable (best {best})"
+    low, high = found["interval"]
+    return f"{found['precision']:.3f} ({low:.2f}-{high:.2f}), {found['accepted']}"
 
 
 def describe_thresholds(thresholds: dict[str, float]) -> str:
