@@ -60,6 +60,7 @@ def parse_args(argv):
     )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--workdir", default=None, help="keep data and checkpoints here (default: a temporary dir)")
+    p.add_argument("--from-results", metavar="JSON", help="render a run's saved autolabel.json again, running nothing")
     report.add_output_options(p)
     args = p.parse_args(argv)
     args.seeds = [int(s) for s in args.seeds.split(",")]
@@ -274,7 +275,7 @@ def render(summary: dict) -> list[str]:
     headers = ["seed", "samples (labels) trained", "mAP@0.5 before", "after", "change",
                "same round on the pool's true labels", "`train()` time"]  # fmt: skip
     lines += [report.markdown_table(headers, rows), ""]
-    lines += [reached(runs, args), ""]
+    lines += [reached(runs, args), "", why(runs, args), ""]
     return lines
 
 
@@ -311,9 +312,44 @@ def reached(runs: list[dict], args: dict) -> str:
     return "**Reached:** " + "; ".join(parts) + "."
 
 
+def spread(values: list[float]) -> str:
+    """``0.12`` for one value, ``0.12 to 0.19`` for several."""
+    low, high = min(values), max(values)
+    return f"{low:.3f}" if low == high else f"{low:.3f} to {high:.3f}"
+
+
+def why(runs: list[dict], args: dict) -> str:
+    """The reasons, from the figures: how well the raw confidences rank, how much the slice's choice rested on,
+    and whether perfect labels would have made the round help."""
+    aurocs = [r["auroc"] for r in runs if r["auroc"] is not None]
+    parts = [f"**Why:** the seeing model's raw confidences rank right above wrong only weakly (AUROC "
+             f"{spread(aurocs)}; 0.5 is chance) and few of its labels are right (share right "
+             f"{spread([r['raw_precision'] for r in runs])})."]  # fmt: skip
+    for target in args["targets"]:
+        slices = [r["targets"][str(target)]["slice"] for r in runs]
+        counts = [s["accepted"] for s in slices if s["reached"]]
+        if not counts:
+            parts.append(f"At {target} the slice never reached the target, so nothing was accepted.")
+            continue
+        few = " (so few that a precision measured on them is loose)" if min(counts) < 30 else ""
+        parts.append(f"At {target} the slice reached the target in {len(counts)} of {len(runs)} seeds, on "
+                     f"{min(counts)} to {max(counts)} of its labels{few}.")  # fmt: skip
+    if all("map_ceiling" in r for r in runs):
+        worse = sum(r["map_ceiling"] <= r["map_before"] for r in runs)
+        parts.append(f"The same round on every pool sample's true labels gave mAP@0.5 "
+                     f"{spread([r['map_ceiling'] for r in runs])} (before: {spread([r['map_before'] for r in runs])}), "
+                     f"no better than the start in {worse} of {len(runs)} seeds"
+                     + (": there the round itself, not the accepted labels' errors, keeps the model from gaining."
+                        if worse else "."))  # fmt: skip
+    return " ".join(parts)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    if args.from_results:
+        report.publish(render(json.loads(Path(args.from_results).read_text())), args.output, "autolabel")
+        return 0
     work = Path(args.workdir or tempfile.mkdtemp(prefix="florence2-autolabel-"))
     work.mkdir(parents=True, exist_ok=True)
     mongod.isolate(work / "mongod")

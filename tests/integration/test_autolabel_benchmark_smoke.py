@@ -30,3 +30,9 @@ def test_the_loop_runs_and_reports_every_target(tmp_path, capsys):
         assert run["pool"] == 10 and run["reviewed_samples"] == 1 and run["unseen_samples"] == 9
         assert run["labelled"] == 10 and run["train_samples"] >= 1  # at least the reviewed slice trains
         assert all(0 <= run[key] <= 1 for key in ("map_before", "map_after", "map_ceiling"))
+    # The saved figures render the same section again, into a file's own section, without running anything.
+    out = tmp_path / "BENCH.md"
+    assert autolabel.main(["--from-results", str(tmp_path / "autolabel.json"), "--output", str(out)]) == 0
+    written = out.read_text()
+    assert "<!-- benchmark-run: autolabel -->" in written and "**Why:**" in written
+    assert written.count("| 3 | 0.95 |") == 1
