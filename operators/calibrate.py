@@ -85,7 +85,7 @@ class Florence2Calibrate(foo.Operator):
         return types.Property(inputs, view=types.View(label="Florence-2: calibrate confidences"))
 
     def execute(self, ctx: Any) -> dict[str, Any]:
-        """Calibrates the target view; the report, the thresholds and the diagram as a plotly figure."""
+        """Calibrates the target view; the report, the thresholds and the diagram (a PNG data URI)."""
         params = _params(ctx)
         try:
             result = calibrate(ctx.target_view(), params.pop("pred_field", None), params.pop("gt_field", None),
@@ -96,15 +96,15 @@ class Florence2Calibrate(foo.Operator):
             "key": result.key,
             "thresholds": result.thresholds,
             "report": "```\n" + result.describe() + "\n```",
-            "figure": result.figure(),
+            "diagram": result.png_data_uri(),
         }
 
     def resolve_output(self, ctx: Any) -> types.Property | None:
         result = ctx.results or {}
-        if "figure" not in result:
+        if "diagram" not in result:
             return None
         outputs = types.Object()
-        figure = result["figure"]
-        outputs.plot("figure", data=figure["data"], layout=figure["layout"], config={"displayModeBar": False})
+        outputs.view("diagram", types.ImageView(label="Reliability diagram, and precision and recall by threshold",
+                                                alt="reliability diagram", width="100%"))  # fmt: skip
         outputs.str("report", label=f"Calibration {result['key']} (recorded on the dataset)", view=types.MarkdownView())
         return types.Property(outputs, view=types.View(label="Florence-2 calibration"))

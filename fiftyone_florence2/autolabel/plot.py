@@ -1,6 +1,6 @@
 """The calibration diagram: a reliability diagram (accuracy against mean confidence per bin, the
 diagonal, the count in each bin) beside precision and recall against the threshold, with the chosen
-threshold and the target marked. As a PNG (matplotlib) and as a plotly figure for the App.
+threshold and the target marked, as a PNG (matplotlib), which the App's operator output shows too.
 
 It draws a :class:`~fiftyone_florence2.autolabel.report.Calibration` (``calibration``), whose ``overall`` is
 a ``ClassReport`` (``report``); they import this module, so it names them only in words.
@@ -8,6 +8,8 @@ a ``ClassReport`` (``report``); they import this module, so it names them only i
 
 from __future__ import annotations
 
+import base64
+import io
 import os
 from typing import Any
 
@@ -51,72 +53,43 @@ def _title(calibration: Any) -> str:
 
 def save_png(calibration: Any, path: str, overwrite: bool = False) -> str:
     """Draws the overall diagram into a PNG at ``path`` (checked by :func:`check_plot_path`)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
     path = check_plot_path(path, overwrite)
-    report = calibration.overall
-    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.6))
-    try:
-        centres, accuracy, counts, width = _bars(report)
-        left.bar(centres, accuracy, width=width * 0.92, color="#4c78a8", edgecolor="white", label="accuracy")
-        left.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
-        for x, y, n in zip(centres, accuracy, counts):
-            if n:
-                left.annotate(f"n={n}", (x, y), ha="center", va="bottom", fontsize=8, xytext=(0, 2),
-                              textcoords="offset points")  # fmt: skip
-        left.set(xlim=(0, 1), ylim=(0, 1.08), xlabel="confidence", ylabel="share right", title=_TITLE)
-        left.legend(loc="upper left", fontsize=8)
-        thresholds = [p.threshold for p in report.curve]
-        right.plot(thresholds, [p.precision for p in report.curve], color="#f58518", label="precision")
-        right.plot(thresholds, [p.recall or 0 for p in report.curve], color="#54a24b", label="recall")
-        right.axhline(calibration.settings["target_precision"], color="grey", linestyle=":", label="target")
-        right.axvline(report.threshold, color="black", linestyle="--", label=f"threshold {report.threshold:.3f}")
-        right.set(xlim=(0, 1), ylim=(0, 1.05), xlabel="threshold", ylabel="on the slice", title=_CURVE_TITLE)
-        right.legend(loc="lower left", fontsize=8)
-        figure.suptitle(_title(calibration), fontsize=10)
-        figure.tight_layout()
-        figure.savefig(path, dpi=110)
-    finally:
-        plt.close(figure)
+    data = png_bytes(calibration)
+    with open(path, "wb") as file:
+        file.write(data)
     return path
 
 
-def plotly_figure(calibration: Any) -> dict[str, Any]:
-    """The overall diagram as plotly JSON: two panels, as :func:`save_png` draws them."""
+def png_data_uri(calibration: Any) -> str:
+    """The diagram as a ``data:image/png;base64,...`` URI, as the App's operator output shows it."""
+    return "data:image/png;base64," + base64.b64encode(png_bytes(calibration)).decode("ascii")
+
+
+def png_bytes(calibration: Any) -> bytes:
+    """The overall diagram as PNG bytes: the reliability diagram and the precision/recall panel."""
+    from matplotlib.figure import Figure
+
     report = calibration.overall
+    figure = Figure(figsize=(11, 4.6))  # not pyplot: no global state, safe in the App server's threads
+    left, right = figure.subplots(1, 2)
     centres, accuracy, counts, width = _bars(report)
+    left.bar(centres, accuracy, width=width * 0.92, color="#4c78a8", edgecolor="white", label="accuracy")
+    left.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
+    for x, y, n in zip(centres, accuracy, counts):
+        if n:
+            left.annotate(f"n={n}", (x, y), ha="center", va="bottom", fontsize=8, xytext=(0, 2),
+                          textcoords="offset points")  # fmt: skip
+    left.set(xlim=(0, 1), ylim=(0, 1.08), xlabel="confidence", ylabel="share right", title=_TITLE)
+    left.legend(loc="upper left", fontsize=8)
     thresholds = [p.threshold for p in report.curve]
-    target = calibration.settings["target_precision"]
-    data = [
-        {"type": "bar", "x": centres, "y": accuracy, "width": width * 0.92, "name": "accuracy",
-         "text": [f"n={n}" if n else "" for n in counts], "textposition": "outside", "marker": {"color": "#4c78a8"},
-         "xaxis": "x", "yaxis": "y"},
-        {"type": "scatter", "mode": "lines", "x": [0, 1], "y": [0, 1], "name": "perfect calibration",
-         "line": {"dash": "dash", "color": "grey"}, "xaxis": "x", "yaxis": "y"},
-        {"type": "scatter", "mode": "lines", "x": thresholds, "y": [p.precision for p in report.curve],
-         "name": "precision", "line": {"color": "#f58518"}, "xaxis": "x2", "yaxis": "y2"},
-        {"type": "scatter", "mode": "lines", "x": thresholds, "y": [p.recall or 0 for p in report.curve],
-         "name": "recall", "line": {"color": "#54a24b"}, "xaxis": "x2", "yaxis": "y2"},
-        {"type": "scatter", "mode": "lines", "x": [report.threshold, report.threshold], "y": [0, 1.05],
-         "name": f"threshold {report.threshold:.3f}", "line": {"dash": "dash", "color": "black"},
-         "xaxis": "x2", "yaxis": "y2"},
-        {"type": "scatter", "mode": "lines", "x": [0, 1], "y": [target, target], "name": f"target {target}",
-         "line": {"dash": "dot", "color": "grey"}, "xaxis": "x2", "yaxis": "y2"},
-    ]  # fmt: skip
-    layout = {
-        "title": {"text": _title(calibration), "font": {"size": 13}},
-        "xaxis": {"domain": [0, 0.45], "range": [0, 1], "title": {"text": "confidence"}},
-        "yaxis": {"range": [0, 1.1], "title": {"text": "share right"}},
-        "xaxis2": {"domain": [0.55, 1], "range": [0, 1], "title": {"text": "threshold"}},
-        "yaxis2": {"anchor": "x2", "range": [0, 1.05], "title": {"text": "precision, recall"}},
-        "annotations": [
-            {"text": _TITLE, "x": 0.225, "y": 1.04, "xref": "paper", "yref": "paper", "showarrow": False},
-            {"text": _CURVE_TITLE, "x": 0.775, "y": 1.04, "xref": "paper", "yref": "paper", "showarrow": False},
-        ],
-        "height": 420,
-        "legend": {"orientation": "h", "y": -0.2},
-    }
-    return {"data": data, "layout": layout}
+    right.plot(thresholds, [p.precision for p in report.curve], color="#f58518", label="precision")
+    right.plot(thresholds, [p.recall or 0 for p in report.curve], color="#54a24b", label="recall")
+    right.axhline(calibration.settings["target_precision"], color="grey", linestyle=":", label="target")
+    right.axvline(report.threshold, color="black", linestyle="--", label=f"threshold {report.threshold:.3f}")
+    right.set(xlim=(0, 1), ylim=(0, 1.05), xlabel="threshold", ylabel="on the slice", title=_CURVE_TITLE)
+    right.legend(loc="lower left", fontsize=8)
+    figure.suptitle(_title(calibration), fontsize=10)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    return buffer.getvalue()

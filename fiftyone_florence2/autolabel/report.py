@@ -169,8 +169,8 @@ class Calibration:
 
         return save_png(self, path, overwrite)
 
-    def figure(self) -> dict[str, Any]:
-        """The same diagram as a plotly figure (``{"data": [...], "layout": {...}}``), as the App shows it."""
-        from fiftyone_florence2.autolabel.plot import plotly_figure
+    def png_data_uri(self) -> str:
+        """The same diagram as a ``data:image/png;base64,...`` URI (the App's operator output shows it)."""
+        from fiftyone_florence2.autolabel.plot import png_data_uri
 
-        return plotly_figure(self)
+        return png_data_uri(self)

@@ -12,6 +12,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from fiftyone_florence2.core.calibration_options import CALIBRATE_OPTIONS
 from fiftyone_florence2.core.errors import OptionError, named
 from fiftyone_florence2.core.options import (
     OPTIONS,
@@ -279,6 +280,10 @@ def options_doc() -> str:
             "README's",
             "Fine-tune section).\n",
             options_table(TRAIN_OPTIONS),
+            "\n## Calibration\n",
+            "`calibrate(samples, pred_field, gt_field, **options)`, `florence2 calibrate` and the App's calibration "
+            "operator take these (see docs/CALIBRATION.md).\n",
+            options_table(CALIBRATE_OPTIONS),
         ]
     )
 

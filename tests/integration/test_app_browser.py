@@ -125,6 +125,17 @@ def _wait_for_operations(dataset, operator: str, timeout: float = 30.0) -> list:
         time.sleep(0.25)
 
 
+def _add_reviewed_boxes(dataset) -> None:
+    """Ground truth ``gt`` and predictions ``pred`` with known confidences, three right and two wrong."""
+    from helpers.calibration_data import detections_sample
+
+    objects = [[("car", 0.9, True)], [("car", 0.8, True)], [("car", 0.7, False)], [("car", 0.6, True)],
+               [("car", 0.3, False)]]  # fmt: skip
+    pairs = [detections_sample(row) for row in objects]
+    dataset.set_values("gt", [gt for gt, _ in pairs])
+    dataset.set_values("pred", [pred for _, pred in pairs])
+
+
 @pytest.mark.browser
 @pytest.mark.slow
 def test_user_runs_florence2_from_the_operator_browser(app, tiny_checkpoint, tmp_path, monkeypatch):
@@ -196,6 +207,22 @@ def test_user_runs_florence2_from_the_operator_browser(app, tiny_checkpoint, tmp
             table = page.locator("table").first.inner_text()
             page.screenshot(path=str(ARTIFACTS / "app_florence2_dry_run.png"))
             page.get_by_role("button", name="Close").click()
+            after_dry_run = _snapshot(dataset)
+
+            # Calibration on reviewed boxes: the diagram shows in the operator's output.
+            _add_reviewed_boxes(dataset)
+            page.reload()
+            page.get_by_text(f"{n} samples").wait_for(timeout=60_000)
+            _open_operator(page, "Florence-2: calibrate confidences", ready="Target precision")
+            for i, field in enumerate(("pred", "gt")):
+                page.get_by_role("combobox").nth(i).click()
+                page.get_by_role("option", name=field, exact=True).click()
+            page.get_by_text("Entire dataset").first.click()  # a sample is still selected from the dry run
+            page.get_by_role("button", name="Execute").click()
+            diagram = page.locator("img[alt='reliability diagram']")
+            diagram.wait_for(timeout=60_000)
+            assert diagram.evaluate("img => img.complete && img.naturalWidth") > 1000  # decoded, not a broken icon
+            page.screenshot(path=str(ARTIFACTS / "app_florence2_calibration.png"))
         except Exception:
             page.screenshot(path=str(ARTIFACTS / "app_florence2_operator_failure.png"))
             raise
@@ -204,7 +231,10 @@ def test_user_runs_florence2_from_the_operator_browser(app, tiny_checkpoint, tmp
     rows = [line.split("\t") for line in table.splitlines()[1:]]
     assert [row[:2] for row in rows] == [["img_0.jpg", "caption (Classification)"],
                                          ["img_0.jpg", "ocr_with_region (Detections)"]]  # fmt: skip
-    assert _snapshot(dataset) == before
+    assert after_dry_run == before
+    dataset.reload()
+    [calibration] = dataset.list_runs(method="florence2_calibrate")
+    assert dataset.get_run_info(calibration).config.thresholds == {"*": 0.8}  # car: too few labels for its own
     schema = dataset.get_field_schema()
     assert schema["florence2_caption"].document_type.__name__ == "Classification"
     assert schema["florence2_detection"].document_type.__name__ == "Detections"

@@ -1,9 +1,10 @@
 """calibrate on reviewed slices built with known confidences and known right and wrong labels (no model):
 bins, calibration error, thresholds and recall against hand-computed values; refusals that write nothing;
-thresholds from a 10% slice that hold on the other 90%; the CLI and the App operator."""
+thresholds from a 10% slice that hold on the other 90%; the CLI and the App operator (its output shows the diagram)."""
 
 from __future__ import annotations
 
+import base64
 import json
 
 import fiftyone as fo
@@ -231,10 +232,8 @@ def test_the_operator_calibrates_the_view_and_its_output_holds_the_diagram(opera
                                                                 "min_per_class": 1}}  # fmt: skip
     result = foo.execute_operator(CALIBRATE_URI, ctx=ctx).result
     assert result["thresholds"] == {"car": 0.9, "*": 0.9}
-    figure = result["figure"]
-    assert [trace["name"] for trace in figure["data"]][:4] == ["accuracy", "perfect calibration", "precision", "recall"]
-    assert figure["data"][0]["y"] == pytest.approx([1.0, 0.0, 0.5, 2 / 3])
-    assert "threshold 0.900" in figure["layout"]["title"]["text"]
+    header, data = result["diagram"].split(",", 1)
+    assert header == "data:image/png;base64" and base64.b64decode(data)[:8] == b"\x89PNG\r\n\x1a\n"
     assert f2.load_calibration(eight, result["key"]).settings["samples"] == 7
 
     from fiftyone.operators.executor import ExecutionContext
@@ -243,8 +242,8 @@ def test_the_operator_calibrates_the_view_and_its_output_holds_the_diagram(opera
     output = calibrator.resolve_output(ExecutionContext(request_params={"dataset_name": eight.name}))
     assert output is None  # no results yet: nothing to show
     ctx = ExecutionContext(request_params={"dataset_name": eight.name, "params": {}, "results": result})
-    plot = calibrator.resolve_output(ctx).type.properties["figure"]
-    assert type(plot.view).__name__ == "PlotlyView" and plot.view.data == figure["data"]
+    diagram = calibrator.resolve_output(ctx).type.properties["diagram"]
+    assert type(diagram.view).__name__ == "ImageView"
 
 
 def test_the_operator_form_shows_a_problem_in_the_apps_words(operator, eight):

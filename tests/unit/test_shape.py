@@ -108,7 +108,7 @@ LAYERS = {
     "fiftyone_florence2.autolabel": {
         "project": {"fiftyone_florence2.core", "fiftyone_florence2.labels", "fiftyone_florence2.runs",
                     "fiftyone_florence2.autolabel"},
-        "packages": {"fiftyone", "bson", "numpy", "matplotlib", "plotly"},
+        "packages": {"fiftyone", "bson", "numpy", "matplotlib"},
     },
     "fiftyone_florence2.training": None,
     "fiftyone_florence2": None,  # the facade and the adapters (cli, app, demo)
