@@ -3,10 +3,11 @@
 from .apply import ApplyFlorence2
 from .calibrate import Florence2Calibrate
 from .dry_run import Florence2DryRun
+from .review import Florence2ReviewQueue
 from .status import Florence2Runs
 from .train import Florence2Train
 
-OPERATORS = (ApplyFlorence2, Florence2DryRun, Florence2Runs, Florence2Train, Florence2Calibrate)
+OPERATORS = (ApplyFlorence2, Florence2DryRun, Florence2Runs, Florence2Train, Florence2Calibrate, Florence2ReviewQueue)
 
 
 def register(plugin) -> None:

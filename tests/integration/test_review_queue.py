@@ -173,3 +173,13 @@ def test_bad_inputs_are_refused_in_one_line_writing_nothing(pool, kwargs, messag
         f2.review_queue(pool, kwargs.pop("pred_field", "predictions"), **kwargs)
     assert message in str(error.value) and "\n" not in str(error.value)
     assert _snapshot(pool) + str(pool.list_saved_views()) == before
+
+
+def test_a_calibrations_thresholds_and_key_are_used_and_recorded(pool):
+    from types import SimpleNamespace
+
+    calibration = SimpleNamespace(thresholds={"car": 0.9, "*": 0.5}, key="calibration_1")  # calibrate()'s shape
+    queue = f2.review_queue(pool, "predictions", calibration=calibration)
+    assert (queue.thresholds, queue.calibration_key) == ({"car": 0.9, "*": 0.5}, "calibration_1")
+    assert tags_by_confidence(pool)[0.72] == ["review"] and tags_by_confidence(pool)[0.69] == ["accepted"]
+    assert pool.get_run_info(queue.key).config.calibration_key == "calibration_1"

@@ -116,6 +116,12 @@ LAYERS = {
 }  # fmt: skip
 
 
+def test_training_never_imports_the_autolabel_layer():
+    training = [path for path in MODULES if _name(path).startswith("fiftyone_florence2.training")]
+    assert training and [path for path in training if any(_layer(name) == "fiftyone_florence2.autolabel"
+                                                          for name in imports_of(path))] == []  # fmt: skip
+
+
 def _layer(name: str) -> str:
     return max((key for key in LAYERS if name == key or name.startswith(key + ".")), key=len)
 
