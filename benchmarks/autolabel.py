@@ -87,12 +87,24 @@ def make_data(seed: int, args, work: Path):
     return made[0], made[1]
 
 
+def slice_positions(count: int, fraction: float, seed: int) -> list[int]:
+    """The positions (0 to ``count`` - 1, ascending) of a random ``fraction`` of ``count`` samples, at least one,
+    drawn from ``seed`` alone (FiftyOne's ``take(seed=)`` also depends on each sample's random ``_rand``)."""
+    import numpy as np
+
+    if count < 1 or not 0 < fraction <= 1:
+        raise ValueError(f"Need samples and a fraction in (0, 1], got {count} and {fraction}.")
+    size = min(count, max(1, round(fraction * count)))
+    return sorted(int(i) for i in np.random.default_rng(seed).choice(count, size=size, replace=False))
+
+
 def simulate_review(pool, fraction: float, seed: int):
     """A person corrects a random ``fraction`` of the pool: tagged ``reviewed``, the truth copied to
     ``reviewed_labels``. Returns the reviewed view."""
     import fiftyone as fo
 
-    reviewed = pool.take(max(1, round(fraction * len(pool))), seed=seed)
+    ids = pool.sort_by("order").values("id")
+    reviewed = pool.select([ids[i] for i in slice_positions(len(ids), fraction, seed)])
     reviewed.tag_samples(REVIEWED_TAG)
     corrected = [
         fo.Detections(detections=[fo.Detection(label=d.label, bounding_box=d.bounding_box) for d in truth.detections])

@@ -70,3 +70,23 @@ def test_acceptance_scores_only_the_accepted_labels(pairs, flags, objects, preci
 def test_acceptance_refuses_flags_that_do_not_match_the_labels():
     with pytest.raises(ValueError, match="one accepted flag per label, got 1 for 2"):
         acceptance(_labels((0.9, True), (0.1, False)), [True], 2)
+
+
+@pytest.mark.parametrize(
+    ("count", "fraction", "seed", "size"),
+    [(1000, 0.1, 0, 100), (10, 0.1, 3, 1), (3, 0.1, 0, 1), (5, 1.0, 1, 5), (7, 0.5, 2, 4)],
+)
+def test_the_reviewed_slice_depends_on_the_seed_alone(count, fraction, seed, size):
+    from benchmarks.autolabel import slice_positions
+
+    drawn = slice_positions(count, fraction, seed)
+    assert drawn == slice_positions(count, fraction, seed) and len(drawn) == len(set(drawn)) == size
+    assert drawn == sorted(drawn) and all(0 <= i < count for i in drawn)
+
+
+@pytest.mark.parametrize(("count", "fraction"), [(0, 0.1), (10, 0.0), (10, 1.5), (10, -0.1)])
+def test_a_slice_of_nothing_is_refused(count, fraction):
+    from benchmarks.autolabel import slice_positions
+
+    with pytest.raises(ValueError, match="Need samples and a fraction"):
+        slice_positions(count, fraction, 0)
