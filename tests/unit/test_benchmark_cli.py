@@ -16,7 +16,17 @@ if str(ROOT) not in sys.path:
 
 from benchmarks import report  # noqa: E402
 
-MODULES = ["run", "tiles", "video", "embeddings", "preprocess", "form_latency", "train_speed", "train_tiny"]
+MODULES = [
+    "run",
+    "tiles",
+    "video",
+    "embeddings",
+    "preprocess",
+    "form_latency",
+    "train_speed",
+    "train_tiny",
+    "autolabel",
+]
 
 
 class _Parsed(Exception):

@@ -1,0 +1,252 @@
+"""The auto-labelling loop on drawn scenes with known answers: label, review a slice, calibrate, accept or queue,
+fine-tune, relabel.
+
+python -m benchmarks.autolabel                                  # the default run (3 seeds, 10-20 min on 2 CPUs)
+python -m benchmarks.autolabel --pool 3000 --test 500 --seeds 0,1,2,3,4 --finetune-steps 600
+
+For each seed: ``--pool`` scenes of ``fiftyone_florence2.scenes`` (the kind the shipped ``florence2-seeing-tiny``
+learnt) are labelled by the product (``label_samples`` with the seeing model, greedy). A simulated reviewer
+takes a random ``--review-fraction`` of the pool, tags it ``reviewed`` and writes its corrected labels (the hidden
+ground truth) to ``reviewed_labels``. ``calibrate`` on that slice gives per-class thresholds for each target
+precision; ``review_queue`` accepts what clears them and queues the rest. Scored on the pool's other samples
+(never seen by the calibration): the accepted labels' precision against the target, the share of true objects
+accepted without review (coverage), and the labels left for a person. Then ``train`` fine-tunes the seeing model
+on the reviewed slice plus the samples whose labels were all accepted, and ``apply_model`` relabels ``--test``
+held-out scenes: mAP@0.5 before and after that one round. The raw confidences' AUROC (right against wrong) and
+expected calibration error are measured on the same unseen samples. Every seed is reported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from support import mongod
+
+from . import report
+from .autolabel_report import render
+from .autolabel_scores import Matched, acceptance, auroc, raw_calibration_error
+
+REVIEWED_TAG = "reviewed"
+TRUTH, PREDICTIONS, REVIEWED, TRAIN = "ground_truth", "predictions", "reviewed_labels", "train_labels"
+MATCH_KEY = "truth"  # the eval key of the hidden truth's matching (the benchmark's, not the product's)
+
+
+def parse_args(argv):
+    p = report.parser("python -m benchmarks.autolabel", __doc__)
+    p.add_argument("--pool", type=int, default=1000, help="scenes to auto-label, per seed")
+    p.add_argument("--test", type=int, default=200, help="held-out scenes for mAP@0.5, per seed")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds, one full run each")
+    p.add_argument("--review-fraction", type=float, default=0.1, help="share of the pool the reviewer corrects")
+    p.add_argument(
+        "--targets",
+        default="0.4,0.5,0.9,0.95",
+        help="target precisions, comma-separated (the seeing model's raw labels are right about 1 in 4)",
+    )
+    p.add_argument("--iou", type=float, default=0.5, help="IoU a label needs to count as right")
+    p.add_argument("--finetune-target", type=float, default=0.9, help="whose accepted labels train the round")
+    p.add_argument("--finetune-steps", type=int, default=300)
+    p.add_argument("--finetune-lr", type=float, default=3e-4)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument(
+        "--no-ceiling",
+        dest="ceiling",
+        action="store_false",
+        help="skip the same round on the whole pool's true labels (what perfect labels would give)",
+    )
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--workdir", default=None, help="keep data and checkpoints here (default: a temporary dir)")
+    p.add_argument("--from-results", metavar="JSON", help="render a run's saved autolabel.json again, running nothing")
+    report.add_output_options(p)
+    args = p.parse_args(argv)
+    args.seeds = [int(s) for s in args.seeds.split(",")]
+    args.targets = [float(t) for t in args.targets.split(",")]
+    if args.finetune_target not in args.targets:
+        p.error(f"--finetune-target must be one of --targets ({', '.join(map(str, args.targets))}).")
+    return args
+
+
+def make_data(seed: int, args, work: Path):
+    """The pool and the held-out test set of one seed, each with its hidden truth in ``ground_truth``."""
+    import fiftyone as fo
+
+    from fiftyone_florence2 import scenes
+
+    from .train_seeing import write_scenes
+
+    made = []
+    for name, count, offset in (("pool", args.pool, 0), ("test", args.test, 50_000)):
+        dataset = fo.Dataset()
+        write_scenes(scenes.draw_scenes(count, seed=seed + offset), work / f"seed{seed}" / name, dataset)
+        made.append(dataset)
+    return made[0], made[1]
+
+
+def slice_positions(count: int, fraction: float, seed: int) -> list[int]:
+    """The positions (0 to ``count`` - 1, ascending) of a random ``fraction`` of ``count`` samples, at least one,
+    drawn from ``seed`` alone (FiftyOne's ``take(seed=)`` also depends on each sample's random ``_rand``)."""
+    import numpy as np
+
+    if count < 1 or not 0 < fraction <= 1:
+        raise ValueError(f"Need samples and a fraction in (0, 1], got {count} and {fraction}.")
+    size = min(count, max(1, round(fraction * count)))
+    return sorted(int(i) for i in np.random.default_rng(seed).choice(count, size=size, replace=False))
+
+
+def simulate_review(pool, fraction: float, seed: int):
+    """A person corrects a random ``fraction`` of the pool: tagged ``reviewed``, the truth copied to
+    ``reviewed_labels``. Returns the reviewed view."""
+    import fiftyone as fo
+
+    ids = pool.sort_by("order").values("id")
+    reviewed = pool.select([ids[i] for i in slice_positions(len(ids), fraction, seed)])
+    reviewed.tag_samples(REVIEWED_TAG)
+    corrected = [
+        fo.Detections(detections=[fo.Detection(label=d.label, bounding_box=d.bounding_box) for d in truth.detections])
+        for truth in reviewed.values(TRUTH)
+    ]
+    reviewed.set_values(REVIEWED, corrected)
+    return pool.match_tags(REVIEWED_TAG)
+
+
+def matched_labels(view) -> tuple[list[Matched], list[str], int]:
+    """The view's predicted labels matched to the hidden truth (after ``match_truth``), their ids, and its true
+    objects."""
+    matched, ids = [], []
+    for detections in view.values(f"{PREDICTIONS}.detections"):
+        for d in detections or []:
+            matched.append(Matched(d.label, float(d.confidence), d[MATCH_KEY] == "tp"))
+            ids.append(d.id)
+    objects = sum(len(truth or []) for truth in view.values(f"{TRUTH}.detections"))
+    return matched, ids, objects
+
+
+def match_truth(pool, iou: float) -> None:
+    """Marks every predicted label right (``tp``) or wrong against the hidden truth, class and IoU."""
+    pool.evaluate_detections(PREDICTIONS, gt_field=TRUTH, eval_key=MATCH_KEY, iou=iou)
+
+
+def queue_for(pool, target: float, ids: list[str], args, plot: Path | None = None) -> dict:
+    """The product's ``calibrate`` on the reviewed slice for ``target``, then its ``review_queue`` over the pool
+    with that calibration; returns what the slice said, the queue's counts per band (the unreviewed labels: the
+    unseen samples') and, per unseen label id in ``ids``, whether the queue accepted it."""
+    import fiftyone_florence2 as f2
+
+    tag = round(target * 1000)
+    calibration = f2.calibrate(pool.match_tags(REVIEWED_TAG), PREDICTIONS, REVIEWED, iou=args.iou,
+                               target_precision=target, key=f"calibration_{tag}", plot_path=plot)  # fmt: skip
+    queue = f2.review_queue(pool, PREDICTIONS, calibration=calibration, reviewed_tags=(REVIEWED_TAG,),
+                            key=f"queue_{tag}", overwrite=True)  # fmt: skip
+    unseen = pool.match_tags(REVIEWED_TAG, bool=False)
+    paths = [f"{PREDICTIONS}.detections.id", f"{PREDICTIONS}.detections.tags"]
+    bands = {
+        label_id: tags
+        for sample_ids, sample_tags in zip(*unseen.values(paths))
+        for label_id, tags in zip(sample_ids or [], sample_tags or [])
+    }
+    overall = calibration.overall
+    return {
+        "thresholds": calibration.thresholds,
+        "counts": queue.counts,
+        "flags": ["accepted" in bands[i] for i in ids],
+        "rejected": ["rejected" in bands[i] for i in ids],
+        "slice": {"reached": overall.reached, "precision": overall.precision, "interval": overall.interval,
+                  "accepted": at_or_above(overall, overall.threshold), "ece": overall.ece,
+                  "best": overall.best.precision if overall.best else None},
+    }  # fmt: skip
+
+
+def at_or_above(report, threshold: float) -> int:
+    """How many of the slice's labels a threshold accepts (the calibration's curve)."""
+    return max((p.accepted for p in report.curve if p.threshold >= threshold), default=0)
+
+
+def finetune(samples, label_field: str, output_dir: Path, seed: int, args):
+    """One fine-tuning round of the shipped seeing model on ``label_field`` (the product's ``train``)."""
+    import fiftyone_florence2 as f2
+
+    return f2.train(samples, task="detection", label_field=label_field, output_dir=str(output_dir),
+                    model=f2.SEEING_NAME, max_steps=args.finetune_steps, batch_size=args.batch_size,
+                    learning_rate=args.finetune_lr, lr_schedule="cosine", max_grad_norm=0,
+                    save_steps=args.finetune_steps, seed=seed, device="cpu", overwrite=True,
+                    progress=False)  # fmt: skip
+
+
+def run_seed(seed: int, args, work: Path) -> dict:
+    """One whole loop; every figure of one seed."""
+    import fiftyone_florence2 as f2
+
+    from .train_seeing import held_out_map
+
+    began = time.perf_counter()
+    pool, test = make_data(seed, args, work)
+    model = f2.load_model("detection", model=f2.SEEING_NAME, num_beams=1)
+    labelled = f2.label_samples(pool, model, label_field=PREDICTIONS, batch_size=16, progress=False)
+    reviewed = simulate_review(pool, args.review_fraction, seed)
+    match_truth(pool, args.iou)
+    unseen = pool.match_tags(REVIEWED_TAG, bool=False)
+    matched, ids, objects = matched_labels(unseen)
+    slice_labels = sum(len(d or []) for d in reviewed.values(f"{PREDICTIONS}.detections"))
+    found = {"seed": seed, "pool": len(pool), "reviewed_samples": len(reviewed), "unseen_samples": len(unseen),
+             "labelled": labelled.labelled, "label_seconds": labelled.seconds, "unseen_labels": len(matched),
+             "unseen_objects": objects, "reviewed_labels": slice_labels, "auroc": auroc(matched),
+             "ece": raw_calibration_error(matched), "targets": {},
+             "matched": [[m.label, m.confidence, m.right] for m in matched],
+             "raw_precision": sum(m.right for m in matched) / len(matched) if matched else None}  # fmt: skip
+    # The fine-tuning round learns from the last queue's tags: the fine-tuning target's goes last.
+    for i, target in enumerate(sorted(args.targets, key=lambda t: t == args.finetune_target)):
+        queued = queue_for(pool, target, ids, args, plot=work / f"reliability-seed{seed}.png" if i == 0 else None)
+        score = acceptance(matched, queued["flags"], objects)
+        found["targets"][str(target)] = {
+            "thresholds": queued["thresholds"], "counts": queued["counts"], "accepted": score.accepted,
+            "slice": queued["slice"],
+            "rejected_right": sum(m.right for m, out in zip(matched, queued["rejected"]) if out),
+            "precision": score.precision, "coverage": score.coverage,
+        }  # fmt: skip
+    trains = f2.training_labels(pool, PREDICTIONS, into=TRAIN, gt_field=REVIEWED, reviewed_tags=(REVIEWED_TAG,))
+    found["train_samples"] = len(trains)
+    found["train_labels"] = sum(len(d or []) for d in trains.values(f"{TRAIN}.detections"))
+    found["map_before"] = held_out_map(test, f2.SEEING_NAME, field="before")
+    result = finetune(trains, TRAIN, work / f"seed{seed}" / "round1", seed, args)
+    found["train_seconds"] = result.seconds
+    found["map_after"] = held_out_map(test, result.output_dir, field="after")
+    if args.ceiling:
+        ceiling = finetune(pool, TRUTH, work / f"seed{seed}" / "ceiling", seed, args)
+        found["map_ceiling"] = held_out_map(test, ceiling.output_dir, field="ceiling")
+    found["seconds"] = time.perf_counter() - began
+    print(json.dumps({k: v for k, v in found.items() if k != "matched"}, default=str), flush=True)
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    if args.from_results:
+        report.publish(render(json.loads(Path(args.from_results).read_text())), args.output, "autolabel")
+        return 0
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="florence2-autolabel-"))
+    work.mkdir(parents=True, exist_ok=True)
+    mongod.isolate(work / "mongod")
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    import torch
+
+    torch.set_num_threads(args.threads)
+    load = os.getloadavg()[0]
+    began = time.perf_counter()
+    runs = [run_seed(seed, args, work) for seed in args.seeds]
+    minutes = (time.perf_counter() - began) / 60
+    machine = f"{report.machine()['CPU']}, Python {platform.python_version()}"
+    summary = {"args": vars(args), "argv": " ".join(argv), "runs": runs, "minutes": minutes,
+               "conditions": report.conditions(load), "machine": machine}  # fmt: skip
+    (work / "autolabel.json").write_text(json.dumps(summary, indent=1, default=str))
+    report.publish(render(summary), args.output, "autolabel")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
