@@ -114,7 +114,7 @@ def run(workdir: Path, calls: int, warmup: int, log=print) -> tuple[list[dict], 
             if legacy[name] is not cls:
                 raise RuntimeError(f"{LEGACY[name]} gives {legacy[name].__name__}, {BACKENDS[name]} {cls.__name__}")
             classes[name] = f"{cls.__module__}.{cls.__name__}"
-        classes["default (what the library loads)"] = f"{default.__module__}.{default.__name__}"
+        classes["default (what the library loads for a native checkpoint)"] = f"{default.__module__}.{default.__name__}"
         size = processors["fast"].size
         if (size.height, size.width) != (px, px):
             raise RuntimeError(f"{checkpoint}: the processor resizes to {size}, not {px} px")
@@ -185,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
         "use_fast=True/False gives the same classes):",
         "",
         *[f"- {name}: `{cls}`" for name, cls in classes.items()],
+        "",
+        "A checkpoint converted from the original format loads the slow (PIL) one: its pixel values are the "
+        "original processor's exactly, and the fast one's differ by up to the max abs diff above.",
     ]
     report.publish(lines, args.output, "preprocess")
     return 0

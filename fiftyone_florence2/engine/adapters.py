@@ -34,9 +34,11 @@ from fiftyone_florence2.core.original import TIED, TRANSPOSED, is_original_forma
 from fiftyone_florence2.core.swap import write_json
 from fiftyone_florence2.engine.convert import (
     CONVERTED_NAMES,
+    ORIGINAL_IMAGE_BACKEND,
     SOURCE_RECORD,
     _scratch_parent,
     checkpoint_to_load,
+    image_backend_of,
     record_of,
     write_native,
 )
@@ -124,6 +126,10 @@ def merge_adapter(
             "base": base_name,
             "base_sha256": weights_fingerprint(str(source)),
         }
+        # The merge sees pixels as its base does: an original-format base's (or its conversion's) through PIL.
+        backend = ORIGINAL_IMAGE_BACKEND if original else image_backend_of(source)
+        if backend is not None:
+            record["image_backend"] = backend
         write_json(staged / SOURCE_RECORD, record)
         write_into(staged, target, {"converted_from": record}, replace=overwrite)
     return target

@@ -46,6 +46,11 @@ from fiftyone_florence2.engine.convert_files import (
 logger = logging.getLogger(__name__)
 
 SOURCE_RECORD = "florence2-converted-from.json"
+# The original processor resizes with PIL. transformers' default image backend (torchvision) resizes bicubic
+# differently (pixel values up to 0.017 apart), which changes some answers; PIL's gives the original's pixels
+# exactly. A checkpoint's source record names its backend, and loading reads it (``image_backend_of``).
+ORIGINAL_IMAGE_BACKEND = "pil"
+IMAGE_BACKENDS = ("pil", "torchvision")
 # The names a conversion writes (and only those a conversion's manifest lists are ever replaced).
 CONVERTED_NAMES = (
     "config.json", "generation_config.json", "model.safetensors", "processor_config.json", "tokenizer.json",
@@ -75,7 +80,12 @@ def convert_checkpoint(
     with tempfile.TemporaryDirectory(prefix=".florence2-convert-", dir=_scratch_parent(target)) as scratch:
         staged = Path(scratch) / "model"
         write_native(source, staged, name)
-        record = {"source": name, "revision": revision, "source_sha256": weights_fingerprint(source)}
+        record = {
+            "source": name,
+            "revision": revision,
+            "source_sha256": weights_fingerprint(source),
+            "image_backend": ORIGINAL_IMAGE_BACKEND,
+        }
         write_json(staged / SOURCE_RECORD, record)
         write_into(staged, target, {"converted_from": record}, replace=overwrite)
     return target
@@ -283,6 +293,20 @@ def build_processor(source: Path, tokenizer: Any, config: dict[str, Any], name: 
 def record_of(checkpoint: str | os.PathLike) -> dict[str, Any] | None:
     """Where a converted checkpoint came from (its source record), or None for any other checkpoint."""
     return read_json(Path(checkpoint) / SOURCE_RECORD) if os.path.isdir(checkpoint) else None
+
+
+def image_backend_of(checkpoint: str | os.PathLike) -> str | None:
+    """The image processor backend ``checkpoint``'s record names (``"pil"`` for a conversion of an
+    original-format checkpoint, or a merge into one); None where it names none (transformers' default)."""
+    record = record_of(checkpoint) or {}
+    # A conversion recorded before records named the backend: every conversion's source used PIL.
+    backend = record.get("image_backend", ORIGINAL_IMAGE_BACKEND if "source_sha256" in record else None)
+    if backend not in (None, *IMAGE_BACKENDS):
+        raise CheckpointError(
+            f"Checkpoint {os.fspath(checkpoint)!r}: {SOURCE_RECORD} names the image backend {backend!r}, and only "
+            f"{' or '.join(map(repr, IMAGE_BACKENDS))} exist; convert the checkpoint again, or correct the file."
+        )
+    return backend
 
 
 def original_source(checkpoint: str, revision: str | None = None) -> Path | None:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from transformers import Florence2ForConditionalGeneration, Florence2Processor, PretrainedConfig
+from transformers import Florence2ForConditionalGeneration, PretrainedConfig
 from transformers.cache_utils import DynamicCache
 from transformers.modeling_outputs import BaseModelOutput
 from transformers.utils import cached_file
@@ -24,14 +24,12 @@ from fiftyone_florence2.core.checkpoints import (
     DEFAULT_CHECKPOINT,
     CheckpointError,
     check_native_config,
-    hub_reachable,
     resolve_checkpoint,
     snapshot_commit,
     weights_fingerprint,
     weights_stat,
 )
 from fiftyone_florence2.core.decoding import decode_with_spans
-from fiftyone_florence2.core.errors import OptionError, literal
 from fiftyone_florence2.core.options import OPTIONS
 from fiftyone_florence2.core.parsing import Generation
 from fiftyone_florence2.core.tasks import Task
@@ -40,13 +38,10 @@ from fiftyone_florence2.engine.added_rows import added_rows, rows_masked
 from fiftyone_florence2.engine.cache import SharedCrossAttentionCache
 from fiftyone_florence2.engine.devices import pick_device, pick_dtype
 from fiftyone_florence2.engine.items import ImagePreprocessor
+from fiftyone_florence2.engine.loading import backend_name, hub_kwargs, load_processor
 from fiftyone_florence2.engine.weights import corrupt_weights_error, finish_cut_short_swap
 
 logger = logging.getLogger(__name__)
-
-
-class HubUnreachable(CheckpointError, OptionError):
-    """A Hub checkpoint that cannot be downloaded; it names the route's control for a local one."""
 
 
 # Log-probabilities are floored so that a confidence is never exactly 0.
@@ -100,14 +95,14 @@ class Florence2Runner:
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
         self.timings = Timings()
-        kwargs = self._hub_kwargs(revision)
+        kwargs = hub_kwargs(self.checkpoint, revision)
         # Which weights are in memory, for the run records and the App's cache: the files' content hash,
         # taken with their stat before loading and checked unchanged after (None for a Hub id).
         self.weights_stat = weights_stat(self.checkpoint)
         self.weights_sha256 = weights_fingerprint(self.checkpoint)
         config, _ = PretrainedConfig.get_config_dict(self.checkpoint, **kwargs)
         check_native_config(config, self.checkpoint)
-        self.processor = Florence2Processor.from_pretrained(self.checkpoint, **kwargs)
+        self.processor = load_processor(self.checkpoint, **kwargs)
         try:
             self.model = Florence2ForConditionalGeneration.from_pretrained(
                 self.checkpoint,
@@ -146,6 +141,7 @@ class Florence2Runner:
         self.revision = getattr(self.model.config, "_commit_hash", None) or revision
         self.tokenizer = self.processor.tokenizer
         self.preprocess = ImagePreprocessor(self.processor.image_processor)
+        self.image_backend = backend_name(self.processor.image_processor)  # "pil" or "torchvision", for records
         # An image embedding's length: the projection the text encoder reads (768 base, 1024 large).
         self.embedding_dim = int(self.model.config.vision_config.projection_dim)
         self._image_prefix = self.tokenizer.image_token * self.processor.num_image_tokens
@@ -164,27 +160,6 @@ class Florence2Runner:
         self._suppressed = sorted(set(self.model.generation_config.suppress_tokens or ()))
         self._added_rows = added_rows(self.model)
         self._cross_attention = self._cross_attention_modules()
-
-    def _hub_kwargs(self, revision: str | None) -> dict[str, Any]:
-        """Loads from the local cache when it can; fails fast and clearly when the Hub is unreachable."""
-        if os.path.isdir(self.checkpoint):
-            return {}
-        kwargs: dict[str, Any] = {"revision": revision}
-        try:
-            PretrainedConfig.get_config_dict(self.checkpoint, local_files_only=True, **kwargs)
-            Florence2Processor.from_pretrained(self.checkpoint, local_files_only=True, **kwargs)
-            return {**kwargs, "local_files_only": True}
-        except (OSError, ValueError):
-            pass
-        if not hub_reachable(self.checkpoint, revision):
-            local = os.path.abspath(os.path.expanduser(self.checkpoint))
-            raise HubUnreachable(
-                f"The Hugging Face Hub is not reachable, so {literal(repr(self.checkpoint))} cannot be downloaded "
-                f"(and there is no local directory {literal(repr(local))}). Pass a local checkpoint directory "
-                "instead, as {model:'/path/to/checkpoint'|/path/to/checkpoint}.",
-                OPTIONS["model"],
-            )
-        return kwargs
 
     def check_question(self, question: str) -> None:
         """Raises ``ValueError`` if ``question`` cannot fit beside the image in the text encoder."""

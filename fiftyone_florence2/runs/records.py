@@ -62,6 +62,8 @@ def run_settings(config: Florence2ModelConfig, runner: Any) -> dict[str, Any]:
     generation = settings["generation"]
     generation["device"] = str(getattr(runner, "device", config.device))
     generation["dtype"] = str(getattr(runner, "dtype", config.dtype)).replace("torch.", "")
+    # The image processor's backend: its resize decides the pixels, and so can change answers.
+    generation["image_backend"] = getattr(runner, "image_backend", None)
     return settings
 
 

@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from fiftyone_florence2.engine.adapters import merge_adapter
+from fiftyone_florence2.engine.convert import image_backend_of
 
 TARGETS = ["q_proj", "v_proj", "qkv", "fc1"]
 
@@ -53,6 +54,7 @@ def _loaded(checkpoint: Path) -> dict:
 def test_the_merge_equals_peft_merge_and_unload(tiny_checkpoint, tmp_path, settings):
     expected = _peft_adapter(tiny_checkpoint, tmp_path / "adapter", **settings)
     merged = _loaded(merge_adapter(tmp_path / "adapter", tmp_path / "merged"))
+    assert image_backend_of(tmp_path / "merged") is None  # a native base's: transformers' default
     assert merged.keys() == expected.keys()
     different = [key for key in expected if not torch.equal(merged[key], expected[key])]
     assert different == []
@@ -78,6 +80,8 @@ def test_an_adapter_on_an_original_format_base_merges_as_on_the_native_one(tmp_p
     (tmp_path / "adapter-original" / "adapter_config.json").write_text(json.dumps(config))
     original = _loaded(merge_adapter(tmp_path / "adapter-original", tmp_path / "from-original"))
     assert [key for key in native if not torch.equal(native[key], original[key])] == []
+    # Both see pixels as the original processor made them: through PIL.
+    assert image_backend_of(tmp_path / "from-native") == image_backend_of(tmp_path / "from-original") == "pil"
     assert not (base_original / "IMPORTED").exists()
 
 

@@ -93,6 +93,7 @@ def test_florence2_label_with_an_original_checkpoint(tmp_path, image_dir, cache,
     assert record.weights_sha256 == weights_fingerprint(str(copy))
     assert record.converted_from["source"] == str(original)
     assert record.converted_from["source_sha256"] == weights_fingerprint(str(original))
+    assert record.generation["image_backend"] == record.converted_from["image_backend"] == "pil"
     assert dataset.count("det") == len(dataset)
 
 

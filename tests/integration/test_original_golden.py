@@ -1,7 +1,9 @@
 """The held-out check of conversion: tiny original-format checkpoints saved by Florence-2's original (remote)
 code, and the token ids that code generated from them (tests/data/original_golden, made by
-scripts/original_golden.py). Converted, they must generate the same ids, token for token, through
-transformers' own ``generate`` and through the product's runner, and no file of the checkpoint may be imported.
+scripts/original_golden.py). Converted, they must generate the same ids, token for token, from the recorded
+images, through transformers' own ``generate`` (with ``backend="pil"``) and through the product's runner and
+image loading, and no file of the checkpoint may be imported. Both make the original processor's pixel values
+exactly (they are recorded too).
 
 The original generated in float32 from each file's own values (half-precision files included): in half
 precision the two implementations round differently and drift apart after a few tokens."""
@@ -22,6 +24,7 @@ from transformers import Florence2ForConditionalGeneration, Florence2Processor
 from fiftyone_florence2.core.prompts import build_question
 from fiftyone_florence2.core.tasks import TASKS
 from fiftyone_florence2.engine.convert import convert_checkpoint
+from fiftyone_florence2.engine.items import Item, load_item
 from fiftyone_florence2.engine.runner import Florence2Runner
 
 DATA = ROOT / "tests" / "data" / "original_golden"
@@ -66,7 +69,7 @@ def test_transformers_generate_on_the_converted_checkpoint_reproduces_the_origin
     golden = _golden(case)
     converted = _converted(case, tmp_path)
     model = Florence2ForConditionalGeneration.from_pretrained(converted).eval()
-    processor = Florence2Processor.from_pretrained(converted)
+    processor = Florence2Processor.from_pretrained(converted, backend="pil")  # as docs/REFERENCE.md says
     assert str(model.dtype) == f"torch.{golden['case']['dtype']}"  # the file's own dtype, no cast
     model.float()
     # What the original generated with by default, read from the converted generation_config.json.
@@ -77,24 +80,36 @@ def test_transformers_generate_on_the_converted_checkpoint_reproduces_the_origin
     for record in golden["generations"]:
         image = Image.open(DATA / record["image"]).convert("RGB")
         encoded = processor(text=[record["question"]], images=[image], return_tensors="pt")
+        assert torch.equal(encoded["pixel_values"][0], pixels[record["image"]]), record["image"]
         image_tokens = processor.num_image_tokens
         assert encoded["input_ids"][0, image_tokens:].tolist() == record["input_ids"], record["prompt"]
         overrides = golden["settings"][record["setting"]]  # the rest: the converted generation_config.json
         with torch.no_grad():
             ids = model.generate(
                 input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"],
-                pixel_values=pixels[record["image"]][None], max_new_tokens=golden["max_new_tokens"], **overrides,
+                pixel_values=encoded["pixel_values"], max_new_tokens=golden["max_new_tokens"], **overrides,
             )  # fmt: skip
         if ids[0].tolist() != record["sequence"]:
             differing.append((record["image"], record["prompt"], record["setting"]))
     assert differing == []
 
 
+def _loaded_pixels(runner: Florence2Runner, image: str) -> torch.Tensor:
+    """The pixel values the product makes from one of the recorded images (read and preprocessed as a
+    labelling run reads and preprocesses a sample's file)."""
+    item = load_item(Item(sample_id=None), str(DATA / image), runner.preprocess, runner.image_size)
+    assert item.error is None, item.error
+    return item.pixel_values
+
+
 @pytest.mark.parametrize("case", CASES)
-def test_the_runner_on_the_converted_checkpoint_reproduces_the_original(case, tmp_path):
+def test_the_runner_on_the_converted_checkpoint_reproduces_the_original_from_the_images(case, tmp_path):
     golden = _golden(case)
     runner = Florence2Runner(str(_converted(case, tmp_path)), device="cpu", dtype="float32")
-    pixels = load_file(str(tmp_path / case / PIXELS))
+    recorded = load_file(str(tmp_path / case / PIXELS))
+    pixels = {image: _loaded_pixels(runner, image) for image in recorded}
+    assert runner.image_backend == "pil"
+    assert [image for image in recorded if not torch.equal(pixels[image], recorded[image])] == []
     generated: list[list[int]] = []
 
     def recording(*args, real=runner.model.generate, **kwargs):
@@ -128,7 +143,8 @@ def test_loading_the_original_checkpoint_converts_it_and_answers_as_the_original
     model = f2.load_model(task="caption", model=str(source), dtype="float32", device="cpu", num_beams=1)
     runner = model.runner
     assert runner.converted_from is not None and not (source / MARKER).exists()
-    features = runner.image_features(load_file(str(source / PIXELS))[record["image"]][None])
+    assert runner.converted_from["image_backend"] == runner.image_backend == "pil"
+    features = runner.image_features(_loaded_pixels(runner, record["image"])[None])
     [answer] = runner.generate(
         _task(record), features, [record["question"]], [0], num_beams=1, max_new_tokens=golden["max_new_tokens"],
         generate_kwargs={"no_repeat_ngram_size": 0}, scores=False,

@@ -45,6 +45,7 @@ def test_each_run_is_recorded_with_its_settings_and_outcome(dataset, model, tmp_
     assert config.method == "florence2" and config.status == "completed"
     assert config.tasks == ["detection"] and config.checkpoint == str(model.config.model)
     assert config.generation["num_beams"] == 2 and config.generation["dtype"] == "float32"
+    assert config.generation["image_backend"] == "torchvision"  # a native checkpoint's default
     assert config.plugin_version == __version__ and config.label_field == "det"
     assert datetime.datetime.fromisoformat(config.started_at)
     results = dataset.load_run_results(summary.run_key)
