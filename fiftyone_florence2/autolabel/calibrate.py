@@ -146,6 +146,7 @@ def score(samples: Any, pred: str, gt: str, kind: type, iou: float):
 def build_calibration(key: str, settings: dict[str, Any], predictions, truths) -> Calibration:
     """The per-class and overall reports of scored predictions."""
     target, bins, fewest = settings["target_precision"], settings["bins"], settings["min_per_class"]
+    min_accepted = settings.get("min_accepted", 1)  # calibrations recorded before it was an option
     scored: dict[str | None, list[Scored]] = defaultdict(list)
     unscored: Counter = Counter()
     for label, confidence, right in predictions:
@@ -156,14 +157,14 @@ def build_calibration(key: str, settings: dict[str, Any], predictions, truths) -
     counts = Counter(truths)
     everything = [item for items in scored.values() for item in items]
     names = [name for name, items in scored.items() for _ in items]
-    overall = class_report(ANY_CLASS, everything, sum(unscored.values()), len(truths), target, bins)
+    overall = class_report(ANY_CLASS, everything, sum(unscored.values()), len(truths), target, bins, min_accepted)
     out_of_sample = cross_fitted(everything) or []
     classes = sorted({c for c in (*scored, *unscored, *counts) if c is not None and c != ANY_CLASS})
     per_class = {}
     for c in classes:
         own = [item for item, name in zip(out_of_sample, names) if name == c]
-        per_class[c] = fall_back(class_report(c, scored[c], unscored[c], counts[c], target, bins), overall, fewest,
-                                 own, bins)  # fmt: skip
+        report = class_report(c, scored[c], unscored[c], counts[c], target, bins, min_accepted)
+        per_class[c] = fall_back(report, overall, fewest, own, bins)
     return Calibration(key, settings, overall, per_class)
 
 
@@ -191,6 +192,7 @@ def calibrate(samples: Any, pred_field: str, gt_field: str, **options: Any) -> C
         target_precision (0.95): the precision the thresholds must reach
         bins (10): confidence bins of the reliability table
         min_per_class (50): a class with fewer predictions takes the overall threshold
+        min_accepted (20): a threshold must accept at least this many slice labels to reach the target
         key (None): the run key (default ``florence2_calibrate_<time>_<pred_field>``)
         plot_path (None): save the diagram as a PNG here (an existing file is refused unless ``overwrite``)
         overwrite (False): replace a calibration recorded under ``key``, and the plot file
@@ -206,7 +208,7 @@ def calibrate(samples: Any, pred_field: str, gt_field: str, **options: Any) -> C
     key = values["key"] or new_run_key(values["pred_field"].replace(".", "_"), CALIBRATE_METHOD)
     settings = {
         **{name: values[name] for name in ("pred_field", "gt_field", "iou", "target_precision", "bins",
-                                           "min_per_class")},
+                                           "min_per_class", "min_accepted")},
         "label_type": kind.__name__,
         "label_run": labelling_run(dataset, values["pred_field"]),
         "samples": reviewed.count(),

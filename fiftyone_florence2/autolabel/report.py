@@ -100,11 +100,12 @@ class ClassReport:
 
 
 def class_report(name: str, scored: Sequence[Scored], unscored: int, ground_truth: int, target: float,
-                 bins: int) -> ClassReport:  # fmt: skip
-    """The report of one class from its scored labels (``(confidence, right)``)."""
+                 bins: int, min_accepted: int = 1) -> ClassReport:  # fmt: skip
+    """The report of one class from its scored labels (``(confidence, right)``); a threshold counts only when
+    it accepts at least ``min_accepted`` of them."""
     table = reliability_bins(scored, bins)
     curve = precision_recall_curve(scored, ground_truth)
-    choice = choose_threshold(curve, target)
+    choice = choose_threshold(curve, target, min_accepted)
     point = choice.point
     return ClassReport(
         name=name,

@@ -120,12 +120,17 @@ def precision_recall_curve(scored: Sequence[Scored], ground_truth: int) -> list[
     return points
 
 
-def choose_threshold(curve: Sequence[CurvePoint], target: float) -> Choice:
-    """The threshold whose precision reaches ``target`` with the most recall, or "not reachable"."""
+def choose_threshold(curve: Sequence[CurvePoint], target: float, min_accepted: int = 1) -> Choice:
+    """The threshold whose precision reaches ``target`` with the most recall, or "not reachable".
+
+    A threshold counts only when it accepts at least ``min_accepted`` labels: a precision measured on one or
+    two labels says next to nothing about the rest (1 of 1 right is a precision of 1).
+    """
     if not 0 < target <= 1:
         raise ValueError(f"target_precision must be above 0 and at most 1, got {target!r}.")
-    reaching = [p for p in curve if p.precision >= target]
-    best = max(curve, key=lambda p: (p.precision, p.right, p.threshold), default=None)
+    reaching = [p for p in curve if p.precision >= target and p.accepted >= min_accepted]
+    supported = [p for p in curve if p.accepted >= min_accepted] or list(curve)
+    best = max(supported, key=lambda p: (p.precision, p.right, p.threshold), default=None)
     if not reaching:
         return Choice(target, False, 1.0, None, best)
     point = max(reaching, key=lambda p: (p.right, p.threshold))

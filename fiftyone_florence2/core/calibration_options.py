@@ -12,6 +12,8 @@ from fiftyone_florence2.core.options import Option, boolean, field_name, finite_
 
 # Below about 50 labels, a precision measured on the slice is ±0.03 or worse at the usual targets.
 DEFAULT_MIN_PER_CLASS = 50
+# A threshold that accepts fewer slice labels than this does not count as reaching a target.
+DEFAULT_MIN_ACCEPTED = 20
 
 
 def above_zero_to_one(name: str, value: Any) -> float:
@@ -41,6 +43,9 @@ CALIBRATE_OPTIONS: tuple[Option, ...] = (
            label="Bins"),
     Option("min_per_class", DEFAULT_MIN_PER_CLASS, "a class with fewer predictions on the slice takes the overall "
            "threshold", "int", whole_number, group="run", label="Fewest labels for a class threshold"),
+    Option("min_accepted", DEFAULT_MIN_ACCEPTED, "a threshold must accept at least this many of the slice's "
+           "labels to count as reaching the target (a precision measured on a few labels says little)", "int",
+           whole_number, group="run", label="Fewest labels a threshold accepts"),
     Option("key", None, "the run key to record the calibration under (default: florence2_calibrate_<time>_<field>)",
            "text", run_key, group="run", label="Run key"),
     Option("plot_path", None, "save the reliability diagram as a PNG here", "text", group="run", flag="--plot",

@@ -4,7 +4,10 @@ Bands tile the confidences from 0 to 1, each from its lower bound (included) to 
 the top band includes 1). They are written for one threshold, the top band's lower bound: with the default
 bands that is 0.7, so a threshold of 0.7 gives the review bands themselves (0.7-1 accept, 0.5-0.7 careful
 review, 0.3-0.5 only obvious cases, below 0.3 reject). A class whose threshold is ``t`` gets the same bands
-scaled: its accept band starts at ``t``, and every lower bound below it is multiplied by ``t / 0.7``.
+scaled: its accept band starts at ``t``. Below a threshold of 0.7, every lower bound is multiplied by
+``t / 0.7``; above it, the lower bounds stay where they are and the band under the accept band widens up
+to ``t``: a stricter threshold sends more labels to a person, never more to rejection unseen (a target
+no threshold reaches gives a threshold of 1, which then accepts nothing and rejects no more than usual).
 """
 
 from __future__ import annotations
@@ -114,7 +117,7 @@ def bands_as_value(bands: tuple[Band, ...]) -> dict[str, list[float]]:
 def scaled_low(band: Band, bands: tuple[Band, ...], threshold: float) -> float:
     """``band``'s lower bound for a class whose accept threshold is ``threshold``."""
     top = bands[0]
-    return threshold if band is top else band.low * threshold / top.low
+    return threshold if band is top else band.low * min(1.0, threshold / top.low)
 
 
 def band_of(confidence: float | None, threshold: float, bands: tuple[Band, ...]) -> str:

@@ -164,7 +164,7 @@ def _queue_from_the_app(page) -> list[str]:
     page.get_by_text("Opened (least certain first)").wait_for(timeout=60_000)
     page.get_by_text("pred-review", exact=True).wait_for()
     page.get_by_role("button", name="Close").click()
-    page.get_by_text("3 samples").wait_for(timeout=30_000)
+    page.get_by_text("4 samples").wait_for(timeout=30_000)
     _show_on_thumbnails(page, "pred_uncertainty")
     lookers = page.locator("[data-cy=looker]")
     page.wait_for_function("() => [...document.querySelectorAll('[data-cy=looker]')].every(e => e.innerText)")
@@ -252,6 +252,7 @@ def test_user_runs_florence2_from_the_operator_browser(app, tiny_checkpoint, tmp
             for i, field in enumerate(("pred", "gt")):
                 page.get_by_role("combobox").nth(i).click()
                 page.get_by_role("option", name=field, exact=True).click()
+            _input_after(page, "Fewest labels a threshold accepts").fill("1")  # five labels in all
             page.get_by_text("Entire dataset").first.click()  # a sample is still selected from the dry run
             page.get_by_role("button", name="Execute").click()
             diagram = page.locator("img[alt='reliability diagram']")
@@ -278,9 +279,9 @@ def test_user_runs_florence2_from_the_operator_browser(app, tiny_checkpoint, tmp
     dataset.reload()
     [calibration] = dataset.list_runs(method="florence2_calibrate")
     assert dataset.get_run_info(calibration).config.thresholds == {"*": 0.8}  # car: too few labels for its own
-    # pred's confidences 0.9, 0.8, 0.7, 0.6, 0.3: at 0.95 the review band starts at 0.68, skim at 0.41.
-    assert dataset.values("pred.detections.tags") == [[["review"]]] * 3 + [[["skim"]], [["rejected"]]]
-    assert queue_grid == ["0.3", "0.2", "0.1"]  # the review band, least certain (lowest confidence) first
+    # pred's confidences 0.9, 0.8, 0.7, 0.6, 0.3: at 0.95 the review band runs from 0.5 up to 0.95.
+    assert dataset.values("pred.detections.tags") == [[["review"]]] * 4 + [[["skim"]]]
+    assert queue_grid == ["0.4", "0.3", "0.2", "0.1"]  # the review band, least certain (lowest confidence) first
     schema = dataset.get_field_schema()
     assert schema["florence2_caption"].document_type.__name__ == "Classification"
     assert schema["florence2_detection"].document_type.__name__ == "Detections"

@@ -39,7 +39,7 @@ def _state(dataset) -> str:
 
 def test_boxes_against_hand_computed_values_leaving_only_the_run_record(eight, tmp_path):
     before = json.loads(_state(eight))
-    result = f2.calibrate(eight, "pred", "gt", bins=4, target_precision=0.95, min_per_class=1,
+    result = f2.calibrate(eight, "pred", "gt", bins=4, target_precision=0.95, min_per_class=1, min_accepted=1,
                           plot_path=str(tmp_path / "d.png"))  # fmt: skip
     overall = result.overall
     assert [(b.count, b.mean_confidence, b.accuracy) for b in overall.bins] == [
@@ -64,7 +64,7 @@ def test_boxes_against_hand_computed_values_leaving_only_the_run_record(eight, t
 def test_a_target_no_threshold_reaches_accepts_nothing_and_says_the_best_seen(eight):
     rows = [[("car", 0.8, False)], [("car", 0.7, True)], [("car", 0.6, False)]]
     dataset = detections_dataset(rows)
-    result = f2.calibrate(dataset, "pred", "gt", target_precision=0.9, min_per_class=1)
+    result = f2.calibrate(dataset, "pred", "gt", target_precision=0.9, min_per_class=1, min_accepted=1)
     assert (result.overall.reached, result.overall.threshold) == (False, 1.0)
     assert (result.overall.best.threshold, result.overall.best.precision) == (0.7, 0.5)
     assert "target not reachable (best precision seen 0.500 at 0.700)" in result.describe()
@@ -82,7 +82,7 @@ def test_classifications_match_by_their_text_and_samples_without_ground_truth_ar
         ],
     )
     dataset.set_values("gt", [fol.Classification(label=t) for t in ["cat", "dog", "dog", "cat"]] + [None])
-    result = f2.calibrate(dataset, "pred", "gt", target_precision=1.0, min_per_class=2)
+    result = f2.calibrate(dataset, "pred", "gt", target_precision=1.0, min_per_class=2, min_accepted=1)
     assert (result.settings["samples"], result.settings["left_out"]) == (4, 1)
     assert (result.per_class["cat"].predictions, result.per_class["cat"].right) == (2, 1)
     assert (result.per_class["dog"].threshold, result.per_class["dog"].recall) == (0.7, 0.5)
@@ -94,7 +94,7 @@ def test_classifications_match_by_their_text_and_samples_without_ground_truth_ar
 def test_a_class_with_too_few_labels_takes_the_overall_threshold_and_says_so():
     rows = [[("car", 0.9 - i / 100, i % 4 != 3)] for i in range(40)] + [[("bus", 0.5, True)], [("bus", 0.4, False)]]
     dataset = detections_dataset(rows)
-    result = f2.calibrate(dataset, "pred", "gt", target_precision=0.9, min_per_class=10)
+    result = f2.calibrate(dataset, "pred", "gt", target_precision=0.9, min_per_class=10, min_accepted=1)
     bus = result.per_class["bus"]
     assert bus.fallback == "2 labels on the slice, fewer than 10" and bus.threshold == result.overall.threshold
     assert "bus" not in result.thresholds and "car" in result.thresholds
@@ -155,10 +155,12 @@ def test_bad_inputs_are_refused_in_one_line_and_write_nothing(tmp_path, change, 
 
 
 def test_a_key_taken_is_refused_unless_overwrite_which_replaces_only_that_calibration(eight):
-    first = f2.calibrate(eight, "pred", "gt", key="cal", min_per_class=1, target_precision=0.5)
+    first = f2.calibrate(eight, "pred", "gt", key="cal", min_per_class=1, min_accepted=1, target_precision=0.5)
     with pytest.raises(ValueError, match="A calibration 'cal' exists already: choose another key, or set overwrite"):
         f2.calibrate(eight, "pred", "gt", key="cal")
-    again = f2.calibrate(eight, "pred", "gt", key="cal", overwrite=True, min_per_class=1, target_precision=0.95)
+    again = f2.calibrate(
+        eight, "pred", "gt", key="cal", overwrite=True, min_per_class=1, min_accepted=1, target_precision=0.95
+    )
     assert eight.list_runs() == ["cal"] and first.thresholds != again.thresholds
     assert f2.load_calibration(eight, "cal").thresholds == again.thresholds
 
@@ -192,7 +194,7 @@ def test_the_cli_prints_the_report_and_thresholds_and_keeps_a_users_file(eight, 
     plot = tmp_path / "diagram.png"
     plot.write_bytes(b"mine")
     args = ["calibrate", "--dataset", eight.name, "--pred-field", "pred", "--gt-field", "gt", "--bins", "4",
-            "--min-per-class", "1", "--plot", str(plot)]  # fmt: skip
+            "--min-per-class", "1", "--min-accepted", "1", "--plot", str(plot)]  # fmt: skip
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "exists already: choose another --plot, or pass --overwrite to replace it." in err
@@ -229,7 +231,7 @@ CALIBRATE_URI = f"{PLUGIN}/florence2_calibrate"
 
 def test_the_operator_calibrates_the_view_and_its_output_holds_the_diagram(operator, eight):
     ctx = {"dataset": eight, "view": eight.limit(7), "params": {"pred_field": "pred", "gt_field": "gt", "bins": 4,
-                                                                "min_per_class": 1}}  # fmt: skip
+                                                                "min_per_class": 1, "min_accepted": 1}}  # fmt: skip
     result = foo.execute_operator(CALIBRATE_URI, ctx=ctx).result
     assert result["thresholds"] == {"car": 0.9, "*": 0.9}
     header, data = result["diagram"].split(",", 1)

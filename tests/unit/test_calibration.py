@@ -130,3 +130,23 @@ def test_precision_interval_widens_on_small_slices(right, accepted, low, high):
         assert interval is None
     else:
         assert interval[0] == pytest.approx(low, abs=0.01) and interval[1] == pytest.approx(high, abs=0.01)
+
+
+# Twenty labels from 0.99 down: the top two right, then alternately wrong and right.
+FEW_ON_TOP = [(0.99, True), (0.98, True)] + [(0.9 - i / 100, i % 2 == 1) for i in range(18)]
+
+
+@pytest.mark.parametrize(
+    ("min_accepted", "reached", "threshold", "best"),
+    [
+        (1, True, 0.98, None),  # two labels, both right: "reached" on two labels
+        (2, True, 0.98, None),
+        (3, False, 1.0, (0.89, 0.75)),  # the best precision among thresholds that accept 3 or more
+        (21, False, 1.0, (0.98, 1.0)),  # no threshold accepts 21: the best seen anywhere
+    ],
+)
+def test_a_threshold_must_accept_enough_labels_to_reach_a_target(min_accepted, reached, threshold, best):
+    choice = choose_threshold(precision_recall_curve(FEW_ON_TOP, 20), 0.95, min_accepted)
+    assert (choice.reached, choice.threshold) == (reached, threshold)
+    if best is not None:
+        assert (choice.best.threshold, choice.best.precision) == pytest.approx(best)

@@ -82,9 +82,13 @@ def test_bad_bands_are_refused_with_one_line(value, words):
         (0.15, 0.35, "skim"),
         (0.149, 0.35, "rejected"),
         (0.95, 0.95, "accepted"),
-        (0.94, 0.95, "review"),  # 0.5 * 0.95 / 0.7 = 0.679
-        (0.68, 0.95, "review"),
-        (0.67, 0.95, "skim"),
+        (0.94, 0.95, "review"),  # a high threshold widens the review band up to it ...
+        (0.5, 0.95, "review"),
+        (0.49, 0.95, "skim"),  # ... and moves no lower band up
+        (0.3, 0.95, "skim"),
+        (0.29, 0.95, "rejected"),
+        (0.99, 1.0, "review"),  # a target no threshold reached: nothing accepted, no more rejected
+        (0.3, 1.0, "skim"),
         (0.0, 0.0, "accepted"),
     ],
 )
@@ -122,7 +126,8 @@ def test_a_label_without_confidence_goes_to_the_band_below_the_top_whatever_the_
     assert band_of(None, 0.7, read_bands("bands", bands) if isinstance(bands, str) else bands) == expected
 
 
-# Raw threshold 0.5 maps to 0.95 (calibrated); lower bounds then 0.95, 0.679, 0.407, 0.
+# Raw threshold 0.5 maps to 0.95 (calibrated); lower bounds then 0.95, 0.5, 0.3, 0 (a threshold above 0.7
+# widens the review band and moves no lower band up).
 @pytest.mark.parametrize(
     ("raw", "calibrated", "band"),
     [
@@ -131,8 +136,9 @@ def test_a_label_without_confidence_goes_to_the_band_below_the_top_whatever_the_
         (0.49, 0.95, "review"),  # a flat stretch of the mapping: the raw threshold still decides acceptance
         (0.49, 0.99, "review"),
         (0.45, 0.70, "review"),
-        (0.40, 0.60, "skim"),
-        (0.30, 0.40, "rejected"),
+        (0.40, 0.60, "review"),
+        (0.35, 0.45, "skim"),
+        (0.30, 0.29, "rejected"),
         (0.0, 0.0, "rejected"),
         (None, None, "review"),
     ],
