@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from fiftyone_florence2.app import DEFAULT_PORT, AppError, app_command, run_app
 from fiftyone_florence2.cli_autolabel import AutolabelUsageError, autolabel_run_lines
 from fiftyone_florence2.cli_autolabel import add_parsers as add_autolabel_parsers
+from fiftyone_florence2.cli_autolabel import samples_of as autolabel_samples_of
 from fiftyone_florence2.cli_calibrate import add_calibrate_parser, run_calibrate
 from fiftyone_florence2.core.calibration_options import CALIBRATE_OPTIONS
 from fiftyone_florence2.core.checkpoints import DEFAULT_CHECKPOINT
@@ -209,15 +210,7 @@ def run_label(args: argparse.Namespace) -> int:
 
 def samples_of(args: argparse.Namespace):
     """The dataset ``--dataset`` names, or its saved view ``--view``."""
-    import fiftyone as fo
-
-    if not fo.dataset_exists(args.dataset):
-        raise UsageError(f"No FiftyOne dataset named {args.dataset!r}.")
-    dataset = fo.load_dataset(args.dataset)
-    if args.view is not None and not dataset.has_saved_view(args.view):
-        views = ", ".join(dataset.list_saved_views()) or "none"
-        raise UsageError(f"Dataset {args.dataset!r} has no saved view {args.view!r}; saved views: {views}.")
-    return dataset.load_saved_view(args.view) if args.view else dataset
+    return autolabel_samples_of(args, UsageError)
 
 
 def run_train(args: argparse.Namespace) -> int:

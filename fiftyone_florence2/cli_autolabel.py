@@ -63,23 +63,24 @@ def _common(parser: argparse.ArgumentParser, reviewed: bool = True) -> None:
                             help="tag marking what a person reviewed (default: reviewed)")  # fmt: skip
 
 
-def _samples(args: argparse.Namespace) -> Any:
+def samples_of(args: argparse.Namespace, error: type[Exception] = AutolabelUsageError) -> Any:
+    """The dataset ``--dataset`` names, or its saved view ``--view``; ``error`` for either that is missing."""
     import fiftyone as fo
 
     if not fo.dataset_exists(args.dataset):
-        raise AutolabelUsageError(f"No FiftyOne dataset named {args.dataset!r}.")
+        raise error(f"No FiftyOne dataset named {args.dataset!r}.")
     dataset = fo.load_dataset(args.dataset)
-    if args.view is not None and not dataset.has_saved_view(args.view):
+    if getattr(args, "view", None) is not None and not dataset.has_saved_view(args.view):
         views = ", ".join(dataset.list_saved_views()) or "none"
-        raise AutolabelUsageError(f"Dataset {args.dataset!r} has no saved view {args.view!r}; saved views: {views}.")
-    return dataset.load_saved_view(args.view) if args.view else dataset
+        raise error(f"Dataset {args.dataset!r} has no saved view {args.view!r}; saved views: {views}.")
+    return dataset.load_saved_view(args.view) if getattr(args, "view", None) else dataset
 
 
 def run(args: argparse.Namespace) -> int:
     """Runs ``review``, ``recalibrate`` or ``training-labels``; a refusal is raised as one line in the flags' words."""
     from fiftyone_florence2.autolabel.wording import in_route_words
 
-    samples = _samples(args)
+    samples = samples_of(args)
     commands = {"review": _review, "recalibrate": _recalibrate, "training-labels": _training_labels}
     try:
         return commands[args.command](samples, args)
