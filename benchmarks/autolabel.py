@@ -2,6 +2,7 @@
 fine-tune, relabel.
 
 python -m benchmarks.autolabel                                  # the default run (3 seeds, 10-20 min on 2 CPUs)
+python -m benchmarks.autolabel --max-objects 1                  # scenes of one shape each
 python -m benchmarks.autolabel --pool 3000 --test 500 --seeds 0,1,2,3,4 --finetune-steps 600
 
 For each seed: ``--pool`` scenes of ``fiftyone_florence2.scenes`` (the kind the shipped ``florence2-seeing-tiny``
@@ -41,6 +42,8 @@ def parse_args(argv):
     p = report.parser("python -m benchmarks.autolabel", __doc__)
     p.add_argument("--pool", type=int, default=1000, help="scenes to auto-label, per seed")
     p.add_argument("--test", type=int, default=200, help="held-out scenes for mAP@0.5, per seed")
+    p.add_argument("--max-objects", type=int, default=3, help="each scene holds 1 to N shapes (the seeing model "
+                   "learnt 1 to 3)")  # fmt: skip
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds, one full run each")
     p.add_argument("--review-fraction", type=float, default=0.1, help="share of the pool the reviewer corrects")
     p.add_argument(
@@ -66,6 +69,8 @@ def parse_args(argv):
     args = p.parse_args(argv)
     args.seeds = [int(s) for s in args.seeds.split(",")]
     args.targets = [float(t) for t in args.targets.split(",")]
+    if args.max_objects < 1:
+        p.error(f"--max-objects must be at least 1, got {args.max_objects}.")
     if args.finetune_target not in args.targets:
         p.error(f"--finetune-target must be one of --targets ({', '.join(map(str, args.targets))}).")
     return args
@@ -82,7 +87,11 @@ def make_data(seed: int, args, work: Path):
     made = []
     for name, count, offset in (("pool", args.pool, 0), ("test", args.test, 50_000)):
         dataset = fo.Dataset()
-        write_scenes(scenes.draw_scenes(count, seed=seed + offset), work / f"seed{seed}" / name, dataset)
+        write_scenes(
+            scenes.draw_scenes(count, seed=seed + offset, max_objects=args.max_objects),
+            work / f"seed{seed}" / name,
+            dataset,
+        )
         made.append(dataset)
     return made[0], made[1]
 

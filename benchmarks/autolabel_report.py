@@ -25,8 +25,8 @@ def render(summary: dict) -> list[str]:
         "(seeing tiny model, CPU)",
         "",
         f"`python -m benchmarks.autolabel {summary['argv']}`: for each of {n} seeds, {args['pool']} drawn scenes "
-        "(`fiftyone_florence2.scenes`, 1-3 shapes of 12 classes; hidden truth known) are labelled by "
-        "`label_samples` with `florence2-seeing-tiny` (greedy). A simulated reviewer corrects a random "
+        f"(`fiftyone_florence2.scenes`, {shapes(args.get('max_objects', 3))} of 12 classes; hidden truth known) are "
+        "labelled by `label_samples` with `florence2-seeing-tiny` (greedy). A simulated reviewer corrects a random "
         f"{args['review_fraction']:.0%} of the pool from the hidden truth (tag `reviewed`, field `reviewed_labels`); "
         "`calibrate` picks thresholds on that slice for each target precision (per class where a class has 50 "
         "labels there, else the overall one), and `review_queue` bands the other "
@@ -75,6 +75,11 @@ def render(summary: dict) -> list[str]:
     lines += [report.markdown_table(headers, rows), ""]
     lines += [reached(runs, args), "", why(runs, args), ""]
     return lines
+
+
+def shapes(max_objects: int) -> str:
+    """``1 shape``, ``1-3 shapes``."""
+    return "1 shape" if max_objects == 1 else f"1-{max_objects} shapes"
 
 
 def to_review(counts: dict[str, int], slice_labels: int) -> str:
