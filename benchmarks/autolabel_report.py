@@ -66,12 +66,12 @@ def render(summary: dict) -> list[str]:
             for b in reliability_bins(scored(everything), 10) if b.count]  # fmt: skip
     lines += [report.markdown_table(["confidence", "labels", "mean confidence", "share right"], rows), ""]
     lines += ["### One fine-tuning round", ""]
-    rows = [[str(r["seed"]), f"{r['train_samples']} ({r['train_labels']})", number(r["map_before"]),
-             number(r["map_after"]),
+    rows = [[str(r["seed"]), f"{r['train_samples']} ({r['train_labels']})", validated(r.get("round"), r),
+             number(r["map_before"]), number(r["map_after"]),
              f"{r['map_after'] - r['map_before']:+.3f}", number(r.get("map_ceiling")),
-             f"{r['train_seconds']:.0f} s"] for r in runs]  # fmt: skip
-    headers = ["seed", "samples (labels) trained", "mAP@0.5 before", "after", "change",
-               "same round on the pool's true labels", "`train()` time"]  # fmt: skip
+             validated(r.get("ceiling"), r), f"{r['train_seconds']:.0f} s"] for r in runs]  # fmt: skip
+    headers = ["seed", "samples (labels) gathered", "validation mAP@0.5: start → round", "held-out mAP@0.5 before",
+               "after", "change", "same round on the true labels", "its validation", "`train()` time"]  # fmt: skip
     lines += [report.markdown_table(headers, rows), ""]
     lines += [reached(runs, args), "", why(runs, args), ""]
     return lines
@@ -80,6 +80,14 @@ def render(summary: dict) -> list[str]:
 def shapes(max_objects: int) -> str:
     """``1 shape``, ``1-3 shapes``."""
     return "1 shape" if max_objects == 1 else f"1-{max_objects} shapes"
+
+
+def validated(found: dict | None, run: dict) -> str:
+    """``0.41 → 0.44, kept`` / ``0.41 → 0.38, start kept`` on the held-out part of the slice; ``none`` without."""
+    if not found or "val_start" not in found:
+        return "none"
+    kept = "round kept" if found["kept"] else "start kept"
+    return f"{found['val_start']:.3f} → {found['val_round']:.3f} ({run['val_samples']} samples), {kept}"
 
 
 def to_review(counts: dict[str, int], slice_labels: int) -> str:

@@ -22,6 +22,9 @@ from benchmarks.autolabel_report import shapes  # noqa: E402
         ([], "max_objects", 3),
         (["--max-objects", "1"], "max_objects", 1),
         (["--max-objects", "5"], "max_objects", 5),
+        ([], "finetune_val", 0.3),
+        (["--finetune-val", "0"], "finetune_val", 0.0),
+        (["--finetune-evals", "3"], "finetune_evals", 3),
     ],
 )
 def test_the_options_parse(argv, name, expected):
@@ -34,6 +37,9 @@ def test_the_options_parse(argv, name, expected):
         (["--max-objects", "0"], "--max-objects must be at least 1"),
         (["--max-objects", "-2"], "--max-objects must be at least 1"),
         (["--finetune-target", "0.7"], "--finetune-target must be one of --targets"),
+        (["--finetune-val", "1"], "--finetune-val must be from 0 to below 1"),
+        (["--finetune-val", "-0.1"], "--finetune-val must be from 0 to below 1"),
+        (["--finetune-evals", "0"], "--finetune-evals must be at least 1"),
     ],
 )
 def test_values_that_make_no_run_are_refused_in_one_line(argv, says, capsys):
