@@ -31,7 +31,7 @@ from support import mongod
 
 from . import report
 from .autolabel_report import render
-from .autolabel_scores import Matched, acceptance, auroc, raw_calibration_error
+from .autolabel_scores import Matched, acceptance, auroc, raw_calibration_error, recalibrated_error
 
 REVIEWED_TAG = "reviewed"
 VAL_TAG = "finetune_val"  # the part of the reviewed slice that validates the fine-tuning round, never trained on
@@ -181,6 +181,7 @@ def queue_for(pool, target: float, ids: list[str], args, plot: Path | None = Non
         "slice": {"reached": overall.reached, "precision": overall.precision, "interval": overall.interval,
                   "accepted": at_or_above(overall, overall.threshold), "ece": overall.ece,
                   "best": overall.best.precision if overall.best else None},
+        "mapping": overall.mapping, "ece_recalibrated_slice": overall.ece_recalibrated,
     }  # fmt: skip
 
 
@@ -256,6 +257,9 @@ def run_seed(seed: int, args, work: Path) -> dict:
     for i, target in enumerate(sorted(args.targets, key=lambda t: t == args.finetune_target)):
         queued = queue_for(pool, target, ids, args, plot=work / f"reliability-seed{seed}.png" if i == 0 else None)
         score = acceptance(matched, queued["flags"], objects)
+        if i == 0:  # the mapping is the slice's, whatever the target: measured once, on the unseen labels
+            found["ece_recalibrated"] = recalibrated_error(matched, queued["mapping"])
+            found["ece_recalibrated_slice"] = queued["ece_recalibrated_slice"]
         found["targets"][str(target)] = {
             "thresholds": queued["thresholds"], "counts": queued["counts"], "accepted": score.accepted,
             "slice": queued["slice"],

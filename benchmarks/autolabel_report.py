@@ -57,9 +57,11 @@ def render(summary: dict) -> list[str]:
     lines += [report.markdown_table(headers, rows), ""]
     lines += ["### The raw confidences", ""]
     rows = [[str(r["seed"]), str(r["unseen_labels"]), str(r["unseen_objects"]), number(r["raw_precision"]),
-             number(r["auroc"]), number(r["ece"])] for r in runs]  # fmt: skip
+             number(r["auroc"]), number(r["ece"]), number(r.get("ece_recalibrated")),
+             number(r.get("ece_recalibrated_slice"))] for r in runs]  # fmt: skip
     lines += [report.markdown_table(["seed", "labels", "true objects", "share right", "AUROC (right vs wrong)",
-                                     "ECE (10 bins)"], rows), ""]  # fmt: skip
+                                     "ECE raw (10 bins)", "ECE recalibrated (the slice's mapping)",
+                                     "ECE recalibrated, cross-fitted on the slice"], rows), ""]  # fmt: skip
     everything = [Matched(*m) for r in runs for m in r["matched"]]
     lines += [f"Reliability of the raw confidences, all {n} seeds' unseen labels together:", ""]
     rows = [[f"{b.lower:.1f}-{b.upper:.1f}", str(b.count), number(b.mean_confidence), number(b.accuracy)]
