@@ -12,9 +12,11 @@ ground truth) to ``reviewed_labels``. ``calibrate`` on that slice gives per-clas
 precision; ``review_queue`` accepts what clears them and queues the rest. Scored on the pool's other samples
 (never seen by the calibration): the accepted labels' precision against the target, the share of true objects
 accepted without review (coverage), and the labels left for a person. Then ``train`` fine-tunes the seeing model
-on the reviewed slice plus the samples whose labels were all accepted, and ``apply_model`` relabels ``--test``
-held-out scenes: mAP@0.5 before and after that one round. The raw confidences' AUROC (right against wrong) and
-expected calibration error are measured on the same unseen samples. Every seed is reported.
+on the reviewed slice plus the samples whose labels were all accepted, validated on a held-out ``--finetune-val``
+share of the slice (the round is kept only if it beats the starting weights there), and ``apply_model`` relabels
+``--test`` held-out scenes: mAP@0.5 before and after that one round. The raw confidences' AUROC (right against
+wrong) and expected calibration error (raw, and through the slice's recalibration) are measured on the same unseen
+samples. Every seed is reported.
 """
 
 from __future__ import annotations

@@ -35,7 +35,8 @@ def render(summary: dict) -> list[str]:
         f"when it has the true class and IoU >= {args['iou']} with a true object. Then `train()` fine-tunes the "
         f"seeing model ({args['finetune_steps']} steps, batch {args['batch_size']}, AdamW lr {args['finetune_lr']:g}, "
         f"cosine) on what `training_labels` gathers: the reviewed slice's corrections plus the labels accepted at "
-        f"target {args['finetune_target']}, and `apply_model` relabels {args['test']} held-out scenes of another seed.",
+        f"target {args['finetune_target']}{held_out(args)}, and `apply_model` relabels {args['test']} held-out "
+        "scenes of another seed.",
         "",
         f"{summary['conditions']} {summary['machine']}. Wall time {summary['minutes']:.1f} min for the {n} seeds.",
         "",
@@ -84,6 +85,16 @@ def shapes(max_objects: int) -> str:
     return "1 shape" if max_objects == 1 else f"1-{max_objects} shapes"
 
 
+def held_out(args: dict) -> str:
+    """How the round is validated, as a clause: none, or on a held-out part of the slice."""
+    if not args.get("finetune_val"):
+        return ""
+    return (
+        f", less a held-out {args['finetune_val']:.0%} of the slice that validates it (`train()` keeps its best "
+        "checkpoint, and the round replaces the starting weights only if its mAP@0.5 there is higher)"
+    )
+
+
 def validated(found: dict | None, run: dict) -> str:
     """``0.41 → 0.44, kept`` / ``0.41 → 0.38, start kept`` on the held-out part of the slice; ``none`` without."""
     if not found or "val_start" not in found:
@@ -128,6 +139,11 @@ def reached(runs: list[dict], args: dict) -> str:
         parts.append(f"precision within 0.03 of {target}: {met} of {len(runs)} seeds")
     raised = sum(r["map_after"] > r["map_before"] for r in runs)
     parts.append(f"the fine-tuning round raised held-out mAP@0.5 in {raised} of {len(runs)} seeds")
+    validated = [r["round"] for r in runs if "val_start" in r.get("round", {})]
+    if validated:
+        kept = sum(found["kept"] for found in validated)
+        parts.append(f"validated on the held-out part of the reviewed slice, the round replaced the starting weights "
+                     f"in {kept} of {len(validated)} seeds")  # fmt: skip
     return "**Reached:** " + "; ".join(parts) + "."
 
 
@@ -162,17 +178,7 @@ def why(runs: list[dict], args: dict) -> str:
         parts.append("The threshold picked is the lowest whose precision on the slice still reaches the target "
                      "(the most recall), so it lands where the slice's labels happened to run right; on other "
                      f"samples the precision falls back, {below:.3f} below the target on average.")  # fmt: skip
-    lost = [(r["seed"], t, r["targets"][str(t)]) for r in runs for t in args["targets"]]
-    lost = [(seed, t, x) for seed, t, x in lost if x["counts"].get("rejected", 0) > 0.1 * max(1, x["accepted"] + 1)
-            and not x["slice"]["reached"]]  # fmt: skip
-    if lost:
-        seed, target, x = lost[0]
-        parts.append(f"Where the target is not reachable the calibration gives threshold 1, and the queue scales its "
-                     f"bands to it, so 'rejected' then starts at {rejected_below(1.0):.2f}: at {target} in seed "
-                     f"{seed}, "
-                     f"{x['counts']['rejected']} unseen labels were rejected"
-                     + (f", {x['rejected_right']} of them right" if "rejected_right" in x else "")
-                     + ", none of them shown to a person.")  # fmt: skip
+    parts += rejected_unseen(runs, args)
     if all("map_ceiling" in r for r in runs):
         worse = sum(r["map_ceiling"] <= r["map_before"] for r in runs)
         parts.append(f"The same round on every pool sample's true labels gave mAP@0.5 "
@@ -181,6 +187,28 @@ def why(runs: list[dict], args: dict) -> str:
                      + (": there the round itself, not the accepted labels' errors, keeps the model from gaining."
                         if worse else "."))  # fmt: skip
     return " ".join(parts)
+
+
+def rejected_unseen(runs: list[dict], args: dict) -> list[str]:
+    """A sentence on the most labels the queue rejected unseen (more than a tenth of them), and why."""
+    lost = [(r["seed"], t, r["targets"][str(t)], r) for r in runs for t in args["targets"]]
+    lost = [item for item in lost if item[2]["counts"].get("rejected", 0) > 0.1 * item[3]["unseen_labels"]]
+    if not lost:
+        return []
+    seed, target, x, run = max(lost, key=lambda item: item[2]["counts"]["rejected"])
+    right = f", {x['rejected_right']} of them right" if "rejected_right" in x else ""
+    if run.get("ece_recalibrated") is not None:  # the calibration had a mapping: the queue bands by it
+        why = (
+            "The queue bands each label by its recalibrated confidence (how often the slice's labels at that raw "
+            "confidence were right), and most of this model's labels map into its 'rejected' band"
+        )
+    else:
+        why = (
+            f"Where the target is not reachable the calibration gives threshold 1, and the queue scales its bands "
+            f"to it, so 'rejected' then starts at {rejected_below(1.0):.2f}"
+        )
+    return [f"{why}: at {target} in seed {seed}, {x['counts']['rejected']} of {run['unseen_labels']} unseen labels "
+            f"were rejected{right}, none of them shown to a person."]  # fmt: skip
 
 
 def rejected_below(threshold: float) -> float:
