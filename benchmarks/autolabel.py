@@ -2,6 +2,7 @@
 fine-tune, relabel.
 
 python -m benchmarks.autolabel                                  # the default run (3 seeds, 10-20 min on 2 CPUs)
+python -m benchmarks.autolabel --max-objects 1                  # scenes of one shape each
 python -m benchmarks.autolabel --pool 3000 --test 500 --seeds 0,1,2,3,4 --finetune-steps 600
 
 For each seed: ``--pool`` scenes of ``fiftyone_florence2.scenes`` (the kind the shipped ``florence2-seeing-tiny``
@@ -11,9 +12,11 @@ ground truth) to ``reviewed_labels``. ``calibrate`` on that slice gives per-clas
 precision; ``review_queue`` accepts what clears them and queues the rest. Scored on the pool's other samples
 (never seen by the calibration): the accepted labels' precision against the target, the share of true objects
 accepted without review (coverage), and the labels left for a person. Then ``train`` fine-tunes the seeing model
-on the reviewed slice plus the samples whose labels were all accepted, and ``apply_model`` relabels ``--test``
-held-out scenes: mAP@0.5 before and after that one round. The raw confidences' AUROC (right against wrong) and
-expected calibration error are measured on the same unseen samples. Every seed is reported.
+on the reviewed slice plus the samples whose labels were all accepted, validated on a held-out ``--finetune-val``
+share of the slice (the round is kept only if it beats the starting weights there), and ``apply_model`` relabels
+``--test`` held-out scenes: mAP@0.5 before and after that one round. The raw confidences' AUROC (right against
+wrong) and expected calibration error (raw, and through the slice's recalibration) are measured on the same unseen
+samples. Every seed is reported.
 """
 
 from __future__ import annotations
@@ -30,9 +33,10 @@ from support import mongod
 
 from . import report
 from .autolabel_report import render
-from .autolabel_scores import Matched, acceptance, auroc, raw_calibration_error
+from .autolabel_scores import Matched, acceptance, auroc, raw_calibration_error, recalibrated_error
 
 REVIEWED_TAG = "reviewed"
+VAL_TAG = "finetune_val"  # the part of the reviewed slice that validates the fine-tuning round, never trained on
 TRUTH, PREDICTIONS, REVIEWED, TRAIN = "ground_truth", "predictions", "reviewed_labels", "train_labels"
 MATCH_KEY = "truth"  # the eval key of the hidden truth's matching (the benchmark's, not the product's)
 
@@ -41,6 +45,8 @@ def parse_args(argv):
     p = report.parser("python -m benchmarks.autolabel", __doc__)
     p.add_argument("--pool", type=int, default=1000, help="scenes to auto-label, per seed")
     p.add_argument("--test", type=int, default=200, help="held-out scenes for mAP@0.5, per seed")
+    p.add_argument("--max-objects", type=int, default=3, help="each scene holds 1 to N shapes (the seeing model "
+                   "learnt 1 to 3)")  # fmt: skip
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds, one full run each")
     p.add_argument("--review-fraction", type=float, default=0.1, help="share of the pool the reviewer corrects")
     p.add_argument(
@@ -52,6 +58,15 @@ def parse_args(argv):
     p.add_argument("--finetune-target", type=float, default=0.9, help="whose accepted labels train the round")
     p.add_argument("--finetune-steps", type=int, default=300)
     p.add_argument("--finetune-lr", type=float, default=3e-4)
+    p.add_argument(
+        "--finetune-val",
+        type=float,
+        default=0.3,
+        help="hold out this share of the reviewed slice to "
+        "validate the round on: train() keeps its best checkpoint, and the round is kept only if it beats "
+        "the starting weights there (0: no validation, the round is always kept)",
+    )
+    p.add_argument("--finetune-evals", type=int, default=6, help="validations (and saved checkpoints) per round")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument(
         "--no-ceiling",
@@ -66,6 +81,12 @@ def parse_args(argv):
     args = p.parse_args(argv)
     args.seeds = [int(s) for s in args.seeds.split(",")]
     args.targets = [float(t) for t in args.targets.split(",")]
+    if not 0 <= args.finetune_val < 1:
+        p.error(f"--finetune-val must be from 0 to below 1, got {args.finetune_val}.")
+    if args.finetune_evals < 1:
+        p.error(f"--finetune-evals must be at least 1, got {args.finetune_evals}.")
+    if args.max_objects < 1:
+        p.error(f"--max-objects must be at least 1, got {args.max_objects}.")
     if args.finetune_target not in args.targets:
         p.error(f"--finetune-target must be one of --targets ({', '.join(map(str, args.targets))}).")
     return args
@@ -82,7 +103,11 @@ def make_data(seed: int, args, work: Path):
     made = []
     for name, count, offset in (("pool", args.pool, 0), ("test", args.test, 50_000)):
         dataset = fo.Dataset()
-        write_scenes(scenes.draw_scenes(count, seed=seed + offset), work / f"seed{seed}" / name, dataset)
+        write_scenes(
+            scenes.draw_scenes(count, seed=seed + offset, max_objects=args.max_objects),
+            work / f"seed{seed}" / name,
+            dataset,
+        )
         made.append(dataset)
     return made[0], made[1]
 
@@ -158,6 +183,7 @@ def queue_for(pool, target: float, ids: list[str], args, plot: Path | None = Non
         "slice": {"reached": overall.reached, "precision": overall.precision, "interval": overall.interval,
                   "accepted": at_or_above(overall, overall.threshold), "ece": overall.ece,
                   "best": overall.best.precision if overall.best else None},
+        "mapping": overall.mapping, "ece_recalibrated_slice": overall.ece_recalibrated,
     }  # fmt: skip
 
 
@@ -166,15 +192,46 @@ def at_or_above(report, threshold: float) -> int:
     return max((p.accepted for p in report.curve if p.threshold >= threshold), default=0)
 
 
-def finetune(samples, label_field: str, output_dir: Path, seed: int, args):
-    """One fine-tuning round of the shipped seeing model on ``label_field`` (the product's ``train``)."""
+def hold_out(reviewed, fraction: float, seed: int) -> int:
+    """Tags a random ``fraction`` of the reviewed slice ``VAL_TAG`` (none when that would leave nothing of the
+    slice to train on); returns how many."""
+    if not fraction or len(reviewed) < 2:
+        return 0
+    ids = reviewed.sort_by("order").values("id")
+    held = reviewed.select([ids[i] for i in slice_positions(len(ids), fraction, seed + 1)][: len(ids) - 1])
+    held.tag_samples(VAL_TAG)
+    return len(held)
+
+
+def finetune(samples, label_field: str, output_dir: Path, seed: int, args, validating: bool):
+    """One fine-tuning round of the shipped seeing model on ``label_field`` (the product's ``train``), validated
+    on the ``VAL_TAG`` samples (best checkpoint kept) when ``validating``."""
     import fiftyone_florence2 as f2
 
+    every = max(1, args.finetune_steps // args.finetune_evals) if validating else args.finetune_steps
     return f2.train(samples, task="detection", label_field=label_field, output_dir=str(output_dir),
                     model=f2.SEEING_NAME, max_steps=args.finetune_steps, batch_size=args.batch_size,
                     learning_rate=args.finetune_lr, lr_schedule="cosine", max_grad_norm=0,
-                    save_steps=args.finetune_steps, seed=seed, device="cpu", overwrite=True,
-                    progress=False)  # fmt: skip
+                    val_tag=VAL_TAG if validating else None, save_steps=every,
+                    keep_checkpoints=1, seed=seed, device="cpu", overwrite=True, progress=False)  # fmt: skip
+
+
+def fine_tuning_round(samples, label_field: str, name: str, seed: int, args, test, val, work: Path) -> dict:
+    """One round and its held-out mAP@0.5; with a validation view ``val``, the round's checkpoint replaces the
+    starting weights only where its mAP@0.5 there (against the reviewer's labels) is higher."""
+    import fiftyone_florence2 as f2
+
+    from .train_seeing import held_out_map
+
+    result = finetune(samples, label_field, work / f"seed{seed}" / name, seed, args, validating=val is not None)
+    found = {"seconds": result.seconds, "kept": True}
+    if val is not None:
+        found["val_start"] = held_out_map(val, f2.SEEING_NAME, field=f"val_start_{name}", gt_field=REVIEWED)
+        found["val_round"] = held_out_map(val, result.output_dir, field=f"val_{name}", gt_field=REVIEWED)
+        found["kept"] = bool(found["val_round"] > found["val_start"])
+    kept = result.output_dir if found["kept"] else f2.SEEING_NAME
+    found["map"] = held_out_map(test, kept, field=name)
+    return found
 
 
 def run_seed(seed: int, args, work: Path) -> dict:
@@ -202,6 +259,9 @@ def run_seed(seed: int, args, work: Path) -> dict:
     for i, target in enumerate(sorted(args.targets, key=lambda t: t == args.finetune_target)):
         queued = queue_for(pool, target, ids, args, plot=work / f"reliability-seed{seed}.png" if i == 0 else None)
         score = acceptance(matched, queued["flags"], objects)
+        if i == 0:  # the mapping is the slice's, whatever the target: measured once, on the unseen labels
+            found["ece_recalibrated"] = recalibrated_error(matched, queued["mapping"])
+            found["ece_recalibrated_slice"] = queued["ece_recalibrated_slice"]
         found["targets"][str(target)] = {
             "thresholds": queued["thresholds"], "counts": queued["counts"], "accepted": score.accepted,
             "slice": queued["slice"],
@@ -212,12 +272,13 @@ def run_seed(seed: int, args, work: Path) -> dict:
     found["train_samples"] = len(trains)
     found["train_labels"] = sum(len(d or []) for d in trains.values(f"{TRAIN}.detections"))
     found["map_before"] = held_out_map(test, f2.SEEING_NAME, field="before")
-    result = finetune(trains, TRAIN, work / f"seed{seed}" / "round1", seed, args)
-    found["train_seconds"] = result.seconds
-    found["map_after"] = held_out_map(test, result.output_dir, field="after")
+    found["val_samples"] = hold_out(reviewed, args.finetune_val, seed)
+    val = pool.match_tags(VAL_TAG) if found["val_samples"] else None
+    found["round"] = fine_tuning_round(trains, TRAIN, "round1", seed, args, test, val, work)
+    found["train_seconds"], found["map_after"] = found["round"]["seconds"], found["round"]["map"]
     if args.ceiling:
-        ceiling = finetune(pool, TRUTH, work / f"seed{seed}" / "ceiling", seed, args)
-        found["map_ceiling"] = held_out_map(test, ceiling.output_dir, field="ceiling")
+        found["ceiling"] = fine_tuning_round(pool, TRUTH, "ceiling", seed, args, test, val, work)
+        found["map_ceiling"] = found["ceiling"]["map"]
     found["seconds"] = time.perf_counter() - began
     print(json.dumps({k: v for k, v in found.items() if k != "matched"}, default=str), flush=True)
     return found

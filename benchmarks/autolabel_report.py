@@ -25,8 +25,8 @@ def render(summary: dict) -> list[str]:
         "(seeing tiny model, CPU)",
         "",
         f"`python -m benchmarks.autolabel {summary['argv']}`: for each of {n} seeds, {args['pool']} drawn scenes "
-        "(`fiftyone_florence2.scenes`, 1-3 shapes of 12 classes; hidden truth known) are labelled by "
-        "`label_samples` with `florence2-seeing-tiny` (greedy). A simulated reviewer corrects a random "
+        f"(`fiftyone_florence2.scenes`, {shapes(args.get('max_objects', 3))} of 12 classes; hidden truth known) are "
+        "labelled by `label_samples` with `florence2-seeing-tiny` (greedy). A simulated reviewer corrects a random "
         f"{args['review_fraction']:.0%} of the pool from the hidden truth (tag `reviewed`, field `reviewed_labels`); "
         "`calibrate` picks thresholds on that slice for each target precision (per class where a class has 50 "
         "labels there, else the overall one), and `review_queue` bands the other "
@@ -35,7 +35,8 @@ def render(summary: dict) -> list[str]:
         f"when it has the true class and IoU >= {args['iou']} with a true object. Then `train()` fine-tunes the "
         f"seeing model ({args['finetune_steps']} steps, batch {args['batch_size']}, AdamW lr {args['finetune_lr']:g}, "
         f"cosine) on what `training_labels` gathers: the reviewed slice's corrections plus the labels accepted at "
-        f"target {args['finetune_target']}, and `apply_model` relabels {args['test']} held-out scenes of another seed.",
+        f"target {args['finetune_target']}{held_out(args)}, and `apply_model` relabels {args['test']} held-out "
+        "scenes of another seed.",
         "",
         f"{summary['conditions']} {summary['machine']}. Wall time {summary['minutes']:.1f} min for the {n} seeds.",
         "",
@@ -57,24 +58,49 @@ def render(summary: dict) -> list[str]:
     lines += [report.markdown_table(headers, rows), ""]
     lines += ["### The raw confidences", ""]
     rows = [[str(r["seed"]), str(r["unseen_labels"]), str(r["unseen_objects"]), number(r["raw_precision"]),
-             number(r["auroc"]), number(r["ece"])] for r in runs]  # fmt: skip
+             number(r["auroc"]), number(r["ece"]), number(r.get("ece_recalibrated")),
+             number(r.get("ece_recalibrated_slice"))] for r in runs]  # fmt: skip
     lines += [report.markdown_table(["seed", "labels", "true objects", "share right", "AUROC (right vs wrong)",
-                                     "ECE (10 bins)"], rows), ""]  # fmt: skip
+                                     "ECE raw (10 bins)", "ECE recalibrated (the slice's mapping)",
+                                     "ECE recalibrated, cross-fitted on the slice"], rows), ""]  # fmt: skip
     everything = [Matched(*m) for r in runs for m in r["matched"]]
     lines += [f"Reliability of the raw confidences, all {n} seeds' unseen labels together:", ""]
     rows = [[f"{b.lower:.1f}-{b.upper:.1f}", str(b.count), number(b.mean_confidence), number(b.accuracy)]
             for b in reliability_bins(scored(everything), 10) if b.count]  # fmt: skip
     lines += [report.markdown_table(["confidence", "labels", "mean confidence", "share right"], rows), ""]
     lines += ["### One fine-tuning round", ""]
-    rows = [[str(r["seed"]), f"{r['train_samples']} ({r['train_labels']})", number(r["map_before"]),
-             number(r["map_after"]),
+    rows = [[str(r["seed"]), f"{r['train_samples']} ({r['train_labels']})", validated(r.get("round"), r),
+             number(r["map_before"]), number(r["map_after"]),
              f"{r['map_after'] - r['map_before']:+.3f}", number(r.get("map_ceiling")),
-             f"{r['train_seconds']:.0f} s"] for r in runs]  # fmt: skip
-    headers = ["seed", "samples (labels) trained", "mAP@0.5 before", "after", "change",
-               "same round on the pool's true labels", "`train()` time"]  # fmt: skip
+             validated(r.get("ceiling"), r), f"{r['train_seconds']:.0f} s"] for r in runs]  # fmt: skip
+    headers = ["seed", "samples (labels) gathered", "validation mAP@0.5: start → round", "held-out mAP@0.5 before",
+               "after", "change", "same round on the true labels", "its validation", "`train()` time"]  # fmt: skip
     lines += [report.markdown_table(headers, rows), ""]
     lines += [reached(runs, args), "", why(runs, args), ""]
     return lines
+
+
+def shapes(max_objects: int) -> str:
+    """``1 shape``, ``1-3 shapes``."""
+    return "1 shape" if max_objects == 1 else f"1-{max_objects} shapes"
+
+
+def held_out(args: dict) -> str:
+    """How the round is validated, as a clause: none, or on a held-out part of the slice."""
+    if not args.get("finetune_val"):
+        return ""
+    return (
+        f", less a held-out {args['finetune_val']:.0%} of the slice that validates it (`train()` keeps its best "
+        "checkpoint, and the round replaces the starting weights only if its mAP@0.5 there is higher)"
+    )
+
+
+def validated(found: dict | None, run: dict) -> str:
+    """``0.41 → 0.44, kept`` / ``0.41 → 0.38, start kept`` on the held-out part of the slice; ``none`` without."""
+    if not found or "val_start" not in found:
+        return "none"
+    kept = "round kept" if found["kept"] else "start kept"
+    return f"{found['val_start']:.3f} → {found['val_round']:.3f} ({run['val_samples']} samples), {kept}"
 
 
 def to_review(counts: dict[str, int], slice_labels: int) -> str:
@@ -113,6 +139,11 @@ def reached(runs: list[dict], args: dict) -> str:
         parts.append(f"precision within 0.03 of {target}: {met} of {len(runs)} seeds")
     raised = sum(r["map_after"] > r["map_before"] for r in runs)
     parts.append(f"the fine-tuning round raised held-out mAP@0.5 in {raised} of {len(runs)} seeds")
+    validated = [r["round"] for r in runs if "val_start" in r.get("round", {})]
+    if validated:
+        kept = sum(found["kept"] for found in validated)
+        parts.append(f"validated on the held-out part of the reviewed slice, the round replaced the starting weights "
+                     f"in {kept} of {len(validated)} seeds")  # fmt: skip
     return "**Reached:** " + "; ".join(parts) + "."
 
 
@@ -147,17 +178,7 @@ def why(runs: list[dict], args: dict) -> str:
         parts.append("The threshold picked is the lowest whose precision on the slice still reaches the target "
                      "(the most recall), so it lands where the slice's labels happened to run right; on other "
                      f"samples the precision falls back, {below:.3f} below the target on average.")  # fmt: skip
-    lost = [(r["seed"], t, r["targets"][str(t)]) for r in runs for t in args["targets"]]
-    lost = [(seed, t, x) for seed, t, x in lost if x["counts"].get("rejected", 0) > 0.1 * max(1, x["accepted"] + 1)
-            and not x["slice"]["reached"]]  # fmt: skip
-    if lost:
-        seed, target, x = lost[0]
-        parts.append(f"Where the target is not reachable the calibration gives threshold 1, and the queue scales its "
-                     f"bands to it, so 'rejected' then starts at {rejected_below(1.0):.2f}: at {target} in seed "
-                     f"{seed}, "
-                     f"{x['counts']['rejected']} unseen labels were rejected"
-                     + (f", {x['rejected_right']} of them right" if "rejected_right" in x else "")
-                     + ", none of them shown to a person.")  # fmt: skip
+    parts += rejected_unseen(runs, args)
     if all("map_ceiling" in r for r in runs):
         worse = sum(r["map_ceiling"] <= r["map_before"] for r in runs)
         parts.append(f"The same round on every pool sample's true labels gave mAP@0.5 "
@@ -166,6 +187,28 @@ def why(runs: list[dict], args: dict) -> str:
                      + (": there the round itself, not the accepted labels' errors, keeps the model from gaining."
                         if worse else "."))  # fmt: skip
     return " ".join(parts)
+
+
+def rejected_unseen(runs: list[dict], args: dict) -> list[str]:
+    """A sentence on the most labels the queue rejected unseen (more than a tenth of them), and why."""
+    lost = [(r["seed"], t, r["targets"][str(t)], r) for r in runs for t in args["targets"]]
+    lost = [item for item in lost if item[2]["counts"].get("rejected", 0) > 0.1 * item[3]["unseen_labels"]]
+    if not lost:
+        return []
+    seed, target, x, run = max(lost, key=lambda item: item[2]["counts"]["rejected"])
+    right = f", {x['rejected_right']} of them right" if "rejected_right" in x else ""
+    if run.get("ece_recalibrated") is not None:  # the calibration had a mapping: the queue bands by it
+        why = (
+            "The queue bands each label by its recalibrated confidence (how often the slice's labels at that raw "
+            "confidence were right), and most of this model's labels map into its 'rejected' band"
+        )
+    else:
+        why = (
+            f"Where the target is not reachable the calibration gives threshold 1, and the queue scales its bands "
+            f"to it, so 'rejected' then starts at {rejected_below(1.0):.2f}"
+        )
+    return [f"{why}: at {target} in seed {seed}, {x['counts']['rejected']} of {run['unseen_labels']} unseen labels "
+            f"were rejected{right}, none of them shown to a person."]  # fmt: skip
 
 
 def rejected_below(threshold: float) -> float:

@@ -49,6 +49,16 @@ def raw_calibration_error(matched: Sequence[Matched], bins: int = 10) -> float |
     return expected_calibration_error(reliability_bins(scored(matched), bins))
 
 
+def recalibrated_error(matched: Sequence[Matched], knots, bins: int = 10) -> float | None:
+    """The expected calibration error of the confidences passed through a calibration's mapping ``knots``
+    (``[raw, calibrated]`` pairs; None without a mapping)."""
+    from fiftyone_florence2.core.calibration import expected_calibration_error, recalibrated, reliability_bins
+
+    if not knots or not matched:
+        return None
+    return expected_calibration_error(reliability_bins(recalibrated(scored(matched), knots), bins))
+
+
 def scored(matched: Sequence[Matched]) -> list[tuple[float, bool]]:
     """The ``(confidence, right)`` pairs of ``fiftyone_florence2.core.calibration``."""
     return [(m.confidence, m.right) for m in matched]

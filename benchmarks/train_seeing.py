@@ -215,12 +215,12 @@ def new_kind_datasets(directory: Path, train_images: int, test_images: int, seed
     return made[0], made[1]
 
 
-def held_out_map(test, checkpoint: str, field: str = "predictions") -> float:
-    """mAP@0.5 of ``checkpoint``'s greedy detections on ``test`` (``evaluate_detections``)."""
+def held_out_map(test, checkpoint: str, field: str = "predictions", gt_field: str = "ground_truth") -> float:
+    """mAP@0.5 of ``checkpoint``'s greedy detections on ``test`` against ``gt_field`` (``evaluate_detections``)."""
     from fiftyone_florence2 import load_model
 
     test.apply_model(load_model(DETECTION, model=checkpoint, num_beams=1), label_field=field, batch_size=16)
-    return test.evaluate_detections(field, gt_field="ground_truth", compute_mAP=True, iou_threshs=[0.5]).mAP()
+    return float(test.evaluate_detections(field, gt_field=gt_field, compute_mAP=True, iou_threshs=[0.5]).mAP())
 
 
 def score(test, checkpoint: str, caption: bool) -> dict:

@@ -17,7 +17,7 @@ from benchmarks import autolabel  # noqa: E402
 
 
 def test_the_loop_runs_and_reports_every_target(tmp_path, capsys):
-    argv = ["--pool", "10", "--test", "2", "--seeds", "3", "--finetune-steps", "1", "--batch-size", "2",
+    argv = ["--pool", "20", "--test", "2", "--seeds", "3", "--finetune-steps", "1", "--batch-size", "2",
             "--workdir", str(tmp_path), "--output", ""]  # fmt: skip
     assert autolabel.main(argv) == 0
     printed = capsys.readouterr().out
@@ -27,8 +27,12 @@ def test_the_loop_runs_and_reports_every_target(tmp_path, capsys):
             assert any(line.startswith(f"| {seed} | {target} |") for line in printed.splitlines()), (seed, target)
     summary = json.loads((tmp_path / "autolabel.json").read_text())
     for run in summary["runs"]:
-        assert run["pool"] == 10 and run["reviewed_samples"] == 1 and run["unseen_samples"] == 9
-        assert run["labelled"] == 10 and run["train_samples"] >= 1  # at least the reviewed slice trains
+        assert run["pool"] == 20 and run["reviewed_samples"] == 2 and run["unseen_samples"] == 18
+        # One of the two reviewed samples validates the round; the start is kept unless the round beats it there.
+        assert run["val_samples"] == 1
+        for found in (run["round"], run["ceiling"]):
+            assert found["kept"] == (found["val_round"] > found["val_start"])
+        assert run["labelled"] == 20 and run["train_samples"] >= 1  # at least the reviewed slice trains
         assert all(0 <= run[key] <= 1 for key in ("map_before", "map_after", "map_ceiling"))
     # The saved figures render the same section again, into a file's own section, without running anything.
     out = tmp_path / "BENCH.md"
@@ -36,3 +40,4 @@ def test_the_loop_runs_and_reports_every_target(tmp_path, capsys):
     written = out.read_text()
     assert "<!-- benchmark-run: autolabel -->" in written and "**Why:**" in written
     assert written.count("| 3 | 0.95 |") == 1
+    assert " kept |" in written  # the round's validation is shown

@@ -16,6 +16,7 @@ from benchmarks.autolabel_scores import (  # noqa: E402
     acceptance,
     auroc,
     raw_calibration_error,
+    recalibrated_error,
 )
 
 
@@ -50,6 +51,22 @@ def test_auroc_is_the_share_of_right_wrong_pairs_ranked_right(pairs, expected):
 )
 def test_the_raw_calibration_error_is_the_products_over_ten_bins(pairs, expected):
     found = raw_calibration_error(_labels(*pairs))
+    assert found == pytest.approx(expected) if expected is not None else found is None
+
+
+@pytest.mark.parametrize(
+    ("pairs", "knots", "expected"),
+    [
+        ((), [[0.0, 0.5], [1.0, 0.5]], None),  # no labels
+        (((0.9, True),), None, None),  # no mapping
+        (((0.9, True),), [], None),
+        (((0.9, True), (0.9, False)), [[0.0, 0.5], [1.0, 0.5]], 0.0),  # mapped to 0.5, right half the time
+        (((0.95, True), (0.95, True), (0.15, False), (0.15, False)), [[0.15, 0.0], [0.95, 1.0]], 0.0),  # mapped right
+        (((0.2, True), (0.2, False)), [[0.0, 1.0], [1.0, 1.0]], 0.5),  # mapped to 1, right half the time
+    ],
+)
+def test_the_recalibrated_error_passes_each_confidence_through_the_mapping(pairs, knots, expected):
+    found = recalibrated_error(_labels(*pairs), knots)
     assert found == pytest.approx(expected) if expected is not None else found is None
 
 
