@@ -165,8 +165,8 @@ def queue_for(pool, target: float, ids: list[str], args, plot: Path | None = Non
     tag = round(target * 1000)
     calibration = f2.calibrate(pool.match_tags(REVIEWED_TAG), PREDICTIONS, REVIEWED, iou=args.iou,
                                target_precision=target, key=f"calibration_{tag}", plot_path=plot)  # fmt: skip
-    queue = f2.review_queue(pool, PREDICTIONS, calibration=calibration, reviewed_tags=(REVIEWED_TAG,),
-                            key=f"queue_{tag}", overwrite=True)  # fmt: skip
+    queue = f2.review_queue(pool, PREDICTIONS, calibration=calibration, recalibrated=True,
+                            reviewed_tags=(REVIEWED_TAG,), key=f"queue_{tag}", overwrite=True)  # fmt: skip
     unseen = pool.match_tags(REVIEWED_TAG, bool=False)
     paths = [f"{PREDICTIONS}.detections.id", f"{PREDICTIONS}.detections.tags"]
     bands = {

@@ -37,6 +37,9 @@ def add_parsers(sub: Any) -> None:
     review.add_argument("--key", metavar="RUN_KEY", help="the run key to record the queue under (default: a new one)")
     review.add_argument("--overwrite", action="store_true", help="replace the review queue recorded under --key, "
                         "and calibrated confidences another calibration wrote")  # fmt: skip
+    review.add_argument("--recalibrated", action="store_true", help="band and order by the --calibration's "
+                        "recalibrated confidences instead of the raw ones (acceptance still needs the raw "
+                        "threshold)")  # fmt: skip
 
     recalibrate = sub.add_parser(
         "recalibrate", help="write each label's recalibrated confidence (calibrated_confidence) from a calibration"
@@ -94,7 +97,7 @@ def _review(samples: Any, args: argparse.Namespace) -> int:
     queue = review_queue(
         samples, args.field, thresholds=args.thresholds, bands=args.bands, calibration=args.calibration,
         reviewed_tags=args.reviewed_tag or REVIEWED, reviewed_field=args.reviewed_field, key=args.key,
-        overwrite=args.overwrite,
+        overwrite=args.overwrite, recalibrated=args.recalibrated,
     )  # fmt: skip
     print(queue.describe())
     for band, name in queue.views.items():

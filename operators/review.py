@@ -80,8 +80,10 @@ class Florence2ReviewQueue(foo.Operator):
         inputs.str("thresholds", label=_label("thresholds"),
                    description="0.7, or per class: car=0.8,*=0.6 (where each class's accept band starts)")  # fmt: skip
         inputs.str("calibration", label=_label("calibration"),
-                   description="or the key of a calibration run: its thresholds, and its recalibrated confidences "
-                   "to band and order by")  # fmt: skip
+                   description="or the key of a calibration run, whose thresholds to use")  # fmt: skip
+        inputs.bool("recalibrated", label=_label("recalibrated"), default=False,
+                    description="band and order by the calibration's recalibrated confidences instead of the raw "
+                    "ones (a label is still accepted only when its raw confidence clears its threshold)")  # fmt: skip
         inputs.str("bands", label=_label("bands"), default=DEFAULT_BANDS_TEXT,
                    description="NAME=LOW-HIGH bands tiling 0-1, for a threshold at the top band's low")  # fmt: skip
         inputs.str("reviewed_tags", label=_label("reviewed_tags"), default="reviewed",
@@ -101,6 +103,7 @@ class Florence2ReviewQueue(foo.Operator):
                 ctx.target_view(), params.get("pred_field"), thresholds=params.get("thresholds") or None,
                 bands=params.get("bands") or None, calibration=params.get("calibration") or None,
                 reviewed_tags=tags, overwrite=bool(params.get("overwrite")),
+                recalibrated=bool(params.get("recalibrated")),
             )  # fmt: skip
         except ValueError as e:
             raise ValueError(in_route_words(str(e), "app")) from None

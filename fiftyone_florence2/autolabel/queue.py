@@ -163,6 +163,7 @@ def review_queue(
     reviewed_field: str | None = None,
     key: str | None = None,
     overwrite: bool = False,
+    recalibrated: bool = False,
 ) -> ReviewQueue:
     """Tags each unreviewed label of ``pred_field`` in ``samples`` (a dataset or view) with its review band, and
     saves a view per band, least certain first.
@@ -174,15 +175,16 @@ def review_queue(
             threshold is where its accept band starts
         bands (None): ``{name: (low, high)}`` tiling 0-1, written for a threshold equal to the top band's low
             bound; default accepted 0.7-1, review 0.5-0.7, skim 0.3-0.5, rejected 0-0.3
-        calibration (None): a calibration key, or what ``calibrate()`` returned, whose thresholds to use; when it
-            has a recalibration mapping, labels are banded and ordered by their recalibrated confidence
-            (written on each as ``calibrated_confidence``), the bands scaled to the thresholds through the
-            mapping, and a label is accepted exactly when its raw confidence clears its raw threshold
+        calibration (None): a calibration key, or what ``calibrate()`` returned, whose thresholds to use
         reviewed_tags (("reviewed",)): label or sample tags that mark what a person has reviewed
         reviewed_field (None): a sample field or label attribute that, when set, marks reviewed
         key (None): the run key to record it under (default: a new one)
         overwrite (False): replace the review queue run already recorded under ``key``, and calibrated
             confidences another calibration wrote
+        recalibrated (False): band and order the labels by their recalibrated confidence (the calibration's
+            mapping, written on each as ``calibrated_confidence``), the bands scaled to the thresholds through
+            the mapping; a label is still accepted exactly when its raw confidence clears its raw threshold.
+            Needs a ``calibration`` that holds a mapping. Off, the raw confidences band and order the labels
 
     Returns:
         a :class:`ReviewQueue`
@@ -190,6 +192,12 @@ def review_queue(
     read = read_bands("bands", bands)
     thresholds_read, found = resolve_thresholds(samples, thresholds, calibration)
     calibration_key, mappings = getattr(found, "key", None), getattr(found, "mappings", None)
+    if recalibrated and not mappings:
+        raise ValueError(
+            "recalibrated=True needs a calibration that holds a recalibration mapping"
+            + (f"; calibration {calibration_key!r} holds none (calibrate again)." if found else "; pass calibration.")
+        )
+    mappings = mappings if recalibrated else None
     path = label_path(samples, pred_field)
     tags = _reviewed_tags(reviewed_tags, read)
     where = check_reviewed_field(samples, path, reviewed_field)

@@ -15,6 +15,7 @@ CONTROLS = {
     "reviewed_field": ("--reviewed-field", '"Reviewed field"'),
     "accepted_tags": ("--accepted-tag", '"Accepted tag"'),
     "key": ("--key", '"Run key"'),
+    "recalibrated": ("--recalibrated", '"Band by recalibrated confidence"'),
     "into": ("--into", '"Into field"'),
 }
 _OVERWRITE = {"cli": "--overwrite", "app": '"Overwrite" ticked'}

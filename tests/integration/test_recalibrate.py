@@ -12,7 +12,7 @@ from helpers.operators import _snapshot
 import fiftyone_florence2 as f2
 from fiftyone_florence2.autolabel.recalibrate import calibrated_confidence
 from fiftyone_florence2.autolabel.report import Calibration
-from fiftyone_florence2.core.review import DEFAULT_BANDS, scaled_low
+from fiftyone_florence2.core.review import DEFAULT_BANDS, band_of, scaled_low
 
 PATH = "pred.detections"
 
@@ -71,7 +71,7 @@ def test_another_calibrations_values_are_kept_unless_overwrite(pool):
     second = f2.calibrate(dataset, "pred", "gt", target_precision=0.8, key="cal2")
     before = _snapshot(dataset)
     for call in (lambda: f2.recalibrate(dataset, "pred", "cal2"),
-                 lambda: f2.review_queue(dataset, "pred", calibration="cal2")):  # fmt: skip
+                 lambda: f2.review_queue(dataset, "pred", calibration="cal2", recalibrated=True)):  # fmt: skip
         with pytest.raises(ValueError, match="carry calibrated_confidence from calibration 'cal': pass overwrite"):
             call()
         assert _snapshot(dataset) == before
@@ -84,14 +84,26 @@ def test_an_old_calibration_without_a_mapping_is_refused_by_recalibrate_and_queu
     old = Calibration.from_dict({**result.as_dict(), "overall": {**result.overall.as_dict(), "mapping": None}})
     with pytest.raises(ValueError, match="holds no recalibration mapping"):
         f2.recalibrate(dataset, "pred", old)
+    with pytest.raises(ValueError, match="holds none \\(calibrate again\\)"):
+        f2.review_queue(dataset, "pred", calibration=old, recalibrated=True)
     queue = f2.review_queue(dataset, "pred", calibration=old)
     assert (queue.confidence, queue.band_thresholds) == ("confidence", result.thresholds)
     assert {by for *_, by, _ in _labels(dataset)} == {None}
 
 
-def test_the_queue_bands_by_the_recalibrated_confidence_and_accepts_what_the_raw_threshold_does(pool):
+def test_a_calibrations_queue_bands_by_the_raw_confidences_unless_asked(pool):
     dataset, result = pool
     queue = f2.review_queue(dataset, "pred", calibration="cal")
+    assert (queue.confidence, queue.band_thresholds) == ("confidence", result.thresholds)
+    assert {by for *_, by, _ in _labels(dataset)} == {None}  # no calibrated confidence written
+    for label, raw, _, _, tags in _labels(dataset):
+        if raw is not None:
+            assert tags == [band_of(raw, result.thresholds[label], DEFAULT_BANDS)]
+
+
+def test_the_queue_bands_by_the_recalibrated_confidence_and_accepts_what_the_raw_threshold_does(pool):
+    dataset, result = pool
+    queue = f2.review_queue(dataset, "pred", calibration="cal", recalibrated=True)
     assert queue.confidence == "calibrated_confidence"
     mapped = {name: calibrated_confidence(result.mappings, name, t) for name, t in result.thresholds.items()}
     assert queue.band_thresholds == mapped
@@ -132,7 +144,9 @@ def test_the_cli_recalibrates_and_refuses_in_its_flags_words(pool, capsys):
     assert main(argv) == 2
     assert "from calibration 'cal': pass --overwrite to replace them." in capsys.readouterr().err
     assert main([*argv, "--overwrite"]) == 0
-    assert main(["review", "--dataset", dataset.name, "--field", "pred", "--calibration", "cal2"]) == 0
+    assert (
+        main(["review", "--dataset", dataset.name, "--field", "pred", "--calibration", "cal2", "--recalibrated"]) == 0
+    )
     out = capsys.readouterr().out
     assert "(by calibrated_confidence)" in out
     assert main(["runs", "--dataset", dataset.name]) == 0
@@ -152,7 +166,7 @@ def test_the_queue_operator_refuses_another_calibrations_values_unless_overwrite
 
     def execute(**params):
         request = {"operator_uri": uri, "dataset_name": dataset.name, "view": [], "selected": [],
-                   "params": {"pred_field": "pred", "calibration": "cal2", **params}}  # fmt: skip
+                   "params": {"pred_field": "pred", "calibration": "cal2", "recalibrated": True, **params}}  # fmt: skip
         return asyncio.run(execute_or_delegate_operator(uri, request))
 
     assert 'pass "Overwrite" ticked to replace them.' in str(execute().error)
