@@ -25,11 +25,8 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
-
-from support import mongod
 
 from . import report
 from .autolabel_report import render
@@ -290,13 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_results:
         report.publish(render(json.loads(Path(args.from_results).read_text())), args.output, "autolabel")
         return 0
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="florence2-autolabel-"))
-    work.mkdir(parents=True, exist_ok=True)
-    mongod.isolate(work / "mongod")
-    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
-    import torch
-
-    torch.set_num_threads(args.threads)
+    work = report.isolated_work(args.workdir, "florence2-autolabel-", args.threads)
     load = os.getloadavg()[0]
     began = time.perf_counter()
     runs = [run_seed(seed, args, work) for seed in args.seeds]

@@ -152,6 +152,23 @@ def key_values(pairs: dict[str, str]) -> str:
 BENCHMARKS_MD = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
 
 
+def isolated_work(workdir: str | Path | None, prefix: str, threads: int) -> Path:
+    """The run's working folder (``workdir``, or a new temporary one named ``prefix...``) with a mongod of its
+    own inside it, and ``threads`` torch threads (OpenMP's too, for the processes the run starts)."""
+    import tempfile
+
+    from support import mongod
+
+    work = Path(workdir or tempfile.mkdtemp(prefix=prefix))
+    work.mkdir(parents=True, exist_ok=True)
+    mongod.isolate(work / "mongod")
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    import torch
+
+    torch.set_num_threads(threads)
+    return work
+
+
 def parser(prog: str, doc: str) -> argparse.ArgumentParser:
     """A benchmark's argument parser whose ``--help`` shows its whole docstring (what it measures, examples)."""
     return argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -20,11 +20,8 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
-
-from support import mongod
 
 from . import report
 
@@ -253,16 +250,10 @@ def score(test, checkpoint: str, caption: bool) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="florence2-train-seeing-"))
-    work.mkdir(parents=True, exist_ok=True)
-    mongod.isolate(work / "mongod")
-    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
-    import torch
-
+    work = report.isolated_work(args.workdir, "florence2-train-seeing-", args.threads)
     import fiftyone_florence2 as f2
     from fiftyone_florence2.engine.random_checkpoint import build_random_checkpoint
 
-    torch.set_num_threads(args.threads)
     load = os.getloadavg()[0]
     if args.finetune_check:
         return finetune_check(args, work, load)

@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from support import mongod, synthetic
+from support import synthetic
 
 from . import report
 
@@ -188,14 +187,9 @@ def curve(history: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="florence2-train-tiny-"))
-    mongod.isolate(work / "mongod")
-    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
-    import torch
-
+    work = report.isolated_work(args.workdir, "florence2-train-tiny-", args.threads)
     from fiftyone_florence2.engine.random_checkpoint import build_random_checkpoint
 
-    torch.set_num_threads(args.threads)
     load = os.getloadavg()[0]
     args.checkpoint = build_random_checkpoint(work / "seeing", "seeing", seed=args.seed)
     test_images = args.test_images or (32 if args.target == "one" else 128)
