@@ -17,6 +17,7 @@ METHOD = "florence2"
 TRAIN_METHOD = "florence2_train"  # training runs (train_record.py)
 CALIBRATE_METHOD = "florence2_calibrate"  # calibrations (autolabel/calibrate.py)
 REVIEW_METHOD = "florence2_review"  # review queues (autolabel/queue.py)
+_METHODS = (METHOD, TRAIN_METHOD, CALIBRATE_METHOD, REVIEW_METHOD)
 _UTC = datetime.timezone.utc
 _last_start = datetime.datetime.min.replace(tzinfo=_UTC)
 _start_lock = threading.Lock()
@@ -195,18 +196,13 @@ def list_runs(dataset: Any, method: str = METHOD) -> list[str]:
 
 
 def check_run_key(dataset: Any, run_key: str) -> str:
-    """Returns the method of this project's run ``run_key`` (labelling or training); raises ``ValueError``
-    naming the runs there are for any other key."""
+    """Returns the method of this project's run ``run_key`` (labelling, training, calibration or review queue);
+    raises ``ValueError`` naming the runs there are for any other key."""
     dataset.reload()
-    for method in (METHOD, TRAIN_METHOD, CALIBRATE_METHOD, REVIEW_METHOD):
+    for method in _METHODS:
         if run_key in dataset.list_runs(method=method):
             return method
-    keys = [
-        *list_runs(dataset),
-        *list_runs(dataset, TRAIN_METHOD),
-        *list_runs(dataset, CALIBRATE_METHOD),
-        *list_runs(dataset, REVIEW_METHOD),
-    ]
+    keys = [key for method in _METHODS for key in list_runs(dataset, method)]
     raise ValueError(f"No Florence-2 run {run_key!r} on {dataset.name!r}; runs: {', '.join(keys) or 'none'}.")
 
 
