@@ -4,6 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The install takes about 8 GB (torch's CUDA build alone is 5.5 GB of .venv); say so before it fails half-way.
+free_kb=$(df -Pk . | awk 'NR == 2 {print $4}')
+if [ "$free_kb" -lt $((9 * 1024 * 1024)) ]; then
+  echo "warning: $((free_kb / 1024 / 1024)) GB free on this disk; the install needs about 9 GB" >&2
+fi
+
 # Debian's Chromium, for the tests that drive the real App in a real browser, and ffmpeg, which
 # FiftyOne needs to read videos and sample their frames.
 if ! command -v chromium >/dev/null 2>&1 || ! command -v ffmpeg >/dev/null 2>&1; then

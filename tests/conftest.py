@@ -6,12 +6,16 @@ unit-lane session (``pytest tests/unit``) starts none. Helpers live in ``tests/h
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
-os.environ.setdefault("FIFTYONE_DATABASE_DIR", tempfile.mkdtemp(prefix="florence2-tests-db-"))
+if "FIFTYONE_DATABASE_DIR" not in os.environ:  # FiftyOne's own mongod's folder, used only without ours
+    os.environ["FIFTYONE_DATABASE_DIR"] = tempfile.mkdtemp(prefix="florence2-tests-db-")
+    atexit.register(shutil.rmtree, os.environ["FIFTYONE_DATABASE_DIR"], ignore_errors=True)
 # Two OpenMP threads on two shared cores spin against each other on the tiny model.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")

@@ -9,6 +9,7 @@ on the field where its labels came from.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterable
 from typing import Any
 
@@ -17,6 +18,7 @@ from fiftyone_florence2.autolabel.reading import label_path
 
 ACCEPTED = ("accepted",)
 MADE_BY = "fiftyone_florence2.training_labels"
+LEFTOVER_OF = "leftover_of"  # marks a staging or replaced field until the call that made it completes
 
 
 def _tags(name: str, value: Iterable[str] | str) -> tuple[str, ...]:
@@ -109,15 +111,34 @@ def training_labels(
             f"Nothing to learn from: {where}no label of {pred_field!r} is tagged {' or '.join(sorted(keep))} "
             "(run the review queue, and tag what you check)."
         )
-    dataset = samples._root_dataset
-    if into in dataset.get_field_schema():
-        dataset.delete_sample_field(into)  # ours (checked above): its labels are rebuilt from the same sources
-    samples.set_values(into, values, key_field="id")
-    field = dataset.get_field(into)
-    field.info = {"made_by": MADE_BY, "pred_field": pred_field, "gt_field": gt_field,
-                  "accepted_tags": list(accepted), "reviewed_tags": list(reviewed)}  # fmt: skip
-    field.description = f"labels to fine-tune on: reviewed and accepted labels of {pred_field}"
-    field.save()
+    info = {"made_by": MADE_BY, "pred_field": pred_field, "gt_field": gt_field,
+            "accepted_tags": list(accepted), "reviewed_tags": list(reviewed)}  # fmt: skip
+    _write_field(samples, into, values, info, f"labels to fine-tune on: reviewed and accepted labels of {pred_field}")
     view = samples.exists(into)
-    dataset.save_view(into, view, overwrite=True)
+    samples._root_dataset.save_view(into, view, overwrite=True)
     return view
+
+
+def _write_field(samples: Any, into: str, values: dict, info: dict, description: str) -> None:
+    """Writes ``values`` into ``into`` through a staging field, so that an earlier ``into`` (ours) is replaced
+    only once its successor is complete; fields a stopped earlier call left behind are removed after."""
+    dataset = samples._root_dataset
+    token = secrets.token_hex(4)
+    staging, previous = f"{into}_staging_{token}", f"{into}_replaced_{token}"
+    samples.set_values(staging, values, key_field="id")
+    _describe(dataset, staging, {**info, LEFTOVER_OF: into}, description)
+    if into in dataset.get_field_schema():
+        _describe(dataset, into, {**dataset.get_field(into).info, LEFTOVER_OF: into}, description)
+        dataset.rename_sample_field(into, previous)
+    dataset.rename_sample_field(staging, into)
+    dataset.reload()  # a renamed field's object keeps its old path until then (FiftyOne 1.22)
+    _describe(dataset, into, info, description)
+    for name, field in dataset.get_field_schema().items():
+        if (getattr(field, "info", None) or {}).get(LEFTOVER_OF) == into:
+            dataset.delete_sample_field(name)
+
+
+def _describe(dataset: Any, name: str, info: dict, description: str) -> None:
+    field = dataset.get_field(name)
+    field.info, field.description = info, description
+    field.save()
