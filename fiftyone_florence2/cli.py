@@ -50,11 +50,7 @@ def task_table() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="florence2", description="Florence-2 labels for FiftyOne datasets.")
-    sub = parser.add_subparsers(
-        dest="command",
-        required=True,
-        metavar="{tasks,label,train,convert,calibrate,review,training-labels,runs,app,demo}",
-    )
+    sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("tasks", help="list the tasks and the label type each writes")
 
     label = sub.add_parser("label", help="label a folder of images or a dataset")
@@ -108,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="where to draw the images (default: florence2-demo/ in FiftyOne's dataset directory)",
     )
     demo.add_argument("--device", default=None)
+    sub.metavar = "{" + ",".join(sub.choices) + "}"  # every command, in usage and in "required" errors
     return parser
 
 

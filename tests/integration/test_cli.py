@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import uuid
 import pytest
 
 from fiftyone_florence2.app import app_command
-from fiftyone_florence2.cli import main, task_table
+from fiftyone_florence2.cli import build_parser, main, task_table
 from fiftyone_florence2.core.tasks import TASKS
 
 
@@ -270,3 +271,13 @@ def test_dataset_for_images_refuses_another_folder_unless_asked(tmp_path, add):
             assert fo.load_dataset(name).count() == 1
     finally:
         dataset.delete()
+
+
+def test_the_usage_and_a_missing_command_name_every_command(capsys):
+    parser = build_parser()
+    (commands,) = [action.choices for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
+    listed = "{" + ",".join(commands) + "}"
+    assert "recalibrate" in commands and listed in parser.format_usage()
+    with pytest.raises(SystemExit):
+        main([])
+    assert f"required: {listed}" in capsys.readouterr().err
