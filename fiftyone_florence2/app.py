@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -98,6 +99,17 @@ def wait_for_server(server: subprocess.Popen, url: str, timeout: float = SERVER_
     raise AppError(f"The App server stopped (exit status {server.returncode}) before it answered; see its output.")
 
 
+def _stop(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def stop_on_signals() -> None:
+    """Ctrl-C and SIGTERM stop the App and its server: Ctrl-C even where a script's ``&`` started this process
+    with SIGINT ignored, and SIGTERM (``kill``, a process manager) without leaving the server on its port."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _stop)
+
+
 def run_app(dataset_name: str | None, port: int = DEFAULT_PORT) -> int:
     """Serves the App until Ctrl-C, on ``dataset_name`` (which must exist), with the plugin loaded."""
     import fiftyone as fo
@@ -112,6 +124,7 @@ def run_app(dataset_name: str | None, port: int = DEFAULT_PORT) -> int:
             "This install holds no plugin (only a clone does): the Florence-2 operators show only if "
             f"{fo.config.plugins_dir or 'your plugins directory'} holds them (docs/APP.md, 'Install the plugin')."
         )
+    stop_on_signals()
     server = subprocess.Popen(
         [sys.executable, "-m", "fiftyone_florence2.app", "--port", str(port)], env=server_env(plugins)
     )

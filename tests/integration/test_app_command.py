@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -76,8 +77,27 @@ def test_refusals_are_one_line_and_start_nothing(case, capsys):
     assert expected in err and err.count("\n") == 1
 
 
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a script's `florence2 app &` starts it
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 @pytest.mark.slow
-def test_florence2_app_serves_the_dataset_with_the_plugins_operators(image_dir, tmp_path):
+@pytest.mark.parametrize(
+    ("stop", "started"),
+    [(signal.SIGINT, None), (signal.SIGINT, _ignore_sigint), (signal.SIGTERM, None)],
+    ids=["ctrl-c", "ctrl-c, started with SIGINT ignored", "sigterm"],
+)
+def test_florence2_app_serves_the_dataset_with_the_plugins_operators(image_dir, tmp_path, stop, started):
     import fiftyone as fo
 
     name = f"app-command-{uuid.uuid4().hex[:8]}"
@@ -89,7 +109,8 @@ def test_florence2_app_serves_the_dataset_with_the_plugins_operators(image_dir, 
     env["PYTHONPATH"] = str(ROOT)
     log = tmp_path / "app.log"
     command = [sys.executable, "-m", "fiftyone_florence2.cli", "app", name, "--port", str(port)]
-    process = subprocess.Popen(command, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    process = subprocess.Popen(command, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                               preexec_fn=started, start_new_session=True)  # fmt: skip
     try:
         deadline = time.monotonic() + 120
         while f"/datasets/{name}" not in log.read_text():
@@ -106,11 +127,12 @@ def test_florence2_app_serves_the_dataset_with_the_plugins_operators(image_dir, 
         with urllib.request.urlopen(request, timeout=60) as response:
             listed = {operator["uri"] for operator in json.load(response)["operators"]}
         assert {f"@fiftyone-florence2/florence2/{operator}" for operator in OPERATORS} <= listed
-        process.send_signal(signal.SIGINT)  # Ctrl-C
+        process.send_signal(stop)  # to florence2 alone, not its server: the command must stop the server itself
         assert process.wait(timeout=30) == 0, log.read_text()[-3000:]
         assert f"http://localhost:{port}/datasets/{name}" in log.read_text()
+        assert _port_is_free(port)  # the server is gone with it
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # the command and its server, whatever happened
+        process.wait()
         dataset.delete()
