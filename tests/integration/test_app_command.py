@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fiftyone_florence2.app import DEFAULT_PORT, app_command, app_url, plugin_dir
+from fiftyone_florence2.app import DEFAULT_PORT, app_command, app_url, check_port_free, plugin_dir
 from fiftyone_florence2.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,16 +81,6 @@ def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a script's `florence2 app &` starts it
 
 
-def _port_is_free(port: int) -> bool:
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("stop", "started"),
@@ -130,7 +120,7 @@ def test_florence2_app_serves_the_dataset_with_the_plugins_operators(image_dir, 
         process.send_signal(stop)  # to florence2 alone, not its server: the command must stop the server itself
         assert process.wait(timeout=30) == 0, log.read_text()[-3000:]
         assert f"http://localhost:{port}/datasets/{name}" in log.read_text()
-        assert _port_is_free(port)  # the server is gone with it
+        check_port_free(port)  # the server is gone with it: its port is free
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)  # the command and its server, whatever happened
