@@ -53,8 +53,9 @@ def later_stage(summary: dict) -> str:
         f"{summary['steps']} more steps on the full variety of scenes, each drawn fresh, batch {args['batch_size']}, "
         f"AdamW lr {args['learning_rate']:g}, cosine schedule, no clipping; {args['val_images']} validation scenes "
         f"of another seed picked the checkpoint kept (step {summary['best'].get('step', '?')}). It took "
-        f"{summary['train_minutes']:.0f} min and raised mAP@0.5 on the unseen scenes below from "
-        f"{summary['continued_from']['scores']['map_50']:.3f} to {scores['map_50']:.3f}. {summary['conditions']}"
+        f"{summary['train_minutes']:.0f} min. mAP@0.5 on scenes it never saw went from "
+        f"{summary['continued_from']['scores']['map_50']:.3f} (the run before, on its own unseen scenes) to "
+        f"{scores['map_50']:.3f} (below). {summary['conditions']}"
     )
 
 

@@ -196,6 +196,8 @@ def build_data(args, work: Path):
 
 
 NEW_COLOUR = {"purple": (150, 60, 190)}
+# A training run's own records, which say nothing about the shipped model.
+SKIPPED = ("training.json", "florence2-manifest.json")
 
 
 def new_kind_datasets(directory: Path, train_images: int, test_images: int, seed: int = 0):
@@ -330,7 +332,7 @@ def install(run: Path, summary: dict) -> None:
 
     SEEING_DIR.mkdir(exist_ok=True)
     for path in run.iterdir():
-        if path.is_file() and path.suffix in (".json", ".safetensors", ".txt") and path.name != "training.json":
+        if path.is_file() and path.suffix in (".json", ".safetensors", ".txt") and path.name not in SKIPPED:
             shutil.copy2(path, SEEING_DIR / path.name)
     (SEEING_DIR / "measured.json").write_text(json.dumps(summary, indent=1, default=str))
     (SEEING_DIR / "RECIPE.md").write_text(recipe(summary))

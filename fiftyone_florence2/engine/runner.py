@@ -39,6 +39,7 @@ from fiftyone_florence2.engine.cache import SharedCrossAttentionCache
 from fiftyone_florence2.engine.devices import pick_device, pick_dtype
 from fiftyone_florence2.engine.items import ImagePreprocessor
 from fiftyone_florence2.engine.loading import backend_name, hub_kwargs, load_processor
+from fiftyone_florence2.engine.scoring import LOC_WINDOW, loc_first_id, target_logprobs
 from fiftyone_florence2.engine.weights import corrupt_weights_error, finish_cut_short_swap
 
 logger = logging.getLogger(__name__)
@@ -160,6 +161,9 @@ class Florence2Runner:
         self._suppressed = sorted(set(self.model.generation_config.suppress_tokens or ()))
         self._added_rows = added_rows(self.model)
         self._cross_attention = self._cross_attention_modules()
+        self._loc_first = loc_first_id(self.tokenizer)
+        # How far a coordinate may lie from its bin in the confidences (None: its bin alone), for records
+        self.coordinate_window = LOC_WINDOW if self._loc_first is not None else None
 
     def check_question(self, question: str) -> None:
         """Raises ``ValueError`` if ``question`` cannot fit beside the image in the text encoder."""
@@ -358,9 +362,7 @@ class Florence2Runner:
                     decoder_input_ids=decoder_inputs[part],
                     **({"cache": self._decoder_cache(cross, rows=part)} if cross is not None else {"use_cache": False}),
                 ).logits.float()
-            # log_softmax gathered at the targets, without a second vocabulary-sized tensor
-            picked = logits.gather(-1, targets[part].unsqueeze(-1)).squeeze(-1)
-            chunks.append(picked - torch.logsumexp(logits, dim=-1))
+            chunks.append(target_logprobs(logits, targets[part], self._loc_first))
         scores = torch.cat(chunks).clamp(min=_MIN_LOGPROB).cpu().numpy()
         self._sync()
         self.timings.score += time.perf_counter() - start

@@ -65,6 +65,8 @@ def run_settings(config: Florence2ModelConfig, runner: Any) -> dict[str, Any]:
     generation["dtype"] = str(getattr(runner, "dtype", config.dtype)).replace("torch.", "")
     # The image processor's backend: its resize decides the pixels, and so can change answers.
     generation["image_backend"] = getattr(runner, "image_backend", None)
+    # Confidences: a coordinate token counts the probability of its bin and of this many bins either side.
+    generation["coordinate_window"] = getattr(runner, "coordinate_window", None)
     return settings
 
 

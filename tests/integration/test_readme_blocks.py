@@ -49,12 +49,16 @@ def _my_images(folder: Path):
     validation."""
     import fiftyone as fo
 
+    from fiftyone_florence2.scenes import draw_scenes
+
     dataset = fo.Dataset("my-images", persistent=True)
+    scenes = draw_scenes(6, seed=0)
     samples = []
     for i in range(6):  # val_fraction 0.1 holds out round(0.6) = 1
         box = fo.Detection(label="car", bounding_box=[0.05 * i, 0.2, 0.3, 0.4])
         tags = (["reviewed"] if i < 4 else []) + (["val"] if i == 0 else [])
-        path = write_image(folder / f"img{i}.png", size=(64, 48), seed=i)
+        path = str(folder / f"img{i}.png")  # drawn shapes: the README's seeing-model block labels them
+        scenes[i].image.save(path)
         caption = fo.Classification(label=f"a car at {i}")
         samples.append(
             fo.Sample(filepath=path, ground_truth=fo.Detections(detections=[box]), captions=caption, tags=tags)
