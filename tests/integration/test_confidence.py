@@ -18,6 +18,7 @@ from helpers import force
 from PIL import Image
 
 import fiftyone_florence2 as f2
+from fiftyone_florence2.engine.scoring import LOC_WINDOW
 
 L = "<loc_{}>".format
 
@@ -97,7 +98,8 @@ def reference(peaked_checkpoint):
 
 
 def answer_probability(reference, image_path: str, prompt: str, answer: str) -> float:
-    """exp(mean log-probability) of the answer's tokens, teacher-forced in one forward pass."""
+    """exp(mean log-probability) of the answer's tokens, teacher-forced in one forward pass; a coordinate
+    token's probability is that of its bin and the ``LOC_WINDOW`` bins either side, summed here directly."""
     processor, model = reference
     with Image.open(image_path) as file:
         inputs = processor(text=prompt, images=file.convert("RGB"), return_tensors="pt")
@@ -105,8 +107,16 @@ def answer_probability(reference, image_path: str, prompt: str, answer: str) -> 
     start = model.config.text_config.decoder_start_token_id
     with torch.no_grad():
         logits = model(**inputs, decoder_input_ids=torch.tensor([[start, *target]])).logits[0, :-1]
-    logprobs = torch.log_softmax(logits.float(), dim=-1).gather(-1, torch.tensor(target)[:, None])
-    return math.exp(float(logprobs.mean()))
+    probs = torch.softmax(logits.double(), dim=-1)
+    first = processor.tokenizer.convert_tokens_to_ids("<loc_0>")
+    picked = []
+    for step, token in enumerate(target):
+        if first <= token < first + 1000:
+            low, high = max(first, token - LOC_WINDOW), min(first + 999, token + LOC_WINDOW)
+            picked.append(float(probs[step, low : high + 1].sum()))
+        else:
+            picked.append(float(probs[step, token]))
+    return math.exp(sum(map(math.log, picked)) / len(picked))
 
 
 def pipeline_confidence(checkpoint, tokenizer, image_path: str, task: str, options: dict, answer: str) -> float:
