@@ -25,7 +25,8 @@ def render(summary: dict) -> list[str]:
         "(seeing tiny model, CPU)",
         "",
         f"`python -m benchmarks.autolabel {summary['argv']}`: for each of {n} seeds, {args['pool']} drawn scenes "
-        f"(`fiftyone_florence2.scenes`, {shapes(args.get('max_objects', 3))} of 12 classes; hidden truth known) are "
+        f"(`fiftyone_florence2.scenes`, {shapes(args.get('max_objects', 3))} of 12 classes"
+        f"{sizes(args.get('fractions'))}; hidden truth known) are "
         "labelled by `label_samples` with `florence2-seeing-tiny` (greedy). A simulated reviewer corrects a random "
         f"{args['review_fraction']:.0%} of the pool from the hidden truth (tag `reviewed`, field `reviewed_labels`); "
         "`calibrate` picks thresholds on that slice for each target precision (per class where a class has 50 "
@@ -78,6 +79,15 @@ def render(summary: dict) -> list[str]:
     lines += [report.markdown_table(headers, rows), ""]
     lines += [reached(runs, args), "", why(runs, args), ""]
     return lines
+
+
+def sizes(fractions: list[float] | None) -> str:
+    """Where the pool's shapes are sized unlike the seeing model's training scenes (12-50% of the shorter side)."""
+    if not fractions:
+        return ""
+    low, high = fractions
+    return (f", {low:.0%} to {high:.0%} of the shorter side: smaller than the 12% to 50% the seeing model learnt, "
+            "a kind of scene it labels less well")  # fmt: skip
 
 
 def shapes(max_objects: int) -> str:
@@ -157,9 +167,12 @@ def why(runs: list[dict], args: dict) -> str:
     """The reasons, from the figures: how well the raw confidences rank, how much the slice's choice rested on,
     and whether perfect labels would have made the round help."""
     aurocs = [r["auroc"] for r in runs if r["auroc"] is not None]
-    parts = [f"**Why:** the seeing model's raw confidences rank right above wrong only weakly (AUROC "
-             f"{spread(aurocs)}; 0.5 is chance) and few of its labels are right (share right "
-             f"{spread([r['raw_precision'] for r in runs])})."]  # fmt: skip
+    right = [r["raw_precision"] for r in runs]
+    ranking = "well" if min(aurocs, default=0) >= 0.85 else "only weakly" if min(aurocs, default=0) < 0.75 else "fairly"
+    share = "most" if min(right) >= 0.7 else "few" if max(right) < 0.4 else "some"
+    parts = [f"**Why:** the seeing model's raw confidences rank right above wrong {ranking} (AUROC "
+             f"{spread(aurocs)}; 0.5 is chance, 1 perfect), and {share} of its labels are right (share right "
+             f"{spread(right)})."]  # fmt: skip
     short = []
     for target in args["targets"]:
         found = [r["targets"][str(target)] for r in runs]
@@ -184,8 +197,9 @@ def why(runs: list[dict], args: dict) -> str:
         parts.append(f"The same round on every pool sample's true labels gave mAP@0.5 "
                      f"{spread([r['map_ceiling'] for r in runs])} (before: {spread([r['map_before'] for r in runs])}), "
                      f"no better than the start in {worse} of {len(runs)} seeds"
-                     + (": there the round itself, not the accepted labels' errors, keeps the model from gaining."
-                        if worse else "."))  # fmt: skip
+                     + (": there the round itself, not the accepted labels' errors, keeps the model from gaining"
+                        " (on scenes like those it was trained on, a round of 300 steps on a thousand of them "
+                        "moves it away from its best)." if worse else "."))  # fmt: skip
     return " ".join(parts)
 
 
