@@ -24,7 +24,7 @@ def test_the_shipped_model_learns_a_colour_it_never_saw(tmp_path):
                       max_steps=STEPS, batch_size=8, learning_rate=1e-3, lr_schedule="cosine", max_grad_norm=0,
                       save_steps=STEPS, device="cpu", progress=False)  # fmt: skip
     after = held_out_map(test, result.output_dir)
-    assert before < 0.02 and after >= 0.4, (before, after)  # measured: 0.000 -> 0.692
+    assert before < 0.02 and after >= 0.4, (before, after)  # measured: 0.000 -> 0.737
 
 
 @pytest.mark.parametrize(
