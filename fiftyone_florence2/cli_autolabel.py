@@ -55,6 +55,9 @@ def add_parsers(sub: Any) -> None:
     labels.add_argument("--gt-field", metavar="FIELD", help="the checked labels of the samples tagged reviewed")
     labels.add_argument("--accepted-tag", action="append", metavar="TAG", help="label tag to learn from (accepted)")
     labels.add_argument("--overwrite", action="store_true", help="replace a field this command wrote before")
+    labels.add_argument("--partial", action="store_true", help="also learn from samples with only some labels "
+                        "accepted or reviewed (left out by default: their other objects would be learnt as "
+                        "nothing)")  # fmt: skip
 
 
 def _common(parser: argparse.ArgumentParser, reviewed: bool = True) -> None:
@@ -122,10 +125,13 @@ def _training_labels(samples: Any, args: argparse.Namespace) -> int:
 
     view = training_labels(
         samples, args.field, args.into, gt_field=args.gt_field, accepted_tags=args.accepted_tag or ACCEPTED,
-        reviewed_tags=args.reviewed_tag or REVIEWED, overwrite=args.overwrite,
+        reviewed_tags=args.reviewed_tag or REVIEWED, overwrite=args.overwrite, partial=args.partial,
     )  # fmt: skip
     count = view.count(label_path(view, args.into))
     print(f"Copied {count} label(s) on {len(view)} sample(s) into {args.into!r}; saved view {args.into!r}.")
+    left_out = view._root_dataset.get_field(args.into).info.get("partly_vouched_left_out")
+    if left_out:
+        print(f"Left out {left_out} sample(s) with only some labels accepted or reviewed (--partial keeps them).")
     words = ["florence2 train --dataset", shlex.quote(args.dataset), "--view", shlex.quote(args.into)]
     print("Fine-tune on them:  " + " ".join([*words, "--label-field", shlex.quote(args.into), "--output-dir DIR"]))
     return 0

@@ -57,14 +57,26 @@ def _check_gt(samples: Any, pred_field: str, gt_field: str | None) -> None:
         )
 
 
-def _kept(labels: Any, attr: str | None, keep: set[str] | None) -> Any:
-    """Copies of ``labels`` (a list field's value, or one label) with a tag in ``keep`` (None: all), or None."""
+def _kept(labels: Any, attr: str | None, keep: set[str] | None, partial: bool = True) -> Any:
+    """Copies of ``labels`` (a list field's value, or one label) with a tag in ``keep`` (None: all), or None;
+    without ``partial``, None unless every label has such a tag."""
     if labels is None:
         return None
     if attr is None:
         return labels.copy() if keep is None or set(labels.tags or ()) & keep else None
-    items = [item.copy() for item in getattr(labels, attr) or [] if keep is None or set(item.tags or ()) & keep]
-    return type(labels)(**{attr: items}) if items else None
+    items = getattr(labels, attr) or []
+    kept = [item.copy() for item in items if keep is None or set(item.tags or ()) & keep]
+    if not partial and len(kept) < len(items):
+        return None
+    return type(labels)(**{attr: kept}) if kept else None
+
+
+def _pending(labels: Any, attr: str | None, keep: set[str]) -> bool:
+    """Whether some of ``labels`` (not all) carry a tag in ``keep``: a sample only partly vouched for."""
+    if labels is None or attr is None:
+        return False
+    tagged = [bool(set(item.tags or ()) & keep) for item in getattr(labels, attr) or []]
+    return any(tagged) and not all(tagged)
 
 
 def training_labels(
@@ -75,12 +87,15 @@ def training_labels(
     accepted_tags: Iterable[str] | str = ACCEPTED,
     reviewed_tags: Iterable[str] | str = REVIEWED,
     overwrite: bool = False,
+    partial: bool = False,
 ) -> Any:
     """Copies what a person vouches for into the new field ``into`` and returns the samples to fine-tune on.
 
     A sample tagged with a reviewed tag gives its ``gt_field`` labels (when ``gt_field`` is given); every other
-    sample gives the labels of ``pred_field`` tagged with an accepted or a reviewed tag. Train with
-    ``f2.train(view, label_field=into, ...)``. The view is also saved under the name ``into``.
+    sample gives the labels of ``pred_field`` when each of them is tagged with an accepted or a reviewed tag.
+    A sample with only some labels vouched for is left out (unless ``partial``): trained on, its other objects
+    would teach the model to find nothing there. Train with ``f2.train(view, label_field=into, ...)``. The view
+    is also saved under the name ``into``; ``field.info["partly_vouched_left_out"]`` counts the samples left out.
 
     Args:
         samples: the dataset or view (only its samples and labels are read)
@@ -90,6 +105,8 @@ def training_labels(
         accepted_tags (("accepted",)): label tags of predictions to learn from
         reviewed_tags (("reviewed",)): label tags of checked predictions, and sample tags of the reviewed slice
         overwrite (False): replace a field this function wrote before
+        partial (False): also learn from samples whose labels are only partly accepted or reviewed (their
+            vouched-for labels alone)
 
     Returns:
         a view of the samples that have labels in ``into``
@@ -101,22 +118,28 @@ def training_labels(
     attr = path.split(".")[1] if "." in path else None
     keep = set(accepted) | set(reviewed)
     ids, tags, predicted, truth = samples.values(["id", "tags", pred_field, gt_field or pred_field])
-    values = {}
+    values, left_out = {}, 0
     for sample_id, sample_tags, labels, checked in zip(ids, tags, predicted, truth, strict=True):
         slice_sample = gt_field is not None and bool(set(sample_tags or ()) & set(reviewed))
-        values[sample_id] = _kept(checked, attr, None) if slice_sample else _kept(labels, attr, keep)
+        values[sample_id] = _kept(checked, attr, None) if slice_sample else _kept(labels, attr, keep, partial)
+        left_out += not slice_sample and not partial and _pending(labels, attr, keep)
     if not any(value is not None for value in values.values()):
         where = f"no sample tagged {' or '.join(reviewed)} has {gt_field!r} labels, and " if gt_field else ""
         raise ValueError(
-            f"Nothing to learn from: {where}no label of {pred_field!r} is tagged {' or '.join(sorted(keep))} "
-            "(run the review queue, and tag what you check)."
+            f"Nothing to learn from: {where}no sample of {pred_field!r} has every label tagged "
+            f"{' or '.join(sorted(keep))}{_partly(left_out)} (run the review queue, and tag what you check)."
         )
     info = {"made_by": MADE_BY, "pred_field": pred_field, "gt_field": gt_field,
-            "accepted_tags": list(accepted), "reviewed_tags": list(reviewed)}  # fmt: skip
+            "accepted_tags": list(accepted), "reviewed_tags": list(reviewed), "partial": partial,
+            "partly_vouched_left_out": left_out}  # fmt: skip
     _write_field(samples, into, values, info, f"labels to fine-tune on: reviewed and accepted labels of {pred_field}")
     view = samples.exists(into)
     samples._root_dataset.save_view(into, view, overwrite=True)
     return view
+
+
+def _partly(left_out: int) -> str:
+    return f"; {left_out} sample(s) have only some labels tagged (partial=True learns from those)" if left_out else ""
 
 
 def _write_field(samples: Any, into: str, values: dict, info: dict, description: str) -> None:

@@ -49,7 +49,12 @@ def test_the_loop_runs_from_python(pool, tiny_checkpoint, tokenizer, tmp_path):
     cut = sorted(confidences)[6]
     queue = f2.review_queue(pool, "predictions", thresholds=cut, key="first_queue")
     assert queue.left_alone == 4 and sum(queue.counts.values()) == 8
+    # Each unreviewed sample has one box accepted and one not: left out by default, kept with partial=True.
     view = f2.training_labels(pool, "predictions", "train_labels", gt_field="ground_truth")
+    assert view.values("train_labels.detections.label") == [["car"], ["car"]]
+    assert pool.get_field("train_labels").info["partly_vouched_left_out"] == 4
+    view = f2.training_labels(pool, "predictions", "train_labels", gt_field="ground_truth", overwrite=True,
+                              partial=True)  # fmt: skip
     learnt = view.values("train_labels.detections.label")
     assert learnt[:2] == [["car"], ["car"]]  # the slice gives its checked labels
     assert sum(map(len, learnt[2:])) == queue.counts["accepted"]  # the rest, their accepted predictions
@@ -77,7 +82,12 @@ def test_the_loop_runs_from_the_cli(pool, tiny_checkpoint, tokenizer, capsys):
     assert main(["training-labels", "--dataset", name, "--field", "predictions", "--into", "train_labels",
                  "--gt-field", "ground_truth"]) == 0  # fmt: skip
     printed = capsys.readouterr().out
-    assert "Copied 6 label(s) on 6 sample(s) into 'train_labels'" in printed
+    assert "Copied 2 label(s) on 2 sample(s) into 'train_labels'" in printed
+    assert "Left out 4 sample(s) with only some labels accepted or reviewed (--partial keeps them)." in printed
+    assert main(["training-labels", "--dataset", name, "--field", "predictions", "--into", "train_labels",
+                 "--gt-field", "ground_truth", "--partial", "--overwrite"]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "Copied 6 label(s) on 6 sample(s) into 'train_labels'" in printed and "Left out" not in printed
     assert f"florence2 train --dataset {name} --view train_labels --label-field train_labels" in printed
     assert main(["runs", "--dataset", name]) == 0
     listed = capsys.readouterr().out

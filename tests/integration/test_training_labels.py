@@ -16,11 +16,13 @@ def box(label: str, tag: str) -> fo.Detection:
 
 @pytest.fixture
 def pool():
-    """Four samples: the first reviewed (with checked labels), the others with accepted and queued predictions."""
+    """Four samples: the first reviewed (with checked labels), the next two with accepted and queued predictions,
+    the last with every prediction accepted."""
     dataset = fo.Dataset()
     samples = [fo.Sample(filepath=f"/nowhere/{i}.jpg") for i in range(4)]
     for i, sample in enumerate(samples):
         sample["predictions"] = fo.Detections(detections=[box("car", "accepted"), box(f"dog{i}", "review")])
+    samples[3]["predictions"] = fo.Detections(detections=[box("car", "accepted"), box("bus", "accepted")])
     samples[0].tags.append("reviewed")
     samples[0]["ground_truth"] = fo.Detections(detections=[box("truck", "checked")])
     samples[1]["caption"] = fo.Classification(label="a car")
@@ -37,10 +39,18 @@ def state(dataset) -> tuple:
     return sorted(schema), infos, values, dataset.list_saved_views()
 
 
-def test_it_gathers_the_slice_and_the_accepted_labels(pool):
-    view = f2.training_labels(pool, "predictions", "learn", gt_field="ground_truth")
-    assert view.values("learn.detections.label") == [["truck"], ["car"], ["car"], ["car"]]
-    assert pool.get_field("learn").info["made_by"] == loop.MADE_BY
+@pytest.mark.parametrize(
+    ("partial", "learnt", "left_out"),
+    [
+        (False, [["truck"], ["car", "bus"]], 2),  # samples with a label still queued are left out
+        (True, [["truck"], ["car"], ["car"], ["car", "bus"]], 0),
+    ],
+)
+def test_it_gathers_the_slice_and_the_samples_whose_labels_are_accepted(pool, partial, learnt, left_out):
+    view = f2.training_labels(pool, "predictions", "learn", gt_field="ground_truth", partial=partial)
+    assert view.values("learn.detections.label") == learnt
+    info = pool.get_field("learn").info
+    assert info["made_by"] == loop.MADE_BY and info["partly_vouched_left_out"] == left_out
     assert pool.list_saved_views() == ["learn"]
     assert pool.values("predictions.detections.label")[1] == ["car", "dog1"]  # the source untouched
 
@@ -75,11 +85,11 @@ def test_a_call_stopped_after_writing_keeps_the_earlier_field_whole(pool, monkey
     sample.predictions.detections[1].tags = ["accepted"]
     sample.save()
     with pytest.raises(KeyboardInterrupt):
-        f2.training_labels(pool, "predictions", "learn", gt_field="ground_truth", overwrite=True)
+        f2.training_labels(pool, "predictions", "learn", gt_field="ground_truth", overwrite=True, partial=True)
     assert pool.values("learn.detections.label") == before
     assert pool.get_field("learn").info["made_by"] == loop.MADE_BY
     monkeypatch.setattr(fo.Dataset, "rename_sample_field", written)
-    f2.training_labels(pool, "predictions", "learn", gt_field="ground_truth", overwrite=True)
+    f2.training_labels(pool, "predictions", "learn", gt_field="ground_truth", overwrite=True, partial=True)
     assert pool.values("learn.detections.label") == [["truck"], None, ["dog2"], None]
     assert [name for name in pool.get_field_schema() if name.startswith("learn")] == ["learn"]
 
