@@ -11,10 +11,15 @@ from __future__ import annotations
 
 import base64
 import io
+import itertools
+import math
 import os
 from typing import Any
 
 _TITLE = "Reliability: accuracy per confidence bin"
+# When one bin holds this share of the labels, the diagram shows that bin split in _ZOOM_BINS instead.
+_CROWDED = 0.8
+_ZOOM_BINS = 10
 _CURVE_TITLE = "Accepting labels at or above a threshold"
 # Per-class panels: beyond eight the panels grow too small to read; the rest are named under the figure.
 MAX_CLASS_PANELS = 8
@@ -45,6 +50,33 @@ def _bars(report: Any) -> tuple[list[float], list[float], list[int], float]:
     return centres, [b.accuracy or 0.0 for b in report.bins], [b.count for b in report.bins], width
 
 
+def _crowded_bin(report: Any) -> Any:
+    """The bin holding at least ``_CROWDED`` of the labels, where one bar would hide how accuracy varies, or
+    None."""
+    total = sum(b.count for b in report.bins)
+    crowded = [b for b in report.bins if total >= 10 and b.count >= _CROWDED * total]
+    return crowded[0] if crowded else None
+
+
+def _zoomed_bars(report: Any, crowded: Any) -> tuple[list[float], list[float], list[int], float]:
+    """Ten bins across ``crowded`` (what :func:`_bars` gives), counted from the report's curve: the labels
+    between two confidences are those accepted at the lower one less those accepted at the upper one."""
+    curve = sorted(report.curve, key=lambda p: p.threshold)
+
+    def at_or_above(x: float) -> tuple[int, int]:
+        point = next((p for p in curve if p.threshold >= x), None)
+        return (point.accepted, point.right) if point else (0, 0)
+
+    width = (crowded.upper - crowded.lower) / _ZOOM_BINS
+    edges = [crowded.lower + i * width for i in range(_ZOOM_BINS)] + [math.nextafter(crowded.upper, 2.0)]
+    counts, accuracy = [], []
+    for low, high in itertools.pairwise(edges):
+        (n_low, r_low), (n_high, r_high) = at_or_above(low), at_or_above(high)
+        counts.append(n_low - n_high)
+        accuracy.append((r_low - r_high) / (n_low - n_high) if n_low > n_high else 0.0)
+    return [low + width / 2 for low in edges[:-1]], accuracy, counts, width
+
+
 def _title(calibration: Any) -> str:
     s, overall = calibration.settings, calibration.overall
     ece = "-" if overall.ece is None else f"{overall.ece:.3f}"
@@ -72,7 +104,9 @@ def png_data_uri(calibration: Any) -> str:
 def _reliability(axes: Any, report: Any, title: str, small: bool = False) -> None:
     """One reliability diagram: a bar per bin at its accuracy, the diagonal, the counts, and the recalibration
     mapping (when the calibration has one) as a line."""
-    centres, accuracy, counts, width = _bars(report)
+    crowded = _crowded_bin(report)
+    centres, accuracy, counts, width = _zoomed_bars(report, crowded) if crowded else _bars(report)
+    low = crowded.lower if crowded else 0.0
     axes.bar(centres, accuracy, width=width * 0.92, color="#4c78a8", edgecolor="white", label="share right")
     axes.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
     if report.mapping:
@@ -83,13 +117,16 @@ def _reliability(axes: Any, report: Any, title: str, small: bool = False) -> Non
             if n:
                 axes.annotate(f"n={n}", (x, y), ha="center", va="bottom", fontsize=8, xytext=(0, 2),
                               textcoords="offset points")  # fmt: skip
-    axes.set(xlim=(0, 1), ylim=(0, 1.08))
+    axes.set(xlim=(low, 1), ylim=(0, 1.08))
+    if crowded and not small:  # most labels in one bin: that bin, in ten (a class panel's axis says so alone)
+        total = sum(b.count for b in report.bins)
+        title += f"\n{crowded.count} of {total} labels lie at {low:.1f}-{crowded.upper:.1f}: that bin, in ten"
     axes.set_title(title, fontsize=8 if small else 10)
     if small:
         axes.tick_params(labelsize=7)
     else:
         axes.set(xlabel="confidence", ylabel="share right")
-        axes.legend(loc="upper left", fontsize=8)
+        axes.legend(loc="best", fontsize=8)
 
 
 def _class_title(report: Any) -> str:
@@ -128,7 +165,9 @@ def png_bytes(calibration: Any) -> bytes:
     right.plot(thresholds, [p.recall or 0 for p in report.curve], color="#54a24b", label="recall")
     right.axhline(calibration.settings["target_precision"], color="grey", linestyle=":", label="target")
     right.axvline(report.threshold, color="black", linestyle="--", label=f"threshold {report.threshold:.3f}")
-    right.set(xlim=(0, 1), ylim=(0, 1.05), xlabel="threshold", ylabel="on the slice", title=_CURVE_TITLE)
+    crowded = _crowded_bin(report)  # where the reliability panel zooms, and the chosen threshold always shown
+    low = max(0.0, min(crowded.lower, report.threshold - 0.01)) if crowded else 0.0
+    right.set(xlim=(low, 1), ylim=(0, 1.05), xlabel="threshold", ylabel="on the slice", title=_CURVE_TITLE)
     right.legend(loc="lower left", fontsize=8)
     for i, class_report in enumerate(shown):
         row, col = 1 + i // _PER_ROW, 2 * (i % _PER_ROW)

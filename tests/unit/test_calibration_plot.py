@@ -48,3 +48,39 @@ def test_the_figure_grows_a_row_per_four_classes_and_names_what_it_leaves_out():
         _left_out_note(["a", "b"]) == "Not drawn (2 class(es) with fewer labels): a, b; the report lists every class."
     )
     assert _left_out_note([str(i) for i in range(15)]).endswith("10, 11 and 3 more; the report lists every class.")
+
+
+def _scored(confidences: list[float]) -> list[tuple[float, bool]]:
+    """Labels at ``confidences``, every third one wrong."""
+    return [(c, i % 3 != 0) for i, c in enumerate(confidences)]
+
+
+@pytest.mark.parametrize(
+    ("case", "confidences", "crowded"),
+    [
+        ("spread over 0-1", [i / 40 for i in range(40)], None),
+        ("most at 0.9-1, one at exactly 1", [0.9 + i / 400 for i in range(39)] + [1.0] + [0.3, 0.5], (0.9, 1.0)),
+        ("most at 0.5-0.6", [0.5 + i / 500 for i in range(45)] + [0.1, 0.95], (0.5, 0.6)),
+        ("too few labels to zoom", [0.95] * 9, None),
+        ("none", [], None),
+    ],
+)
+def test_a_crowded_bin_is_shown_in_ten_counted_exactly(case, confidences, crowded):
+    from fiftyone_florence2.autolabel.plot import _crowded_bin, _zoomed_bars
+
+    scored = _scored(confidences)
+    report = class_report("*", scored, 0, len(scored), 0.9, 10)
+    found = _crowded_bin(report)
+    if crowded is None:
+        assert found is None
+        return
+    assert (round(found.lower, 6), round(found.upper, 6)) == crowded
+    centres, accuracy, counts, width = _zoomed_bars(report, found)
+    assert len(centres) == 10 and width == pytest.approx((crowded[1] - crowded[0]) / 10)
+    for centre, share, count in zip(centres, accuracy, counts):
+        low, high = centre - width / 2, centre + width / 2
+        inside = [right for c, right in scored if low - 1e-9 <= c < high - 1e-9 or (c == 1.0 and high >= 1.0 - 1e-9)]
+        assert count == len(inside), (case, low)
+        assert share == pytest.approx(sum(inside) / len(inside) if inside else 0.0)
+    assert sum(counts) == found.count
+    png_bytes(Calibration("k", {"pred_field": "p", "gt_field": "g", "target_precision": 0.9}, report, {}))
