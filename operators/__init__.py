@@ -6,6 +6,7 @@ from .dry_run import Florence2DryRun
 from .review import Florence2ReviewQueue
 from .status import Florence2Runs
 from .train import Florence2Train
+from .training_labels import Florence2TrainingLabels
 
 OPERATORS = (
     ApplyFlorence2,
@@ -14,6 +15,7 @@ OPERATORS = (
     Florence2Train,
     Florence2Calibrate,
     Florence2ReviewQueue,
+    Florence2TrainingLabels,
 )
 
 

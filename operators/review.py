@@ -29,8 +29,20 @@ from fiftyone_florence2.core.review import DEFAULT_BANDS, bands_as_value, read_b
 DEFAULT_BANDS_TEXT = ",".join(f"{name}={low:g}-{high:g}" for name, (low, high) in bands_as_value(DEFAULT_BANDS).items())
 
 
-def _label(name: str) -> str:
+def form_label(name: str) -> str:
+    """The App form's label for the Python argument ``name``."""
     return CONTROLS[name][1].strip('"')
+
+
+def add_field_choice(inputs: Any, samples: Any, name: str = "pred_field", required: bool = True) -> list[str]:
+    """A dropdown of the label fields of ``samples`` the auto-labelling steps read; returns them."""
+    fields = prediction_fields(samples)
+    choices = types.Dropdown()
+    for field in fields:
+        choices.add_choice(field, label=field)
+    default = fields[0] if fields and required else None
+    inputs.enum(name, choices.values(), label=form_label(name), view=choices, required=required, default=default)
+    return fields
 
 
 def prediction_fields(samples: Any) -> list[str]:
@@ -71,22 +83,17 @@ class Florence2ReviewQueue(foo.Operator):
     def resolve_input(self, ctx: Any) -> types.Property:
         inputs = types.Object()
         inputs.view_target(ctx, action_description="Queue")
-        fields = prediction_fields(ctx.dataset)
-        choices = types.Dropdown()
-        for name in fields:
-            choices.add_choice(name, label=name)
-        inputs.enum("pred_field", choices.values(), label=_label("pred_field"), view=choices, required=True,
-                    default=fields[0] if fields else None)  # fmt: skip
-        inputs.str("thresholds", label=_label("thresholds"),
+        add_field_choice(inputs, ctx.dataset)
+        inputs.str("thresholds", label=form_label("thresholds"),
                    description="0.7, or per class: car=0.8,*=0.6 (where each class's accept band starts)")  # fmt: skip
-        inputs.str("calibration", label=_label("calibration"),
+        inputs.str("calibration", label=form_label("calibration"),
                    description="or the key of a calibration run, whose thresholds to use")  # fmt: skip
-        inputs.bool("recalibrated", label=_label("recalibrated"), default=False,
+        inputs.bool("recalibrated", label=form_label("recalibrated"), default=False,
                     description="band and order by the calibration's recalibrated confidences instead of the raw "
                     "ones (a label is still accepted only when its raw confidence clears its threshold)")  # fmt: skip
-        inputs.str("bands", label=_label("bands"), default=DEFAULT_BANDS_TEXT,
+        inputs.str("bands", label=form_label("bands"), default=DEFAULT_BANDS_TEXT,
                    description="NAME=LOW-HIGH bands tiling 0-1, for a threshold at the top band's low")  # fmt: skip
-        inputs.str("reviewed_tags", label=_label("reviewed_tags"), default="reviewed",
+        inputs.str("reviewed_tags", label=form_label("reviewed_tags"), default="reviewed",
                    description="labels and samples with this tag are never re-tagged")  # fmt: skip
         inputs.str("open_band", label="Open band", default=_open_band(ctx.params))
         inputs.bool("overwrite", label="Overwrite", default=False,

@@ -139,7 +139,7 @@ def training_labels(
 
 
 def _partly(left_out: int) -> str:
-    return f"; {left_out} sample(s) have only some labels tagged (partial=True learns from those)" if left_out else ""
+    return f"; {left_out} sample(s) have only some labels tagged (learnt from with partial=True)" if left_out else ""
 
 
 def _write_field(samples: Any, into: str, values: dict, info: dict, description: str) -> None:

@@ -18,16 +18,21 @@ CONTROLS = {
     "recalibrated": ("--recalibrated", '"Band by recalibrated confidence"'),
     "into": ("--into", '"Into field"'),
 }
-_OVERWRITE = {"cli": "--overwrite", "app": '"Overwrite" ticked'}
+# Python's ``name=True`` -> (CLI flag, App checkbox ticked).
+_TICKED = {
+    "overwrite": ("--overwrite", '"Overwrite" ticked'),
+    "partial": ("--partial", '"Partly accepted samples too" ticked'),
+}
 # A plain word is an argument only where it is used as one: before "=", ":", "[" or a verb about it.
 _AFTER = r"(?==|:|\[| must| needs| leave| gives)"
 
 
 def in_route_words(message: str, route: str) -> str:
     """``message`` (Python's wording) with each argument named as ``route`` (``"cli"`` or ``"app"``) shows it."""
-    if route not in _OVERWRITE:
+    if route not in ("cli", "app"):
         return message
-    message = message.replace("overwrite=True", _OVERWRITE[route])
+    for name, ticked in _TICKED.items():
+        message = message.replace(f"{name}=True", ticked[route == "app"])
     for name, controls in CONTROLS.items():
         control = controls[route == "app"]
         pattern = rf"\b{name}\b" if "_" in name else rf"\b{name}{_AFTER}"
