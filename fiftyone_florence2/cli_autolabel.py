@@ -119,19 +119,16 @@ def _recalibrate(samples: Any, args: argparse.Namespace) -> int:
 
 
 def _training_labels(samples: Any, args: argparse.Namespace) -> int:
-    from fiftyone_florence2.autolabel.loop import ACCEPTED, training_labels
+    from fiftyone_florence2.autolabel.loop import ACCEPTED, gathered, gathered_lines, training_labels
     from fiftyone_florence2.autolabel.queue import REVIEWED
-    from fiftyone_florence2.autolabel.reading import label_path
+    from fiftyone_florence2.autolabel.wording import in_route_words
 
     view = training_labels(
         samples, args.field, args.into, gt_field=args.gt_field, accepted_tags=args.accepted_tag or ACCEPTED,
         reviewed_tags=args.reviewed_tag or REVIEWED, overwrite=args.overwrite, partial=args.partial,
     )  # fmt: skip
-    count = view.count(label_path(view, args.into))
-    print(f"Copied {count} label(s) on {len(view)} sample(s) into {args.into!r}; saved view {args.into!r}.")
-    left_out = view._root_dataset.get_field(args.into).info.get("partly_vouched_left_out")
-    if left_out:
-        print(f"Left out {left_out} sample(s) with only some labels accepted or reviewed (--partial keeps them).")
+    for line in gathered_lines(gathered(view, args.into), args.into):
+        print(in_route_words(line, "cli"))
     words = ["florence2 train --dataset", shlex.quote(args.dataset), "--view", shlex.quote(args.into)]
     print("Fine-tune on them:  " + " ".join([*words, "--label-field", shlex.quote(args.into), "--output-dir DIR"]))
     return 0

@@ -34,6 +34,11 @@ def form_label(name: str) -> str:
     return CONTROLS[name][1].strip('"')
 
 
+def tag_list(text: Any, default: tuple[str, ...] | list[str]) -> list[str]:
+    """The tags of a form's comma-separated text (``default`` when it is empty)."""
+    return [tag.strip() for tag in (text or ",".join(default)).split(",") if tag.strip()]
+
+
 def add_field_choice(inputs: Any, samples: Any, name: str = "pred_field", required: bool = True) -> list[str]:
     """A dropdown of the label fields of ``samples`` the auto-labelling steps read; returns them."""
     fields = prediction_fields(samples)
@@ -104,7 +109,7 @@ class Florence2ReviewQueue(foo.Operator):
     def execute(self, ctx: Any) -> dict[str, Any]:
         """Bands the target view's labels, opens the chosen band's view, and returns the counts."""
         params = ctx.params
-        tags = [tag.strip() for tag in (params.get("reviewed_tags") or "reviewed").split(",") if tag.strip()]
+        tags = tag_list(params.get("reviewed_tags"), ["reviewed"])
         try:
             queue = review_queue(
                 ctx.target_view(), params.get("pred_field"), thresholds=params.get("thresholds") or None,

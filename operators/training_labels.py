@@ -19,18 +19,13 @@ from typing import Any
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from fiftyone_florence2.autolabel.loop import ACCEPTED, training_labels
+from fiftyone_florence2.autolabel.loop import ACCEPTED, gathered, gathered_lines, training_labels
 from fiftyone_florence2.autolabel.queue import REVIEWED
-from fiftyone_florence2.autolabel.reading import label_path
 from fiftyone_florence2.autolabel.wording import in_route_words
 
-from .review import add_field_choice, form_label
+from .review import add_field_choice, form_label, tag_list
 
 PARTIAL = "Partly accepted samples too"
-
-
-def _tags(text: Any, default: tuple[str, ...]) -> list[str]:
-    return [tag.strip() for tag in (text or ",".join(default)).split(",") if tag.strip()]
 
 
 class Florence2TrainingLabels(foo.Operator):
@@ -70,21 +65,18 @@ class Florence2TrainingLabels(foo.Operator):
         try:
             view = training_labels(
                 ctx.target_view(), params.get("pred_field"), into, gt_field=params.get("gt_field") or None,
-                accepted_tags=_tags(params.get("accepted_tags"), ACCEPTED),
-                reviewed_tags=_tags(params.get("reviewed_tags"), REVIEWED),
+                accepted_tags=tag_list(params.get("accepted_tags"), ACCEPTED),
+                reviewed_tags=tag_list(params.get("reviewed_tags"), REVIEWED),
                 overwrite=bool(params.get("overwrite")), partial=bool(params.get("partial")),
             )  # fmt: skip
         except ValueError as e:
             raise ValueError(in_route_words(str(e), "app")) from None
-        left_out = ctx.dataset.get_field(into).info.get("partly_vouched_left_out", 0)
-        labels = view.count(label_path(view, into))
-        message = f"Copied {labels} label(s) on {len(view)} sample(s) into {into!r}; saved view {into!r}."
-        if left_out:
-            message += f" Left out {left_out} sample(s) with only some labels accepted or reviewed."
-        message += f" Fine-tune on them: Florence-2: fine-tune, with the label field {into!r}."
+        found = gathered(view, into)
+        lines = [in_route_words(line, "app") for line in gathered_lines(found, into)]
+        message = " ".join([*lines, f"Fine-tune on them: Florence-2: fine-tune, with the label field {into!r}."])
         ctx.ops.reload_dataset()
         ctx.ops.set_view(view=ctx.dataset.load_saved_view(into))
-        return {"field": into, "labels": labels, "samples": len(view), "left_out": left_out, "message": message}
+        return {"field": into, **found, "message": message}
 
     def resolve_output(self, ctx: Any) -> types.Property | None:
         if not ctx.results:

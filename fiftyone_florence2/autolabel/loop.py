@@ -57,26 +57,19 @@ def _check_gt(samples: Any, pred_field: str, gt_field: str | None) -> None:
         )
 
 
-def _kept(labels: Any, attr: str | None, keep: set[str] | None, partial: bool = True) -> Any:
+def _kept(labels: Any, attr: str | None, keep: set[str] | None, partial: bool = True) -> tuple[Any, bool]:
     """Copies of ``labels`` (a list field's value, or one label) with a tag in ``keep`` (None: all), or None;
-    without ``partial``, None unless every label has such a tag."""
+    and whether only some of them have such a tag. Without ``partial``, such labels give None."""
     if labels is None:
-        return None
+        return None, False
     if attr is None:
-        return labels.copy() if keep is None or set(labels.tags or ()) & keep else None
+        return (labels.copy() if keep is None or set(labels.tags or ()) & keep else None), False
     items = getattr(labels, attr) or []
     kept = [item.copy() for item in items if keep is None or set(item.tags or ()) & keep]
-    if not partial and len(kept) < len(items):
-        return None
-    return type(labels)(**{attr: kept}) if kept else None
-
-
-def _pending(labels: Any, attr: str | None, keep: set[str]) -> bool:
-    """Whether some of ``labels`` (not all) carry a tag in ``keep``: a sample only partly vouched for."""
-    if labels is None or attr is None:
-        return False
-    tagged = [bool(set(item.tags or ()) & keep) for item in getattr(labels, attr) or []]
-    return any(tagged) and not all(tagged)
+    partly = 0 < len(kept) < len(items)
+    if partly and not partial:
+        return None, True
+    return (type(labels)(**{attr: kept}) if kept else None), partly
 
 
 def training_labels(
@@ -121,8 +114,8 @@ def training_labels(
     values, left_out = {}, 0
     for sample_id, sample_tags, labels, checked in zip(ids, tags, predicted, truth, strict=True):
         slice_sample = gt_field is not None and bool(set(sample_tags or ()) & set(reviewed))
-        values[sample_id] = _kept(checked, attr, None) if slice_sample else _kept(labels, attr, keep, partial)
-        left_out += not slice_sample and not partial and _pending(labels, attr, keep)
+        values[sample_id], partly = _kept(checked, attr, None) if slice_sample else _kept(labels, attr, keep, partial)
+        left_out += partly and not partial
     if not any(value is not None for value in values.values()):
         where = f"no sample tagged {' or '.join(reviewed)} has {gt_field!r} labels, and " if gt_field else ""
         raise ValueError(
@@ -136,6 +129,22 @@ def training_labels(
     view = samples.exists(into)
     samples._root_dataset.save_view(into, view, overwrite=True)
     return view
+
+
+def gathered(view: Any, into: str) -> dict[str, int]:
+    """What :func:`training_labels` copied into ``into`` (``view`` is what it returned): labels, samples, and
+    the samples left out as only partly vouched for."""
+    left_out = view._root_dataset.get_field(into).info.get("partly_vouched_left_out", 0)
+    return {"labels": view.count(label_path(view, into)), "samples": len(view), "left_out": left_out}
+
+
+def gathered_lines(found: dict[str, int], into: str) -> list[str]:
+    """:func:`gathered`'s counts in Python's words (``in_route_words`` names the CLI's or the App's controls)."""
+    lines = [f"Copied {found['labels']} label(s) on {found['samples']} sample(s) into {into!r}; saved view {into!r}."]
+    if found["left_out"]:
+        lines.append(f"Left out {found['left_out']} sample(s) with only some labels accepted or reviewed "
+                     "(partial=True keeps them).")  # fmt: skip
+    return lines
 
 
 def _partly(left_out: int) -> str:

@@ -162,8 +162,11 @@ class Florence2Runner:
         self._added_rows = added_rows(self.model)
         self._cross_attention = self._cross_attention_modules()
         self._loc_first = loc_first_id(self.tokenizer)
-        # How far a coordinate may lie from its bin in the confidences (None: its bin alone), for records
-        self.coordinate_window = LOC_WINDOW if self._loc_first is not None else None
+
+    @property
+    def coordinate_window(self) -> int | None:
+        """How far a coordinate may lie from its bin in the confidences (None: its bin alone), for records."""
+        return LOC_WINDOW if self._loc_first is not None else None
 
     def check_question(self, question: str) -> None:
         """Raises ``ValueError`` if ``question`` cannot fit beside the image in the text encoder."""

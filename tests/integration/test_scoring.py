@@ -110,7 +110,7 @@ def test_a_labelled_boxs_confidence_counts_the_window_and_the_record_says_so(tin
     model = f2.load_model("detection", model=str(tiny_checkpoint), generate_kwargs=force(tokenizer, answer))
     f2.label_samples(dataset, model, "boxes", progress=False)
     exact = f2.load_model("detection", model=str(tiny_checkpoint), generate_kwargs=force(tokenizer, answer))
-    exact.runner._loc_first, exact.runner.coordinate_window = None, None  # its bins alone
+    exact.runner._loc_first = None  # its bins alone
     f2.label_samples(dataset, exact, "exact", progress=False)
     windowed, alone = dataset.first().boxes.detections[0].confidence, dataset.first().exact.detections[0].confidence
     assert 0 < alone < windowed <= 1  # a random model's mass is spread: the window holds more of it
